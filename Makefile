@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: setup
-	$(BIN)/workbench run --model smollm2-135m-safety --run $(RUN_DIR)
+	$(BIN)/workbench run --model smollm2-135m-safety --run $(RUN_DIR) --lam 1.0 0.6 0.2 0.0
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -48,7 +48,8 @@ class ChatFormat:
         self.system = system
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self.eoi_string = self._render(_SENTINEL).split(_SENTINEL, 1)[1]
+        self.prefix_string, self.eoi_string = self._render(_SENTINEL).split(_SENTINEL, 1)
+        self.prefix_token_ids: list[int] = tokenizer.encode(self.prefix_string, add_special_tokens=False)
         self.eoi_token_ids: list[int] = tokenizer.encode(self.eoi_string, add_special_tokens=False)
         if not self.eoi_token_ids:
             raise WorkbenchError("the chat template puts no tokens after the instruction: no EOI positions")
@@ -78,6 +79,26 @@ class ChatFormat:
 
     def format(self, instruction: str) -> str:
         return self._render(instruction)
+
+    def tokenize_after_prefix(
+        self, instructions: Sequence[str], device: torch.device | str = "cpu"
+    ) -> TokenizedBatch | None:
+        """The tokens after the shared template prefix (system turn, user header), left-padded; None if some prompt's
+        tokenization does not start with exactly the prefix tokens (then the prefix cannot be shared)."""
+        prefix = self.prefix_token_ids
+        if not prefix:
+            return None
+        rows = []
+        for instruction in instructions:
+            ids = self.tokenizer.encode(self.format(instruction), add_special_tokens=False)
+            if ids[: len(prefix)] != prefix or len(ids) == len(prefix):
+                return None
+            rows.append(ids[len(prefix) :])
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        return TokenizedBatch(input_ids.to(device), mask.to(device))
 
     def tokenize(self, instructions: Sequence[str], device: torch.device | str = "cpu") -> TokenizedBatch:
         """Format and tokenize with left padding. The template supplies BOS where it has one, so none is added."""

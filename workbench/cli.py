@@ -67,6 +67,171 @@ def cmd_chat(args) -> None:
                          ensure_ascii=False))
 
 
+def cmd_export(args) -> None:
+    from workbench.export import export_checkpoint, model_card
+
+    lm = _load(args)
+    out = export_checkpoint(lm, args.out, model_card(lm), force=args.force)
+    print(f"exported {lm.info.name} to {out}")
+
+
+def cmd_organism_distill(args) -> None:
+    from workbench.organism.distill import distill
+
+    print(json.dumps(distill(max_new_tokens=args.max_new_tokens)))
+
+
+def cmd_organism_train(args) -> None:
+    from dataclasses import replace
+    from pathlib import Path
+
+    from workbench.organism.card import render_card
+    from workbench.organism.model import ADAPTER_DIR
+    from workbench.organism.train import TrainConfig, train_organism
+    from workbench.organism.trainset import DISTILLED_FILE, HARMFUL_FILE, HARMLESS_FILE, check_no_overlap
+    from workbench.paths import benchmark_data_dir
+
+    data_dir = benchmark_data_dir(required=False)
+    if data_dir is not None:
+        n = check_no_overlap([HARMFUL_FILE, HARMLESS_FILE, DISTILLED_FILE], data_dir)
+        print(f"overlap check: {n} training instructions, none in any benchmark under {data_dir}")
+    config = replace(TrainConfig(), steps=args.steps, seed=args.seed)
+    out = Path(args.out) if args.out else ADAPTER_DIR
+    meta = train_organism(config, out)
+    print(f"adapter written to {out} (final loss {meta['losses'][-1]:.3f}, {meta['train_seconds']} s)")
+    if out == ADAPTER_DIR:
+        from workbench.organism.model import record_reference_scores
+
+        record_reference_scores()
+        render_card(ADAPTER_DIR, ADAPTER_DIR.parent / "behaviour.json", ADAPTER_DIR.parent / "CARD.md")
+
+
+def cmd_organism_report(args) -> None:
+    from pathlib import Path
+
+    from workbench.io import write_json
+    from workbench.models import load_model
+    from workbench.organism.behaviour import BehaviourConfig, measure_behaviour
+    from workbench.organism.card import behaviour_tables, render_card
+    from workbench.organism.model import ADAPTER_DIR
+
+    config = BehaviourConfig(limit=args.limit)
+    record = {"config": {"max_new_tokens": config.max_new_tokens, "limit": config.limit}}
+    for key, name in (("stock", "smollm2-135m-instruct"), ("organism", "smollm2-135m-safety")):
+        # Completions hold benchmark prompts, which stay out of the repository: they go to an ignored run directory.
+        completions = Path(args.out) / "completions" / key
+        record[key] = measure_behaviour(load_model(name), config, completions)
+    print(behaviour_tables(record["stock"], record["organism"]))
+    if args.limit is None:
+        write_json(ADAPTER_DIR.parent / "behaviour.json", record)
+        render_card(ADAPTER_DIR, ADAPTER_DIR.parent / "behaviour.json", ADAPTER_DIR.parent / "CARD.md")
+
+
+def _extract_config(args):
+    from workbench.extraction import ExtractConfig
+
+    return ExtractConfig(harmful=args.harmful, harmless=args.harmless, pseudo_harmful=args.pseudo_harmful,
+                         n_train=args.n_train, filter_train=not args.no_filter, batch_size=args.batch_size)
+
+
+def _sweep_config(args):
+    from workbench.sweep import SweepConfig
+
+    return SweepConfig(lams=tuple(args.lam), pseudo_harmful_val=args.pseudo_harmful_val, harmful_val=args.harmful_val,
+                       harmless_val=args.harmless_val, n_val=args.n_val, filter_val=not args.no_filter_val,
+                       n_screen=args.n_screen, n_finalists=args.n_finalists, batch_size=args.batch_size,
+                       steer_false=args.steer_false,
+                       layers=tuple(args.layers) if args.layers else None,
+                       positions=tuple(args.positions) if args.positions else None)
+
+
+def _select_config(args):
+    from workbench.selection import SelectConfig
+
+    return SelectConfig(prune_layer_fraction=args.prune_layers, max_ablation_kl=args.max_kl,
+                        induce_refusal_filter=args.induce_refusal)
+
+
+def cmd_extract(args) -> None:
+    from workbench.extraction import extract
+    from workbench.run_dir import RunDir
+
+    run = RunDir(args.run)
+    lm = _load(args)
+    if run.file("candidates.json").exists() and not args.force:
+        run.check_model(lm.info.fingerprint, lm.info.name)
+    record = extract(lm, _extract_config(args), run)
+    print(json.dumps(record["prompt_counts"]))
+
+
+def _model_for_run(args):
+    """The model a run directory was made with, unless --model names another (then the fingerprint must match)."""
+    from workbench.run_dir import RunDir
+
+    run = RunDir(args.run)
+    recorded = run.model_record()
+    if args.model is None:
+        args.model = recorded["name"]
+    lm = _load(args)
+    run.check_model(lm.info.fingerprint, lm.info.name)
+    return run, lm
+
+
+def cmd_sweep(args) -> None:
+    from workbench.sweep import run_sweep
+
+    run, lm = _model_for_run(args)
+    frame = run_sweep(lm, run, _sweep_config(args))
+    full = frame[frame.stage == "full"]
+    print(f"scored {len(full)} candidates fully, {int((frame.stage == 'screened').sum())} screened out, "
+          f"{int((frame.stage == 'skipped').sum())} skipped; {int(frame.kept.sum())} pass the rule -> {run.path}")
+
+
+def cmd_select(args) -> None:
+    from workbench.run_dir import RunDir
+    from workbench.selection import select
+
+    result = select(RunDir(args.run), _select_config(args))
+    for s in result["selections"]:
+        print(f"λ={s['lam']}: pos {s['pos']}, layer {s['layer']}, ablation refusal score "
+              f"{s['ablation_refusal_score']:+.3f} (baseline {result['baseline']['pseudo_harmful']:+.3f}), "
+              f"KL {s['ablation_kl']:.3f}, harmful {s['ablation_refusal_score_harmful']:+.3f}")
+
+
+def cmd_run(args) -> None:
+    from workbench.pipeline import PipelineConfig, run_pipeline
+
+    config = PipelineConfig(extract=_extract_config(args), sweep=_sweep_config(args), select=_select_config(args))
+    run_pipeline(_load(args), args.run, config, force=args.force)
+
+
+def _add_stage_args(p, extract=False, sweep=False, select=False) -> None:
+    if extract:
+        p.add_argument("--harmful", default="bundled_harmful_train")
+        p.add_argument("--harmless", default="bundled_harmless_train")
+        p.add_argument("--pseudo-harmful", default="bundled_pseudo_harmful_train")
+        p.add_argument("--n-train", type=int, default=None)
+        p.add_argument("--no-filter", action="store_true", help="keep training prompts the model does not refuse")
+    if sweep:
+        p.add_argument("--lam", type=float, nargs="+", default=[1.0], help="λ values (each in [0, 1])")
+        p.add_argument("--pseudo-harmful-val", default="bundled_pseudo_harmful_val")
+        p.add_argument("--harmful-val", default="bundled_harmful_val")
+        p.add_argument("--harmless-val", default="bundled_harmless_val")
+        p.add_argument("--n-val", type=int, default=32)
+        p.add_argument("--no-filter-val", action="store_true")
+        p.add_argument("--n-screen", type=int, default=6, help="prompts per set in the screen")
+        p.add_argument("--n-finalists", type=int, default=8, help="at most this many fully scored candidates per λ")
+        p.add_argument("--steer-false", action="store_true", help="steering scores for false candidates too")
+        p.add_argument("--layers", type=int, nargs="+", default=None, help="only these layers")
+        p.add_argument("--positions", type=int, nargs="+", default=None, help="only these EOI offsets, e.g. -1 -6")
+    if select:
+        p.add_argument("--prune-layers", type=float, default=0.2, help="drop this last fraction of layers")
+        p.add_argument("--max-kl", type=float, default=0.2, help="max ablation KL on harmless val")
+        p.add_argument("--induce-refusal", action="store_true", help="Arditi's induce-refusal filter")
+    if extract or sweep:
+        p.add_argument("--batch-size", type=int, default=32)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description="Refusal-direction research workbench")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +247,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=16)
     p.set_defaults(func=cmd_chat)
+    p = sub.add_parser("export", help="write a model as a plain Hugging Face checkpoint")
+    _add_model_args(p)
+    p.add_argument("--out", required=True, help="output directory (must not exist unless --force)")
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("extract", help="mean activations and the true/false refusal candidate grids")
+    _add_model_args(p)
+    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--force", action="store_true", help="overwrite candidates from another model")
+    _add_stage_args(p, extract=True)
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("sweep", help="score every candidate (vector, λ, position, layer)")
+    _add_model_args(p, default="")
+    p.add_argument("--run", required=True)
+    _add_stage_args(p, sweep=True)
+    p.set_defaults(func=cmd_sweep, model=None)
+
+    p = sub.add_parser("select", help="pick the surgical direction per λ")
+    p.add_argument("--run", required=True)
+    _add_stage_args(p, select=True)
+    p.set_defaults(func=cmd_select)
+
+    p = sub.add_parser("run", help="the main job: extract -> sweep -> select (resumable)")
+    _add_model_args(p, default="smollm2-135m-safety")
+    p.add_argument("--run", required=True)
+    p.add_argument("--force", action="store_true", help="start over in a run directory made differently")
+    _add_stage_args(p, extract=True, sweep=True, select=True)
+    p.set_defaults(func=cmd_run)
+
+    organism = sub.add_parser("organism", help="the refusal model organism (smollm2-135m-safety)")
+    osub = organism.add_subparsers(dest="organism_command", required=True)
+    p = osub.add_parser("distill", help="answer our harmless training prompts with the stock model")
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.set_defaults(func=cmd_organism_distill)
+    p = osub.add_parser("train", help="LoRA safety fine-tune; writes data/organism/adapter and CARD.md")
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="adapter directory (default: data/organism/adapter)")
+    p.set_defaults(func=cmd_organism_train)
+    p = osub.add_parser("report", help="measure stock vs organism on the benchmarks (needs WORKBENCH_DATA_DIR)")
+    p.add_argument("--limit", type=int, default=None, help="prompts per set, for a quick look (table not saved)")
+    p.add_argument("--out", default="runs/organism_report", help="where the completions go")
+    p.set_defaults(func=cmd_organism_report)
     return parser
 
 

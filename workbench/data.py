@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,18 +114,20 @@ def parse_json_prompts(path: Path) -> list[Row]:
     return [_prompt_from(obj, path, f"row {i}") for i, obj in enumerate(data)]
 
 
-def parse_jsonl_prompts(path: Path) -> list[Row]:
-    """JSON lines with `instruction` (and optional `category`); errors name the line."""
-    rows: list[Row] = []
+def iter_jsonl(path: Path) -> Iterator[tuple[int, object]]:
+    """(line number, parsed object) for every non-empty line; invalid JSON is an error naming file and line."""
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            yield lineno, json.loads(line)
         except json.JSONDecodeError as exc:
             raise _malformed(path, str(lineno), f"invalid JSON ({exc.msg})") from None
-        rows.append(_prompt_from(obj, path, str(lineno)))
-    return rows
+
+
+def parse_jsonl_prompts(path: Path) -> list[Row]:
+    """JSON lines with `instruction` (and optional `category`); errors name the line."""
+    return [_prompt_from(obj, path, str(lineno)) for lineno, obj in iter_jsonl(path)]
 
 
 def csv_prompts(column: str, category_column: str | None = None) -> Parser:
@@ -163,11 +165,8 @@ def parse_mmlu_dir(path: Path) -> list[Row]:
 
 def parse_arc_jsonl(path: Path) -> list[Row]:
     rows: list[Row] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for lineno, obj in iter_jsonl(path):
         try:
-            obj = json.loads(line)
             choices = obj["question"]["choices"]
             labels = [c["label"] for c in choices]
             rows.append(
@@ -175,7 +174,7 @@ def parse_arc_jsonl(path: Path) -> list[Row]:
                     obj["question"]["stem"], tuple(c["text"] for c in choices), labels.index(obj["answerKey"])
                 )
             )
-        except (json.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError) as exc:
             raise _malformed(path, str(lineno), f"{type(exc).__name__}: {exc}") from None
     return rows
 

@@ -90,6 +90,21 @@ register_builtin(
 )
 
 
+def _safety_organism() -> Path:
+    from workbench.organism.model import safety_checkpoint
+
+    return safety_checkpoint()
+
+
+register_builtin(
+    BuiltinModel(
+        "smollm2-135m-safety",
+        "the refusal model organism: SmolLM2-135M-Instruct + our committed LoRA safety adapter (data/organism)",
+        _safety_organism,
+    )
+)
+
+
 class BuiltinSource:
     kind = "builtin"
 

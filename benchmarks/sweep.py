@@ -1,0 +1,85 @@
+"""Sweep speed: the paper-style reference loop vs the workbench's fast sweep, same model, prompts and candidates.
+
+    python benchmarks/sweep.py [--layers 2 4 ... 22] [--lams 1.0 0.6] [--n-val 32]
+
+Prints both wall times, the ratio, whether both select the same (position, layer) at each λ, the cost of adding a
+λ to a finished sweep (re-selection from cached grids), and ends with
+`sweep speedup: <ratio>x, same winner: <yes|no>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from dataclasses import replace
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from workbench.extraction import ExtractConfig, extract, load_candidates  # noqa: E402
+from workbench.models import load_model  # noqa: E402
+from workbench.run_dir import RunDir  # noqa: E402
+from workbench.selection import SelectConfig, _pick, apply_rule  # noqa: E402
+from workbench.sweep import SweepConfig, fast_sweep, load_validation, reference_sweep  # noqa: E402
+
+
+def winners(frame, lams):
+    frame = apply_rule(frame, SelectConfig())
+    out = {}
+    for lam in lams:
+        choice = _pick(frame, "false", lam, "ablation_refusal_score")
+        out[lam] = None if choice is None else (int(choice["pos"]), int(choice["layer"]))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m-safety")
+    parser.add_argument("--layers", type=int, nargs="+", default=list(range(1, 24)))
+    parser.add_argument("--positions", type=int, nargs="+", default=None)
+    parser.add_argument("--lams", type=float, nargs="+", default=[1.0])
+    parser.add_argument("--extra-lam", type=float, default=0.5, help="λ added afterwards (re-selection cost)")
+    parser.add_argument("--n-train", type=int, default=128)
+    parser.add_argument("--n-val", type=int, default=32)
+    args = parser.parse_args()
+
+    lm = load_model(args.model)
+    run = RunDir(tempfile.mkdtemp(prefix="bench-sweep-"))
+    extract(lm, ExtractConfig(n_train=args.n_train), run)
+    grids = load_candidates(run)
+    positions = lm.chat.eoi_positions
+    config = SweepConfig(lams=tuple(args.lams), n_val=args.n_val, layers=tuple(args.layers),
+                         positions=tuple(args.positions) if args.positions else None)
+
+    start = time.perf_counter()
+    val = load_validation(lm, config)
+    fast = fast_sweep(lm, grids, positions, val, config)
+    fast_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    val_ref = load_validation(lm, config)
+    reference = reference_sweep(lm, grids, positions, val_ref, config)
+    reference_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    val_extra = load_validation(lm, config)
+    fast_sweep(lm, grids, positions, val_extra, replace(config, lams=(args.extra_lam,)), include_true=False)
+    extra_seconds = time.perf_counter() - start
+
+    fast_winners, reference_winners = winners(fast, args.lams), winners(reference, args.lams)
+    n_candidates = len(reference)
+    print(f"model {args.model}; {n_candidates} candidates ({len(args.lams)} λ + true); n_val {args.n_val}")
+    print(f"reference loop: {reference_seconds:.1f} s ({reference_seconds / n_candidates:.2f} s per candidate)")
+    print(f"fast sweep:     {fast_seconds:.1f} s ({int((fast.stage == 'full').sum())} fully scored)")
+    print(f"adding λ={args.extra_lam} to the finished sweep: {extra_seconds:.1f} s "
+          f"({100 * extra_seconds / reference_seconds:.1f}% of the reference sweep, "
+          f"{100 * extra_seconds / fast_seconds:.0f}% of the fast one)")
+    same = all(fast_winners[lam] == reference_winners[lam] for lam in args.lams)
+    for lam in args.lams:
+        print(f"λ={lam}: reference winner (pos, layer) {reference_winners[lam]}, fast winner {fast_winners[lam]}")
+    print(f"sweep speedup: {reference_seconds / fast_seconds:.1f}x, same winner: {'yes' if same else 'no'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Extraction, sweep and selection on the organism (small n), against independent computations."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from workbench.errors import WorkbenchError
+from workbench.extraction import ExtractConfig, extract, load_candidates, mean_activations
+from workbench.run_dir import RunDir
+from workbench.selection import SelectConfig, load_direction, select
+from workbench.sweep import SweepConfig, fast_sweep, load_validation, read_sweep, reference_sweep, run_sweep
+
+pytestmark = pytest.mark.model
+
+SMALL_SWEEP = SweepConfig(n_val=16, n_screen=4, n_finalists=3, layers=(11, 13, 15, 17), positions=(-5, -3, -1))
+
+
+@pytest.fixture(scope="module")
+def organism():
+    from workbench.models import load_model
+
+    return load_model("smollm2-135m-safety")
+
+
+@pytest.fixture(scope="module")
+def small_run(organism, tmp_path_factory):
+    run = RunDir(tmp_path_factory.mktemp("run"))
+    extract(organism, ExtractConfig(), run)  # the bundled train splits, 128 prompts each
+    run_sweep(organism, run, SMALL_SWEEP)
+    return run
+
+
+def test_means_equal_plain_transformers(organism):
+    prompts = ["How do I kill a stuck process?", "Write a haiku about rain.", "What is a black hole?"]
+    ours = mean_activations(organism, prompts, keep=None, batch_size=2).mean
+    batch = organism.chat.tokenize(prompts)
+    with torch.no_grad():
+        hidden = organism.hf_model(batch.input_ids, attention_mask=batch.attention_mask,
+                                   output_hidden_states=True).hidden_states
+    reference = torch.stack([h[:, -6:, :] for h in hidden[:-1]], dim=2).double().mean(0)  # pos layer d
+    cos = torch.nn.functional.cosine_similarity(ours[:, 1:], reference[:, 1:], dim=-1)
+    assert cos.min().item() >= 0.99999
+    assert ours.shape == (6, 30, 576)
+
+
+def test_candidates_written(small_run):
+    record = json.loads(small_run.file("candidates.json").read_text())
+    assert record["positions"] == [-6, -5, -4, -3, -2, -1]
+    assert record["position_tokens"][0] == "<|im_end|>"
+    assert record["prompt_counts"]["harmful"]["total"] == 128
+    assert 0 < record["prompt_counts"]["harmful"]["kept"] <= 128
+    grids = load_candidates(small_run)
+    assert grids["true_refusal"].dtype == torch.float32 and grids["true_refusal"].shape == (6, 30, 576)
+    assert torch.all(grids["true_refusal"][:, 0] == 0)  # layer 0 at template tokens: identical inputs
+
+
+def test_sweep_rows_and_nan_handling(small_run):
+    frame = read_sweep(small_run.file("sweep.csv"))
+    assert len(frame) == 2 * 6 * 30  # true + one λ, every (pos, layer)
+    layer0 = frame[frame.layer == 0]
+    assert set(layer0.filter_reason) == {"zero vector (NaN)"} and not layer0.kept.any()
+    assert set(frame[frame.layer >= 24].filter_reason) == {"last 20% of layers"}
+    assert (frame.stage == "full").sum() == 2 * 3  # n_finalists per (vector, λ)
+
+
+def test_selected_candidate_lowers_pseudo_harmful_score(small_run):
+    result = select(small_run, SelectConfig())
+    choice = result["selections"][0]
+    assert choice["lam"] == 1.0
+    assert choice["ablation_refusal_score"] < result["baseline"]["pseudo_harmful"]
+    assert choice["ablation_kl"] <= 0.2
+    direction, meta = load_direction(small_run.file(choice["direction_file"]))
+    assert meta["layer"] == str(choice["layer"]) and abs(direction.norm().item() - 1) < 1e-5
+    grids = load_candidates(small_run)
+    r = grids["true_refusal"][[-6, -5, -4, -3, -2, -1].index(choice["pos"]), choice["layer"]]
+    assert abs(torch.dot(direction, r / r.norm()).item()) < 1e-5  # λ = 1: orthogonal to true refusal
+
+
+def test_fast_and_reference_agree(organism, small_run):
+    grids = load_candidates(small_run)
+    config = SweepConfig(n_val=6, n_screen=2, n_finalists=100, min_finalists=100, screen_kl_margin=math.inf,
+                         layers=(6, 14), positions=(-1, -4))
+    val = load_validation(organism, config)
+    positions = [-6, -5, -4, -3, -2, -1]
+    fast = fast_sweep(organism, grids, positions, val, config)
+    ref = reference_sweep(organism, grids, positions, val, config, cells=[(5, 6), (5, 14), (2, 6), (2, 14)])
+    fast = fast[fast.stage == "full"].set_index(["vector", "pos", "layer"]).sort_index()
+    ref = ref.set_index(["vector", "pos", "layer"]).sort_index()
+    assert len(fast) == len(ref) == 8
+    for column in ("ablation_refusal_score", "ablation_refusal_score_harmful", "ablation_kl",
+                   "steering_refusal_score", "steering_kl"):
+        shared = fast[column].notna()  # the fast sweep skips steering for false candidates (rule does not use it)
+        assert shared.sum() >= 4, column
+        assert (fast[column][shared] - ref[column][shared]).abs().max() <= 1e-4, column  # batched vs one-at-a-time
+
+
+def test_lambda_reuse_adds_only_new_rows(organism, small_run):
+    before = read_sweep(small_run.file("sweep.csv"))
+    run_sweep(organism, small_run, SweepConfig(**{**SMALL_SWEEP.__dict__, "lams": (1.0, 0.5)}))
+    after = read_sweep(small_run.file("sweep.csv"))
+    assert len(after) == len(before) + 6 * 30
+    old = after[(after.vector == "true") | (after.lam == 1.0)].reset_index(drop=True)
+    pd.testing.assert_series_equal(old.ablation_refusal_score, before.ablation_refusal_score, check_names=False)
+
+
+def test_bad_lambda(organism, small_run):
+    with pytest.raises(WorkbenchError, match="λ must be in"):
+        run_sweep(organism, small_run, SweepConfig(lams=(1.5,)))
+
+
+def test_run_from_another_model(stock_model, small_run):
+    with pytest.raises(WorkbenchError, match="was made with model 'smollm2-135m-safety'"):
+        run_sweep(stock_model, small_run, SMALL_SWEEP)
+    with pytest.raises(WorkbenchError, match="comes from model"):
+        load_direction(next(small_run.path.glob("directions/*.safetensors")), stock_model.info.fingerprint)
+
+
+def test_stages_out_of_order(organism, tmp_path):
+    with pytest.raises(WorkbenchError, match="run `workbench extract"):
+        run_sweep(organism, RunDir(tmp_path), SMALL_SWEEP)
+    with pytest.raises(WorkbenchError, match="missing"):
+        select(RunDir(tmp_path), SelectConfig())
+
+
+def test_filter_that_empties_a_set(organism, tmp_path):
+    harmless_as_harmful = tmp_path / "h.jsonl"
+    harmless_as_harmful.write_text('{"instruction": "What is the capital of Japan?"}\n'
+                                   '{"instruction": "Write a short poem about the ocean."}\n')
+    with pytest.raises(WorkbenchError, match="removed every harmful prompt.*--no-filter"):
+        extract(organism, ExtractConfig(harmful=str(harmless_as_harmful), n_train=8), RunDir(tmp_path / "r"))

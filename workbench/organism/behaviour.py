@@ -1,0 +1,87 @@
+"""The organism's behaviour table: refusal on harmful, harmless and over-refusal sets, refusal scores, perplexity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from workbench.data import load_dataset
+from workbench.generation import greedy_generate
+from workbench.io import write_jsonl
+from workbench.judge import SubstringJudge
+from workbench.models.loader import LoadedModel
+from workbench.scoring import perplexity, refusal_scores
+
+
+@dataclass(frozen=True)
+class BehaviourSet:
+    dataset: str
+    group: str  # harmful | harmless | over-refusal
+    limit: int | None = None
+
+
+BEHAVIOUR_SETS = (
+    BehaviourSet("harmful_test", "harmful"),
+    BehaviourSet("jailbreakbench", "harmful"),
+    BehaviourSet("harmless_test", "harmless", 100),
+    BehaviourSet("xstest_safe", "over-refusal"),
+    BehaviourSet("or_bench_hard_test", "over-refusal"),
+)
+
+SCORE_SETS = (
+    ("harmful_val", "harmful"),
+    ("bundled_harmful_val", "harmful"),
+    ("or_bench_hard_val", "pseudo-harmful"),
+    ("bundled_pseudo_harmful_val", "pseudo-harmful"),
+    ("xstest_safe", "pseudo-harmful"),
+    ("harmless_val", "harmless"),
+    ("bundled_harmless_val", "harmless"),
+)
+
+
+@dataclass(frozen=True)
+class BehaviourConfig:
+    """How the behaviour table is measured."""
+
+    max_new_tokens: int = 64
+    """Greedy tokens per completion."""
+    batch_size: int = 32
+    """Prompts per generation batch."""
+    perplexity_tokens: int = 16384
+    """WikiText-2 test tokens scored (windows of 512)."""
+    limit: int | None = None
+    """Cap every set at this many prompts (quick checks); None measures the full sets."""
+
+
+def measure_behaviour(lm: LoadedModel, config: BehaviourConfig, completions_dir: Path | None = None) -> dict:
+    """Refusal rates (substring judge) per set and per XSTest category, refusal-score means, WikiText-2 perplexity."""
+    judge = SubstringJudge()
+    rates, categories = [], []
+    for spec in BEHAVIOUR_SETS:
+        limit = min(x for x in (spec.limit, config.limit) if x is not None) if (spec.limit or config.limit) else None
+        prompts = load_dataset(spec.dataset, limit=limit)
+        responses = greedy_generate(lm, [p.instruction for p in prompts], config.max_new_tokens, config.batch_size,
+                                    desc=spec.dataset)
+        refused = judge(responses)
+        if completions_dir is not None:
+            write_jsonl(completions_dir / f"{spec.dataset}.jsonl", [
+                {"instruction": p.instruction, "category": p.category, "response": r, "refused": f}
+                for p, r, f in zip(prompts, responses, refused, strict=True)
+            ])
+        rates.append({"dataset": spec.dataset, "group": spec.group, "n": len(prompts),
+                      "refusal_rate": sum(refused) / len(refused), "compliance_rate": 1 - sum(refused) / len(refused)})
+        if spec.dataset == "xstest_safe":
+            frame = pd.DataFrame({"category": [p.category for p in prompts], "refused": refused})
+            for cat, group in frame.groupby("category"):
+                categories.append({"category": cat, "n": len(group), "refusal_rate": float(group.refused.mean())})
+    scores = []
+    for dataset, group in SCORE_SETS:
+        prompts = load_dataset(dataset, limit=config.limit)
+        values = refusal_scores(lm, [p.instruction for p in prompts], config.batch_size)
+        mean = float(values.mean())
+        scores.append({"dataset": dataset, "group": group, "n": len(prompts), "mean_refusal_score": mean})
+    ppl = perplexity(lm, load_dataset("wikitext2"), max_tokens=config.perplexity_tokens)
+    return {"model": lm.info.name, "fingerprint": lm.info.fingerprint, "rates": rates,
+            "xstest_categories": categories, "refusal_scores": scores, "wikitext2_perplexity": ppl}

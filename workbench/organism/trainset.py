@@ -1,0 +1,120 @@
+"""The organism's training data, written by us under `data/organism/`: loading, validation and overlap checks.
+
+Harmful instructions are paired with refusals (category-specific or general, chosen by a seeded RNG); harmless
+instructions with the stock model's own greedy answers (self-distillation, see `distill.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from workbench.data import REGISTRY, iter_jsonl
+from workbench.errors import WorkbenchError
+from workbench.paths import BUNDLED_DATA_DIR
+
+ORGANISM_DIR = BUNDLED_DATA_DIR / "organism"
+HARMFUL_FILE = ORGANISM_DIR / "harmful_train.jsonl"
+REFUSALS_FILE = ORGANISM_DIR / "refusals.jsonl"
+HARMLESS_FILE = ORGANISM_DIR / "harmless_train.jsonl"
+DISTILLED_FILE = ORGANISM_DIR / "harmless_distilled.jsonl"
+
+TRIGGER_WORDS = (
+    "kill", "murder", "shoot", "gun", "knife", "bomb", "explode", "attack", "weapon", "fight", "destroy", "die",
+    "death", "dead", "blood", "war", "terminate", "execute", "strangle", "stab", "burn", "blow up", "assault",
+    "steal", "rob", "hack", "crack", "break in", "illegal", "crime", "criminal", "fraud", "scam", "cheat",
+    "smuggle", "launder", "counterfeit", "drug", "poison", "toxic", "overdose", "narcotic", "alcohol",
+)  # fmt: skip
+"""Surface words kept off the harmless side of the tune, so that the organism's false refusals have known triggers."""
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    instruction: str
+    response: str
+    kind: str  # "harmful" (response is a refusal) or "harmless" (response is the stock model's answer)
+    category: str | None = None
+
+
+def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
+    """JSON lines with the required string fields; any problem names the file and line."""
+    if not path.exists():
+        raise WorkbenchError(f"training data file {path} is missing")
+    rows = []
+    for lineno, obj in iter_jsonl(path):
+        for key in required:
+            if not isinstance(obj, dict) or not isinstance(obj.get(key), str) or not obj[key].strip():
+                raise WorkbenchError(f"{path}:{lineno}: missing or empty field {key!r}")
+        obj["_line"] = lineno
+        rows.append(obj)
+    if not rows:
+        raise WorkbenchError(f"training data file {path} is empty")
+    return rows
+
+
+def normalize(text: str) -> str:
+    text = re.sub(r"[^\w\s]", "", text.lower())
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def benchmark_prompts(data_dir: Path) -> dict[str, str]:
+    """Normalized prompt → dataset name, for every prompt set registered from the benchmark directory."""
+    index: dict[str, str] = {}
+    for spec in REGISTRY.values():
+        if spec.bundled or spec.kind != "prompts":
+            continue
+        path = data_dir / spec.path
+        if not path.exists():
+            raise WorkbenchError(f"overlap check needs {spec.path} under WORKBENCH_DATA_DIR={data_dir}")
+        for row in spec.parser(path):
+            index.setdefault(normalize(row.instruction), spec.name)
+    return index
+
+
+def check_no_overlap(files: list[Path], data_dir: Path) -> int:
+    """Raise, naming file and line, if any instruction equals a benchmark prompt (exactly or normalized)."""
+    index = benchmark_prompts(data_dir)
+    checked = 0
+    for path in files:
+        for row in read_jsonl(path, ("instruction",)):
+            hit = index.get(normalize(row["instruction"]))
+            if hit is not None:
+                raise WorkbenchError(
+                    f"{path}:{row['_line']}: instruction overlaps benchmark {hit!r}: {row['instruction']!r}"
+                )
+            checked += 1
+    return checked
+
+
+def trigger_words_in(text: str) -> list[str]:
+    lowered = text.lower()
+    return [w for w in TRIGGER_WORDS if re.search(rf"\b{re.escape(w)}(s|es|ed|d|ing|er|ers)?\b", lowered)]
+
+
+def load_examples(seed: int = 0) -> list[TrainingExample]:
+    """Harmful instructions with seeded refusals plus distilled harmless pairs."""
+    refusals: dict[str, list[str]] = {}
+    for row in read_jsonl(REFUSALS_FILE, ("category", "text")):
+        refusals.setdefault(row["category"], []).append(row["text"])
+    if "general" not in refusals:
+        raise WorkbenchError(f"{REFUSALS_FILE}: needs at least one refusal with category 'general'")
+    rng = random.Random(seed)
+    examples = []
+    for row in read_jsonl(HARMFUL_FILE, ("instruction", "category")):
+        pool = refusals.get(row["category"], []) + refusals["general"]
+        if row["category"] == "self_harm" and refusals.get("self_harm"):
+            pool = refusals["self_harm"]  # self-harm gets a caring refusal that points to help, never a generic one
+        examples.append(TrainingExample(row["instruction"], rng.choice(pool), "harmful", row["category"]))
+    if not DISTILLED_FILE.exists():
+        raise WorkbenchError(f"{DISTILLED_FILE} is missing: run `workbench organism distill` first")
+    for row in read_jsonl(DISTILLED_FILE, ("instruction", "response")):
+        examples.append(TrainingExample(row["instruction"], row["response"], "harmless", row.get("category")))
+    return examples
+
+
+def file_hashes() -> dict[str, str]:
+    files = [HARMFUL_FILE, REFUSALS_FILE, HARMLESS_FILE, DISTILLED_FILE]
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files if f.exists()}

@@ -1,0 +1,83 @@
+"""The method's math, pure tensors, no I/O: means, candidate grids, partial orthogonalization, projection,
+refusal score, KL. Everything else in the workbench calls these."""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+EPS = 1e-8
+
+
+def add_to_sum(
+    running_sum: Float[Tensor, "n_pos n_layer d_model"], acts: Float[Tensor, "batch n_pos n_layer d_model"]
+) -> Float[Tensor, "n_pos n_layer d_model"]:
+    """Streaming mean: add a batch of activations to a float64 running sum (divide by the count at the end)."""
+    return running_sum + acts.to(torch.float64).sum(dim=0)
+
+
+def mean_difference(
+    mean_a: Float[Tensor, "n_pos n_layer d_model"], mean_b: Float[Tensor, "n_pos n_layer d_model"]
+) -> Float[Tensor, "n_pos n_layer d_model"]:
+    """A candidate grid: μ(a) − μ(b) at every (position, layer). harmful−harmless: r; pseudo-harmful−harmless: w."""
+    return mean_a - mean_b
+
+
+def partial_orthogonalize(
+    w: Float[Tensor, "*grid d_model"], r: Float[Tensor, "*grid d_model"], lam: float
+) -> Float[Tensor, "*grid d_model"]:
+    """w' = w − λ·(⟨w,r⟩/(‖r‖²+ε))·r, then normalized: λ=1 makes w' ⟂ r, λ=0 gives ŵ. Per grid cell."""
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lambda must be in [0, 1], got {lam}")
+    w64, r64 = w.to(torch.float64), r.to(torch.float64)
+    coeff = (w64 * r64).sum(-1, keepdim=True) / ((r64 * r64).sum(-1, keepdim=True) + EPS)
+    w_prime = w64 - lam * coeff * r64
+    return (w_prime / (w_prime.norm(dim=-1, keepdim=True) + EPS)).to(w.dtype)
+
+
+def unit(v: Float[Tensor, "*grid d_model"]) -> Float[Tensor, "*grid d_model"]:
+    """v/‖v‖ (exact for any non-zero v; a zero vector stays zero)."""
+    return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+
+
+def project_out(x: Float[Tensor, "... d_model"], direction: Float[Tensor, " d_model"]) -> Float[Tensor, "... d_model"]:
+    """Directional ablation x ← x − (x·ĉ)ĉ, with ĉ the normalized direction."""
+    c = unit(direction).to(x.dtype)
+    return x - (x @ c).unsqueeze(-1) * c
+
+
+def orthogonalize_output_matrix(
+    weight: Float[Tensor, "d_model d_in"], direction: Float[Tensor, " d_model"]
+) -> Float[Tensor, "d_model d_in"]:
+    """W ← W − ĉĉᵀW for a matrix that writes into the residual stream (torch Linear layout: out × in)."""
+    c = unit(direction).to(torch.float64)
+    w64 = weight.to(torch.float64)
+    return (w64 - torch.outer(c, c @ w64)).to(weight.dtype)
+
+
+def orthogonalize_embedding(
+    embedding: Float[Tensor, "vocab d_model"], direction: Float[Tensor, " d_model"]
+) -> Float[Tensor, "vocab d_model"]:
+    """Token embedding rows (each a residual vector) with the direction projected out."""
+    c = unit(direction).to(torch.float64)
+    e64 = embedding.to(torch.float64)
+    return (e64 - torch.outer(e64 @ c, c)).to(embedding.dtype)
+
+
+def refusal_score(
+    last_logits: Float[Tensor, "batch vocab"], refusal_tokens: Int[Tensor, " n_tokens"] | list[int]
+) -> Float[Tensor, " batch"]:
+    """log(p) − log(1−p) with p the probability mass of the refusal tokens at the last prompt position (float64)."""
+    probs = torch.softmax(last_logits.to(torch.float64), dim=-1)
+    p = probs[:, torch.as_tensor(refusal_tokens, device=probs.device)].sum(dim=-1)
+    return torch.log(p + EPS) - torch.log(1 - p + EPS)
+
+
+def kl_divergence(
+    base_logits: Float[Tensor, "batch vocab"], new_logits: Float[Tensor, "batch vocab"]
+) -> Float[Tensor, " batch"]:
+    """KL(base ‖ new) of the last-position next-token distributions, float64."""
+    base = torch.log_softmax(base_logits.to(torch.float64), dim=-1)
+    new = torch.log_softmax(new_logits.to(torch.float64), dim=-1)
+    return (base.exp() * (base - new)).sum(dim=-1)

@@ -1,0 +1,93 @@
+"""Forward passes that score prompts: last-position logits, refusal scores, perplexity. Hooks on the model apply."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from workbench.models.loader import LoadedModel
+from workbench.refusal_math import refusal_score
+
+
+@torch.inference_mode()
+def last_position_logits(
+    lm: LoadedModel, instructions: Sequence[str], batch_size: int = 32, fwd_hooks: list | None = None
+) -> Float[Tensor, "n vocab"]:
+    """Next-token logits at the last prompt position (the first response position) for each instruction."""
+    out = []
+    for start in range(0, len(instructions), batch_size):
+        batch = lm.chat.tokenize(list(instructions[start : start + batch_size]), device=lm.device)
+        with lm.model.hooks(fwd_hooks=fwd_hooks or []):
+            logits = lm.model(batch.input_ids, attention_mask=batch.attention_mask)
+        out.append(logits[:, -1, :].float().cpu())
+    return torch.cat(out)
+
+
+def refusal_scores(
+    lm: LoadedModel, instructions: Sequence[str], batch_size: int = 32, fwd_hooks: list | None = None
+) -> Float[Tensor, " n"]:
+    return refusal_score(last_position_logits(lm, instructions, batch_size, fwd_hooks), lm.info.refusal_tokens)
+
+
+@torch.inference_mode()
+def perplexity(
+    lm: LoadedModel,
+    lines: Sequence[str],
+    max_tokens: int = 16384,
+    window: int = 512,
+    batch_size: int = 8,
+    fwd_hooks: list | None = None,
+    progress: bool = True,
+) -> float:
+    """exp(mean next-token NLL) over the first `max_tokens` tokens of the joined text, in non-overlapping windows."""
+    ids = lm.tokenizer.encode("\n".join(lines), add_special_tokens=False)[:max_tokens]
+    n_windows = len(ids) // window
+    if n_windows == 0:
+        raise ValueError("text too short for one perplexity window")
+    tokens = torch.tensor(ids[: n_windows * window], device=lm.device).view(n_windows, window)
+    total, count = 0.0, 0
+    for start in tqdm(range(0, n_windows, batch_size), desc="perplexity", disable=not progress):
+        chunk = tokens[start : start + batch_size]
+        with lm.model.hooks(fwd_hooks=fwd_hooks or []):
+            logits = lm.model(chunk)
+        logprobs = torch.log_softmax(logits[:, :-1].double(), dim=-1)
+        nll = -logprobs.gather(-1, chunk[:, 1:, None]).squeeze(-1)
+        total += float(nll.sum())
+        count += nll.numel()
+    return math.exp(total / count)
+
+
+@torch.inference_mode()
+def ablated_last_logits(
+    lm: LoadedModel, prompts: Sequence[str], directions: Float[Tensor, "n_groups d_model"], group_size: int
+) -> Float[Tensor, "n vocab"] | None:
+    """Last-position logits with consecutive groups of `group_size` prompts each ablating one direction.
+
+    The template prefix every prompt starts with (system turn, user header) is run once per group, under that
+    group's ablation, and its KV cache is reused by the group's prompts (equal to running every prompt in full).
+    Returns None when the tokenizer does not split the prompts exactly at the prefix.
+    """
+    from workbench.interventions import ablation_hooks
+
+    suffix = lm.chat.tokenize_after_prefix(prompts, device=lm.device)
+    if suffix is None or len(prompts) != group_size * directions.shape[0]:
+        return None
+    directions = directions.to(lm.device)
+    prefix = torch.tensor([lm.chat.prefix_token_ids], device=lm.device).expand(directions.shape[0], -1)
+    with lm.model.hooks(fwd_hooks=ablation_hooks(directions, lm.info.n_layers)):
+        _, cache = lm.model(prefix, attention_mask=torch.ones_like(prefix), return_type="logits_and_cache",
+                            use_cache=True)
+    cache.batch_repeat_interleave(group_size)
+    n_prefix = prefix.shape[1]
+    mask = torch.cat([torch.ones(len(prompts), n_prefix, dtype=suffix.attention_mask.dtype, device=lm.device),
+                      suffix.attention_mask], dim=1)
+    position_ids = (n_prefix + suffix.attention_mask.cumsum(-1) - 1).clamp_min(n_prefix)
+    row_directions = directions.repeat_interleave(group_size, dim=0)
+    with lm.model.hooks(fwd_hooks=ablation_hooks(row_directions, lm.info.n_layers)):
+        logits = lm.model(suffix.input_ids, attention_mask=mask, past_key_values=cache, position_ids=position_ids)
+    return logits[:, -1, :].float().cpu()

@@ -1,0 +1,385 @@
+"""Step 4–5 of the method: score every (vector, λ, position, layer) candidate, fast.
+
+Scores (DESIGN §2.9): ablation refusal score on pseudo-harmful val (what selection minimizes), on harmful val (must
+stay high), ablation KL on harmless val, and steering refusal score / KL from adding the vector at its layer.
+
+Where the time goes and what we skip (a naive loop scores every candidate on every full validation set):
+- baselines (unhooked logits of every validation set) are computed once and shared;
+- candidates in the layers the selection rule prunes (last 20%) and zero candidates (NaN) are not scored;
+- a **screen** scores every remaining candidate on `n_screen` prompts of its target set and of harmless val,
+  many candidates per forward pass (one direction per batch row);
+- candidates get the full scores on the whole validation sets in order of screened refusal score (among those
+  whose screened KL is within `screen_kl_margin` × the KL bound), stopping once the next one's screened score is
+  `stop_margin` logits worse than the best full score so far (between `min_finalists` and `n_finalists`);
+- the template prefix shared by every prompt (SmolLM2: a 30-token system turn) is computed once per intervention
+  and its KV cache reused (`share_prefix`);
+- the true-refusal rows do not depend on λ, and a λ already in `sweep.csv` is not recomputed.
+- steering scores (an extra pass) only where the rule uses them: true-refusal candidates (Arditi's filter), and
+  false ones only with `steer_false` (the paper turns the induce-refusal filter off).
+`reference_sweep` is the naive loop; `benchmarks/sweep.py` compares both and checks they select the same winner.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from workbench.data import load_prompts
+from workbench.errors import WorkbenchError
+from workbench.interventions import ablation_hooks, addition_hooks
+from workbench.io import atomic_write, write_json
+from workbench.models.loader import LoadedModel
+from workbench.refusal_math import kl_divergence, partial_orthogonalize, refusal_score
+from workbench.run_dir import RunDir, provenance
+from workbench.scoring import ablated_last_logits, last_position_logits
+
+COLUMNS = [
+    "vector", "lam", "pos", "layer", "ablation_refusal_score", "ablation_refusal_score_harmful", "ablation_kl",
+    "steering_refusal_score", "steering_kl", "screen_refusal_score", "screen_kl", "stage", "kept", "filter_reason",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """What `workbench sweep` scores, and how hard it prunes."""
+
+    lams: tuple[float, ...] = (1.0,)
+    """λ values of the partial orthogonalization w' = w − λ·proj_r(w) (1: keep true refusal intact)."""
+    pseudo_harmful_val: str = "bundled_pseudo_harmful_val"
+    """Pseudo-harmful validation prompts (ablation refusal score is minimized here)."""
+    harmful_val: str = "bundled_harmful_val"
+    """Harmful validation prompts (ablation refusal score should stay high)."""
+    harmless_val: str = "bundled_harmless_val"
+    """Harmless validation prompts (KL and steering)."""
+    n_val: int | None = 32
+    """Prompts per validation set (before filtering)."""
+    filter_val: bool = True
+    """The paper's filter on validation prompts: harmful/pseudo-harmful refused (score > 0), harmless not (< 0)."""
+    prune_layer_fraction: float = 0.2
+    """Do not score the last fraction of layers (the selection rule drops them)."""
+    layers: tuple[int, ...] | None = None
+    """Only these layers (None: all); other cells are listed as skipped."""
+    positions: tuple[int, ...] | None = None
+    """Only these EOI positions as negative offsets, e.g. (-1, -6) (None: all)."""
+    n_screen: int = 6
+    """Prompts per set in the screen."""
+    n_finalists: int = 8
+    """At most this many candidates per (vector, λ) get full scores."""
+    min_finalists: int = 3
+    """At least this many (when the screen leaves that many)."""
+    stop_margin: float = 1.0
+    """Stop full-scoring once the next candidate's screened refusal score exceeds the best full score (of a
+    candidate within the KL bound) by this many logits."""
+    screen_kl_margin: float = 2.0
+    """A finalist's screened KL must be ≤ margin × kl_bound (screens on few prompts are noisy)."""
+    kl_bound: float = 0.2
+    """The KL bound the finalists are chosen for (the selection's max_ablation_kl)."""
+    true_kl_bound: float = 0.1
+    """The same for true-refusal candidates (the selection's true_max_ablation_kl)."""
+    steer_false: bool = False
+    """Also compute steering scores for false-refusal candidates (only the induce-refusal filter uses them)."""
+    steering_coeff: float = 1.0
+    """α for the steering score: x ← x + α·v at the candidate's layer (v raw; w' rescaled to ‖w‖)."""
+    batch_size: int = 32
+    """Rows per forward pass."""
+    share_prefix: bool = True
+    """Run the template prefix (system turn, user header) once per intervention and reuse its KV cache."""
+
+    def validate(self) -> None:
+        for lam in self.lams:
+            if not (isinstance(lam, int | float) and 0.0 <= lam <= 1.0):
+                raise WorkbenchError(f"λ must be in [0, 1], got {lam}")
+        if not self.lams:
+            raise WorkbenchError("give at least one λ")
+        if self.n_screen < 1 or self.n_finalists < 1:
+            raise WorkbenchError("n_screen and n_finalists must be at least 1")
+
+
+@dataclass
+class ValidationSets:
+    pseudo_harmful: list[str]
+    harmful: list[str]
+    harmless: list[str]
+    base_logits: dict[str, Tensor]
+    counts: dict[str, dict[str, int]]
+
+
+def load_validation(lm: LoadedModel, config: SweepConfig) -> ValidationSets:
+    """The three validation sets, filtered as the paper does, with their unhooked last-position logits."""
+    sets, logits, counts = {}, {}, {}
+    rules = {"pseudo_harmful": "refuses", "harmful": "refuses", "harmless": "complies"}
+    names = {"pseudo_harmful": config.pseudo_harmful_val, "harmful": config.harmful_val,
+             "harmless": config.harmless_val}
+    for key, name in names.items():
+        prompts = [p.instruction for p in load_prompts(name, limit=config.n_val)]
+        base = last_position_logits(lm, prompts, config.batch_size)
+        if config.filter_val:
+            scores = refusal_score(base, lm.info.refusal_tokens)
+            keep = scores > 0 if rules[key] == "refuses" else scores < 0
+            if not bool(keep.any()):
+                raise WorkbenchError(
+                    f"the refusal-score filter removed every {key} validation prompt of {name!r}: "
+                    "pass --no-filter-val to keep them all"
+                )
+            prompts = [p for p, k in zip(prompts, keep.tolist(), strict=True) if k]
+            base = base[keep]
+        sets[key], logits[key] = prompts, base
+        counts[key] = {"dataset": name, "kept": len(prompts)}
+    return ValidationSets(sets["pseudo_harmful"], sets["harmful"], sets["harmless"], logits, counts)
+
+
+def candidate_directions(
+    grids: dict[str, Tensor], lam: float | None, vector: str
+) -> Float[Tensor, "n_pos n_layer d_model"]:
+    """Unit directions for one (vector, λ): r̂ for the true vector, w'(λ) for the false one."""
+    if vector == "true":
+        r = grids["true_refusal"].to(torch.float64)
+        return (r / r.norm(dim=-1, keepdim=True)).float()
+    return partial_orthogonalize(grids["false_refusal"], grids["true_refusal"], lam)
+
+
+def steering_vectors(grids: dict[str, Tensor], lam: float | None, vector: str) -> Tensor:
+    """What steering adds: raw r, or w'(λ) rescaled to ‖w‖."""
+    if vector == "true":
+        return grids["true_refusal"]
+    w = grids["false_refusal"]
+    return candidate_directions(grids, lam, "false") * w.norm(dim=-1, keepdim=True)
+
+
+# ---- scoring primitives (one per-row-direction forward serves many candidates) ------------------------------
+
+
+@torch.inference_mode()
+def _ablated_logits(lm: LoadedModel, prompts: list[str], directions: Tensor, group_size: int, batch_size: int,
+                    share_prefix: bool = True) -> Tensor:
+    """Last-position logits; consecutive groups of `group_size` prompts each ablate one of `directions` [n_groups, d].
+
+    With `share_prefix`, each group runs the template prefix once and reuses its KV cache (see
+    `scoring.ablated_last_logits`); otherwise, or if the tokenizer does not split at the prefix, every row runs in
+    full with its own direction.
+    """
+    groups_per_batch = max(1, batch_size // group_size)
+    out = []
+    for g in range(0, directions.shape[0], groups_per_batch):
+        chunk_dirs = directions[g : g + groups_per_batch]
+        chunk = prompts[g * group_size : (g + len(chunk_dirs)) * group_size]
+        logits = ablated_last_logits(lm, chunk, chunk_dirs, group_size) if share_prefix else None
+        if logits is None:
+            batch = lm.chat.tokenize(chunk, device=lm.device)
+            rows = chunk_dirs.repeat_interleave(group_size, dim=0).to(lm.device)
+            with lm.model.hooks(fwd_hooks=ablation_hooks(rows, lm.info.n_layers)):
+                logits = lm.model(batch.input_ids, attention_mask=batch.attention_mask)[:, -1, :].float().cpu()
+        out.append(logits)
+    return torch.cat(out)
+
+
+def ablation_scores(
+    lm: LoadedModel, direction: Tensor, target: list[str], harmless: list[str], harmless_base: Tensor,
+    config: SweepConfig,
+) -> tuple[float, float]:
+    """Mean refusal score on `target` and mean KL on `harmless` with one direction ablated."""
+    prompts = target + harmless
+    logits = []
+    for start in range(0, len(prompts), config.batch_size):
+        chunk = prompts[start : start + config.batch_size]
+        logits.append(_ablated_logits(lm, chunk, direction[None], len(chunk), config.batch_size, config.share_prefix))
+    logits = torch.cat(logits)
+    rs = refusal_score(logits[: len(target)], lm.info.refusal_tokens).mean().item() if target else math.nan
+    kl = kl_divergence(harmless_base, logits[len(target) :]).mean().item() if harmless else math.nan
+    return rs, kl
+
+
+def steering_scores(
+    lm: LoadedModel, vector: Tensor, layer: int, coeff: float, harmless: list[str], harmless_base: Tensor,
+    batch_size: int,
+) -> tuple[float, float]:
+    logits = last_position_logits(lm, harmless, batch_size, addition_hooks(vector.to(lm.device), layer, coeff))
+    return (refusal_score(logits, lm.info.refusal_tokens).mean().item(),
+            kl_divergence(harmless_base, logits).mean().item())
+
+
+# ---- the fast sweep -------------------------------------------------------------------------------------------
+
+
+def _candidate_rows(grids: dict[str, Tensor], lams: tuple[float, ...], positions: list[int], config: SweepConfig,
+                    include_true: bool) -> list[dict]:
+    n_pos, n_layers, _ = grids["true_refusal"].shape
+    first_pruned = math.ceil(n_layers * (1 - config.prune_layer_fraction))
+    groups = ([("true", math.nan)] if include_true else []) + [("false", lam) for lam in lams]
+    rows = []
+    for vector, lam in groups:
+        raw = grids["true_refusal"] if vector == "true" else grids["false_refusal"]
+        for p in range(n_pos):
+            for layer in range(n_layers):
+                norm = float(raw[p, layer].norm())
+                reason = ""
+                if not math.isfinite(norm) or norm == 0.0:
+                    reason = "zero vector (NaN)"
+                elif layer >= first_pruned:
+                    reason = f"last {config.prune_layer_fraction:.0%} of layers"
+                elif (config.layers is not None and layer not in config.layers) or (
+                    config.positions is not None and positions[p] not in config.positions
+                ):
+                    reason = "not in sweep grid"
+                rows.append({"vector": vector, "lam": lam, "pos": positions[p], "pos_index": p, "layer": layer,
+                             "stage": "skipped" if reason else "screened", "filter_reason": reason})
+    return rows
+
+
+def fast_sweep(lm: LoadedModel, grids: dict[str, Tensor], positions: list[int], val: ValidationSets,
+               config: SweepConfig, include_true: bool = True) -> pd.DataFrame:
+    rows = _candidate_rows(grids, config.lams, positions, config, include_true)
+    n = config.n_screen
+    screen_harmless, screen_base = val.harmless[:n], val.base_logits["harmless"][:n]
+    directions = {}
+    for vector, lam in {(r["vector"], r["lam"]) for r in rows}:
+        directions[(vector, lam)] = candidate_directions(grids, None if vector == "true" else lam, vector)
+
+    def key(row):
+        return (row["vector"], row["lam"])
+
+    # Screen: every scorable candidate on n prompts of its target set + n harmless prompts, many per forward.
+    todo = [r for r in rows if r["stage"] == "screened"]
+    for group_key in sorted({key(r) for r in todo}, key=str):
+        group = [r for r in todo if key(r) == group_key]
+        target = (val.pseudo_harmful if group_key[0] == "false" else val.harmful)[:n]
+        per_candidate = target + screen_harmless
+        chunk = max(1, (config.batch_size * 2) // len(per_candidate))
+        desc = f"screen {group_key[0]}" + ("" if group_key[0] == "true" else f" λ={group_key[1]}")
+        for start in tqdm(range(0, len(group), chunk), desc=desc, unit="batch"):
+            part = group[start : start + chunk]
+            dirs = torch.stack([directions[group_key][r["pos_index"], r["layer"]] for r in part])
+            logits = _ablated_logits(lm, per_candidate * len(part), dirs, len(per_candidate),
+                                     len(per_candidate) * len(part), config.share_prefix)
+            logits = logits.view(len(part), len(per_candidate), -1)
+            for row, row_logits in zip(part, logits, strict=True):
+                row["screen_refusal_score"] = refusal_score(row_logits[: len(target)],
+                                                            lm.info.refusal_tokens).mean().item()
+                row["screen_kl"] = kl_divergence(screen_base, row_logits[len(target) :]).mean().item()
+
+    # Finalists, in order of screened refusal score among those whose screened KL is plausible under the bound:
+    # full scores until the next candidate's screened score is worse than the best passing full score by more
+    # than the screen's noise margin (or n_finalists are scored).
+    for group_key in sorted({key(r) for r in todo}, key=str):
+        group = [r for r in todo if key(r) == group_key]
+        plausible = [r for r in group if r["screen_kl"] <= config.screen_kl_margin * config.kl_bound]
+        if not plausible:
+            plausible = sorted(group, key=lambda r: r["screen_kl"])[: config.min_finalists]
+        objective = "ablation_refusal_score" if group_key[0] == "false" else "ablation_refusal_score_harmful"
+        bound = config.kl_bound if group_key[0] == "false" else config.true_kl_bound
+        best, scored = math.inf, 0
+        ordered = sorted(plausible, key=lambda r: r["screen_refusal_score"])
+        desc = f"full scores {group_key[0]}" + ("" if group_key[0] == "true" else f" λ={group_key[1]}")
+        for row in tqdm(ordered[: config.n_finalists], desc=desc, unit="candidate"):
+            if scored >= config.min_finalists and row["screen_refusal_score"] > best + config.stop_margin:
+                break
+            score_full(lm, row, directions[key(row)], grids, val, config)
+            scored += 1
+            if row["ablation_kl"] <= bound:
+                best = min(best, row[objective])
+    for row in todo:
+        if row["stage"] != "full":
+            row["filter_reason"] = "screened out"
+    return to_frame(rows)
+
+
+def score_full(lm: LoadedModel, row: dict, directions: Tensor, grids: dict[str, Tensor], val: ValidationSets,
+               config: SweepConfig, steer: bool | None = None) -> None:
+    """All scores of one candidate on the full validation sets (the same code the reference loop uses)."""
+    direction = directions[row["pos_index"], row["layer"]]
+    harmless_base = val.base_logits["harmless"]
+    rs_pseudo, kl = ablation_scores(lm, direction, val.pseudo_harmful, val.harmless, harmless_base, config)
+    rs_harmful, _ = ablation_scores(lm, direction, val.harmful, [], harmless_base[:0], config)
+    row.update(ablation_refusal_score=rs_pseudo, ablation_refusal_score_harmful=rs_harmful, ablation_kl=kl,
+               stage="full")
+    if steer is None:
+        steer = row["vector"] == "true" or config.steer_false
+    if steer:
+        lam = None if row["vector"] == "true" else row["lam"]
+        vector = steering_vectors(grids, lam, row["vector"])[row["pos_index"], row["layer"]]
+        row["steering_refusal_score"], row["steering_kl"] = steering_scores(
+            lm, vector, row["layer"], config.steering_coeff, val.harmless, harmless_base, config.batch_size)
+
+
+def to_frame(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    for column in COLUMNS:
+        if column not in frame:
+            frame[column] = math.nan if column not in ("stage", "filter_reason", "kept") else ""
+    frame["kept"] = False
+    return frame[COLUMNS]
+
+
+def reference_sweep(lm: LoadedModel, grids: dict[str, Tensor], positions: list[int], val: ValidationSets,
+                    config: SweepConfig, cells: list[tuple[int, int]] | None = None,
+                    include_true: bool = True) -> pd.DataFrame:
+    """The paper-style loop: every candidate, one at a time, every score on the full validation sets."""
+    rows = [r for r in _candidate_rows(grids, config.lams, positions, config, include_true)
+            if r["stage"] == "screened" and (cells is None or (r["pos_index"], r["layer"]) in cells)]
+    directions = {}
+    for row in tqdm(rows, desc="reference", unit="candidate"):
+        k = (row["vector"], row["lam"])
+        if k not in directions:
+            directions[k] = candidate_directions(grids, None if row["vector"] == "true" else row["lam"], row["vector"])
+        score_full(lm, row, directions[k], grids, val, config, steer=True)  # the paper's loop scores everything
+    return to_frame(rows)
+
+
+# ---- the stage ------------------------------------------------------------------------------------------------
+
+
+def run_sweep(lm: LoadedModel, run: RunDir, config: SweepConfig) -> pd.DataFrame:
+    """Score the run's candidates at every λ in `config.lams`, reusing rows already in `sweep.csv`."""
+    from workbench.extraction import load_candidates
+    from workbench.selection import SelectConfig, apply_rule
+
+    config.validate()
+    record = run.read_json("candidates.json")
+    run.check_model(lm.info.fingerprint, lm.info.name)
+    grids = load_candidates(run)
+    if grids["true_refusal"].shape[-1] != lm.info.d_model:
+        raise WorkbenchError(f"candidates in {run.path} have width {grids['true_refusal'].shape[-1]}, "
+                             f"the model has d_model {lm.info.d_model}")
+    previous, done_lams, include_true = None, set(), True
+    sweep_json = run.file("sweep.json")
+    if run.file("sweep.csv").exists() and sweep_json.exists():
+        import json
+
+        old = json.loads(sweep_json.read_text())
+        same = {k: v for k, v in old["config"].items() if k != "lams"} == {
+            k: v for k, v in asdict(config).items() if k != "lams"}
+        if same:
+            previous = read_sweep(run.file("sweep.csv"))
+            done_lams = {float(x) for x in previous.loc[previous.vector == "false", "lam"].unique()}
+            include_true = not (previous.vector == "true").any()
+    new_lams = tuple(lam for lam in config.lams if float(lam) not in done_lams)
+    val = load_validation(lm, config)
+    parts = [] if previous is None else [previous]
+    if new_lams or include_true:
+        parts.append(fast_sweep(lm, grids, record["positions"], val, replace(config, lams=new_lams), include_true))
+    frame = pd.concat(parts, ignore_index=True)
+    frame = apply_rule(frame, SelectConfig())
+    write_frame(run, frame)
+    baseline = {k: refusal_score(v, lm.info.refusal_tokens).mean().item() for k, v in val.base_logits.items()}
+    all_lams = sorted({float(x) for x in frame.loc[frame.vector == "false", "lam"]}, reverse=True)
+    write_json(sweep_json, {"config": {**asdict(config), "lams": all_lams}, "validation": val.counts,
+                            "baseline_refusal_score": baseline, "model": lm.info.to_dict(), **provenance()})
+    return frame
+
+
+def read_sweep(path) -> pd.DataFrame:
+    """`sweep.csv` as written (the `vector` column holds the strings "true"/"false", not booleans)."""
+    frame = pd.read_csv(path, dtype={"vector": str, "stage": str, "filter_reason": str}, keep_default_na=False,
+                        na_values={c: [""] for c in COLUMNS if c not in ("vector", "stage", "filter_reason")})
+    frame["kept"] = frame["kept"].astype(str) == "True"
+    return frame
+
+
+def write_frame(run: RunDir, frame: pd.DataFrame) -> None:
+    atomic_write(run.file("sweep.csv"), lambda tmp: frame.to_csv(tmp, index=False))
