@@ -7,7 +7,6 @@ interrupted stage leaves its previous outputs (or none) and simply runs again.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import asdict, dataclass, field
 
 from workbench import __version__
@@ -18,8 +17,6 @@ from workbench.models.loader import LoadedModel
 from workbench.run_dir import RunDir
 from workbench.selection import SelectConfig, select
 from workbench.sweep import SweepConfig, run_sweep
-
-log = logging.getLogger("workbench")
 
 
 @dataclass(frozen=True)
