@@ -16,7 +16,7 @@ from workbench.io import write_json
 from workbench.models.loader import LoadedModel
 from workbench.run_dir import RunDir
 from workbench.selection import SelectConfig, select
-from workbench.sweep import SweepConfig, run_sweep
+from workbench.sweep import SweepConfig, run_sweep, same_settings
 
 
 @dataclass(frozen=True)
@@ -54,10 +54,8 @@ def run_pipeline(lm: LoadedModel, run_path, config: PipelineConfig, force: bool 
         print("[extract] up to date, skipped")
     sweep_json = run.file("sweep.json")
     swept = json.loads(sweep_json.read_text()) if sweep_json.exists() else None
-    wanted = resolved["sweep"]
-    if swept is not None and {k: v for k, v in swept["config"].items() if k != "lams"} == {
-        k: v for k, v in wanted.items() if k != "lams"} and set(map(float, wanted["lams"])) <= set(
-            map(float, swept["config"]["lams"])):
+    if (swept is not None and same_settings(swept["config"], config.sweep)
+            and set(map(float, config.sweep.lams)) <= set(map(float, swept["config"]["lams"]))):
         print("[sweep] up to date, skipped")
     else:
         print("[sweep] scoring candidates")

@@ -76,11 +76,10 @@ def select(run: RunDir, config: SelectConfig) -> dict:
     """Write `selection.json` and one unit direction per λ in `directions/lam_<λ>.safetensors`."""
     from workbench.extraction import load_candidates
     from workbench.refusal_math import partial_orthogonalize
+    from workbench.sweep import read_sweep
 
     record = run.read_json("candidates.json")
     sweep = run.read_json("sweep.json")
-    from workbench.sweep import read_sweep
-
     frame = read_sweep(run.require("sweep.csv"))
     frame = apply_rule(frame, config)
     atomic_write(run.file("sweep.csv"), lambda tmp: frame.to_csv(tmp, index=False))

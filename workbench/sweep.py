@@ -21,6 +21,7 @@ Where the time goes and what we skip (a naive loop scores every candidate on eve
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, replace
 
@@ -35,7 +36,7 @@ from workbench.errors import WorkbenchError
 from workbench.interventions import ablation_hooks, addition_hooks
 from workbench.io import atomic_write, write_json
 from workbench.models.loader import LoadedModel
-from workbench.refusal_math import kl_divergence, partial_orthogonalize, refusal_score
+from workbench.refusal_math import kl_divergence, partial_orthogonalize, refusal_score, unit
 from workbench.run_dir import RunDir, provenance
 from workbench.scoring import ablated_last_logits, last_position_logits
 
@@ -139,8 +140,7 @@ def candidate_directions(
 ) -> Float[Tensor, "n_pos n_layer d_model"]:
     """Unit directions for one (vector, λ): r̂ for the true vector, w'(λ) for the false one."""
     if vector == "true":
-        r = grids["true_refusal"].to(torch.float64)
-        return (r / r.norm(dim=-1, keepdim=True)).float()
+        return unit(grids["true_refusal"].to(torch.float64)).float()
     return partial_orthogonalize(grids["false_refusal"], grids["true_refusal"], lam)
 
 
@@ -334,6 +334,12 @@ def reference_sweep(lm: LoadedModel, grids: dict[str, Tensor], positions: list[i
 # ---- the stage ------------------------------------------------------------------------------------------------
 
 
+def same_settings(recorded: dict, config: SweepConfig) -> bool:
+    """Whether a recorded sweep config (from `sweep.json`) scored candidates as `config` would, λ values aside."""
+    wanted = json.loads(json.dumps(asdict(config)))  # tuples become lists, as in the recorded JSON
+    return {k: v for k, v in recorded.items() if k != "lams"} == {k: v for k, v in wanted.items() if k != "lams"}
+
+
 def run_sweep(lm: LoadedModel, run: RunDir, config: SweepConfig) -> pd.DataFrame:
     """Score the run's candidates at every λ in `config.lams`, reusing rows already in `sweep.csv`."""
     from workbench.extraction import load_candidates
@@ -349,12 +355,7 @@ def run_sweep(lm: LoadedModel, run: RunDir, config: SweepConfig) -> pd.DataFrame
     previous, done_lams, include_true = None, set(), True
     sweep_json = run.file("sweep.json")
     if run.file("sweep.csv").exists() and sweep_json.exists():
-        import json
-
-        old = json.loads(sweep_json.read_text())
-        same = {k: v for k, v in old["config"].items() if k != "lams"} == {
-            k: v for k, v in asdict(config).items() if k != "lams"}
-        if same:
+        if same_settings(json.loads(sweep_json.read_text())["config"], config):
             previous = read_sweep(run.file("sweep.csv"))
             done_lams = {float(x) for x in previous.loc[previous.vector == "false", "lam"].unique()}
             include_true = not (previous.vector == "true").any()
