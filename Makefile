@@ -19,10 +19,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test,notebooks]'
+	@# PNG figures need a Chrome binary for kaleido; without one the figures are HTML only.
+	@command -v chromium >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1 || \
+	  (apt-get install -y -qq chromium || (apt-get update -qq && apt-get install -y -qq chromium)) >/dev/null 2>&1 || \
+	  echo "note: could not install chromium; figures will be written as HTML only"
 	touch $(STAMP)
 
 run: setup
-	$(BIN)/workbench run --model smollm2-135m-safety --run $(RUN_DIR) --lam 1.0 0.6 0.2 0.0
+	$(BIN)/workbench run --config configs/default.toml --run $(RUN_DIR)
 
 test: setup
 	$(BIN)/python -m pytest -q

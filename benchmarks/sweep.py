@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--extra-lam", type=float, default=0.5, help="λ added afterwards (re-selection cost)")
     parser.add_argument("--n-train", type=int, default=128)
     parser.add_argument("--n-val", type=int, default=32)
+    parser.add_argument("--reference-share-prefix", action="store_true",
+                        help="let the reference loop reuse the template prefix's KV cache too (the paper's does not)")
     args = parser.parse_args()
 
     lm = load_model(args.model)
@@ -59,7 +61,8 @@ def main() -> None:
 
     start = time.perf_counter()
     val_ref = load_validation(lm, config)
-    reference = reference_sweep(lm, grids, positions, val_ref, config)
+    reference_config = config if args.reference_share_prefix else replace(config, share_prefix=False)
+    reference = reference_sweep(lm, grids, positions, val_ref, reference_config)
     reference_seconds = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -39,3 +39,17 @@ def test_datasets_lists_registry(capsys):
 def test_models_lists_default(capsys):
     assert main(["models"]) == 0
     assert "smollm2-135m-instruct" in capsys.readouterr().out
+
+
+def test_export_argument_errors(tmp_path, capsys):
+    assert main(["export", "--run", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "--run needs --lam" in capsys.readouterr().err
+    assert main(["export", "--lam", "1.0", "--out", str(tmp_path / "o")]) == 2
+    assert "--lam needs --run" in capsys.readouterr().err
+    assert main(["export", "--out", str(tmp_path / "o")]) == 2
+    assert "give --model" in capsys.readouterr().err
+
+
+def test_evaluate_needs_a_selection(tmp_path, capsys):
+    assert main(["evaluate", "--run", str(tmp_path)]) == 2
+    assert "workbench extract" in capsys.readouterr().err  # candidates.json missing: says which command makes it

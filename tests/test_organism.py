@@ -76,11 +76,6 @@ def test_a_few_lora_steps_lower_the_loss(stock_model):
     assert 0 < trainable < 10_000_000  # only the adapter trains
 
 
-@pytest.fixture(scope="module")
-def organism():
-    from workbench.models import load_model
-
-    return load_model("smollm2-135m-safety")
 
 
 @pytest.mark.model

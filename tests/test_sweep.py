@@ -18,11 +18,6 @@ pytestmark = pytest.mark.model
 SMALL_SWEEP = SweepConfig(n_val=16, n_screen=4, n_finalists=3, layers=(11, 13, 15, 17), positions=(-5, -3, -1))
 
 
-@pytest.fixture(scope="module")
-def organism():
-    from workbench.models import load_model
-
-    return load_model("smollm2-135m-safety")
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +85,14 @@ def test_fast_and_reference_agree(organism, small_run):
     fast = fast[fast.stage == "full"].set_index(["vector", "pos", "layer"]).sort_index()
     ref = ref.set_index(["vector", "pos", "layer"]).sort_index()
     assert len(fast) == len(ref) == 8
-    for column in ("ablation_refusal_score", "ablation_refusal_score_harmful", "ablation_kl",
-                   "steering_refusal_score", "steering_kl"):
-        shared = fast[column].notna()  # the fast sweep skips steering for false candidates (rule does not use it)
-        assert shared.sum() >= 4, column
+    scores = ["ablation_refusal_score", "ablation_refusal_score_harmful", "ablation_kl", "steering_refusal_score",
+              "steering_kl"]
+    assert ref[scores].notna().all().all()  # the reference loop scores everything
+    for column in scores:
+        # The fast sweep skips what the rule cannot use (SweepConfig.score_all): steering and harmful-val scores of
+        # false candidates (the latter unless their KL is within the bound), pseudo-harmful scores of true ones.
+        shared = fast[column].notna()
+        assert shared.sum() >= (8 if column == "ablation_kl" else 4), column
         assert (fast[column][shared] - ref[column][shared]).abs().max() <= 1e-4, column  # batched vs one-at-a-time
 
 

@@ -68,11 +68,52 @@ def cmd_chat(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from workbench.export import export_checkpoint, model_card
+    from workbench.export import export_checkpoint, export_edited, model_card
 
-    lm = _load(args)
-    out = export_checkpoint(lm, args.out, model_card(lm), force=args.force)
-    print(f"exported {lm.info.name} to {out}")
+    if args.run is None:
+        if args.lam is not None:
+            raise WorkbenchError("--lam needs --run DIR (the run whose selected direction is baked in)")
+        if args.model is None:
+            raise WorkbenchError("give --model M (export as-is) or --run DIR --lam λ (export the edited model)")
+        lm = _load(args)
+        out = export_checkpoint(lm, args.out, model_card(lm), force=args.force)
+        print(f"exported {lm.info.name} to {out}")
+        return
+    if args.lam is None:
+        raise WorkbenchError("--run needs --lam λ: which selected direction to bake into the weights")
+    run, lm = _model_for_run(args)
+    out = export_edited(lm, run, args.lam, args.out, force=args.force)
+    print(f"exported {lm.info.name} with the λ={args.lam} direction orthogonalized out of its weights to {out}")
+
+
+def cmd_evaluate(args) -> None:
+    from workbench.evaluation import EvalConfig, evaluate, table1
+    from workbench.judge import EndpointJudge
+
+    run, lm = _model_for_run(args)
+    config = EvalConfig(datasets=tuple(args.datasets) if args.datasets else EvalConfig.datasets,
+                        interventions=tuple(args.interventions) if args.interventions else None,
+                        alphas=tuple(args.alpha), limit=args.limit, max_new_tokens=args.max_new_tokens,
+                        batch_size=args.batch_size)
+    judges = [EndpointJudge(args.judge_url, model=args.judge_model)] if args.judge_url else []
+    frame = evaluate(lm, run, config, judges)
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("\nTable 1 (compliance rate):")
+    print(table1(frame).to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"-> {run.file('evaluation.csv')}")
+
+
+def cmd_capability(args) -> None:
+    from workbench.capability import TASKS, CapabilityConfig, measure_capability
+
+    run, lm = _model_for_run(args)
+    config = CapabilityConfig(tasks=tuple(args.tasks or TASKS),
+                              interventions=None if args.all_ablations else tuple(args.interventions),
+                              perplexity_tokens=args.perplexity_tokens, mmlu_n=args.mmlu_n or None,
+                              arc_n=args.arc_n or None, batch_size=args.batch_size)
+    table = measure_capability(lm, run, config)
+    print(table.to_string(index=False))
+    print(f"-> {run.file('capability.csv')}")
 
 
 def cmd_organism_distill(args) -> None:
@@ -125,6 +166,14 @@ def cmd_organism_report(args) -> None:
     if args.limit is None:
         write_json(ADAPTER_DIR.parent / "behaviour.json", record)
         render_card(ADAPTER_DIR, ADAPTER_DIR.parent / "behaviour.json", ADAPTER_DIR.parent / "CARD.md")
+
+
+def cmd_figures(args) -> None:
+    from workbench.figures import run_figures
+    from workbench.run_dir import RunDir
+
+    for path in run_figures(RunDir(args.run), args.out):
+        print(path)
 
 
 def _extract_config(args):
@@ -198,10 +247,36 @@ def cmd_select(args) -> None:
               f"KL {s['ablation_kl']:.3f}, harmful {s['ablation_refusal_score_harmful']:+.3f}")
 
 
+STAGE_FLAGS = ("harmful", "harmless", "pseudo_harmful", "n_train", "no_filter", "lam", "pseudo_harmful_val",
+               "harmful_val", "harmless_val", "n_val", "no_filter_val", "n_screen", "n_finalists", "steer_false",
+               "layers", "positions", "prune_layers", "max_kl", "induce_refusal", "batch_size")
+
+
 def cmd_run(args) -> None:
+    from dataclasses import replace
+
+    from workbench.config_file import from_dict, load_toml
     from workbench.pipeline import PipelineConfig, run_pipeline
 
-    config = PipelineConfig(extract=_extract_config(args), sweep=_sweep_config(args), select=_select_config(args))
+    if args.config:
+        data = load_toml(args.config)
+        model = data.pop("model", None)
+        if model is not None and not isinstance(model, str):
+            raise WorkbenchError(f"{args.config}: model must be a string")
+        defaults = build_parser().parse_args(["run", "--run", "x"])
+        given = [f for f in STAGE_FLAGS if getattr(args, f) != getattr(defaults, f)]
+        if given:
+            raise WorkbenchError(f"--{given[0].replace('_', '-')} and --config together: set it in {args.config}")
+        config = from_dict(PipelineConfig, data, where=str(args.config))
+        args.model = args.model or model
+    else:
+        config = PipelineConfig(extract=_extract_config(args), sweep=_sweep_config(args),
+                                select=_select_config(args))
+    if args.stages:
+        config = replace(config, stages=tuple(args.stages))
+    args.model = args.model or "smollm2-135m-safety"
+    config.validate()
+    config.sweep.validate()
     run_pipeline(_load(args), args.run, config, force=args.force)
 
 
@@ -247,11 +322,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=16)
     p.set_defaults(func=cmd_chat)
-    p = sub.add_parser("export", help="write a model as a plain Hugging Face checkpoint")
-    _add_model_args(p)
+    p = sub.add_parser("export", help="write a model (as-is, or with a selected direction orthogonalized out of its "
+                       "weights) as a plain Hugging Face checkpoint")
+    _add_model_args(p, default="")
+    p.add_argument("--run", default=None, help="run directory whose selected direction is baked in (with --lam)")
+    p.add_argument("--lam", type=float, default=None, help="which selection of --run (its λ)")
     p.add_argument("--out", required=True, help="output directory (must not exist unless --force)")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
-    p.set_defaults(func=cmd_export)
+    p.set_defaults(func=cmd_export, model=None)
+
+    p = sub.add_parser("evaluate", help="completions under each intervention on the benchmarks, judged")
+    _add_model_args(p, default="")
+    p.add_argument("--run", required=True)
+    p.add_argument("--datasets", nargs="+", default=None, help="registered prompt sets (default: the paper's seven)")
+    p.add_argument("--interventions", nargs="+", default=None,
+                   help="names, e.g. baseline ablate_false_lam1.0 ablate_false_raw ablate_true (default: all)")
+    p.add_argument("--alpha", type=float, nargs="*", default=[0.5, 1.0], help="activation-addition coefficients")
+    p.add_argument("--limit", type=int, default=None, help="first N prompts of every dataset")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--judge-url", default=None, help="OpenAI-compatible endpoint of a model judge (off by default)")
+    p.add_argument("--judge-model", default="allenai/wildguard")
+    p.set_defaults(func=cmd_evaluate, model=None)
+
+    p = sub.add_parser("capability", help="WikiText-2 perplexity, MMLU 5-shot, ARC-Challenge under interventions")
+    _add_model_args(p, default="")
+    p.add_argument("--run", required=True)
+    p.add_argument("--tasks", nargs="+", default=None, help="wikitext2 mmlu arc_challenge (default: all)")
+    p.add_argument("--interventions", nargs="+", default=["baseline"], help="names as in `workbench evaluate`")
+    p.add_argument("--all-ablations", action="store_true", help="baseline and every ablation of the run")
+    p.add_argument("--perplexity-tokens", type=int, default=16384)
+    p.add_argument("--mmlu-n", type=int, default=200, help="MMLU questions (0: all 14042)")
+    p.add_argument("--arc-n", type=int, default=200, help="ARC-Challenge questions (0: all 1172)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.set_defaults(func=cmd_capability, model=None)
 
     p = sub.add_parser("extract", help="mean activations and the true/false refusal candidate grids")
     _add_model_args(p)
@@ -271,12 +375,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stage_args(p, select=True)
     p.set_defaults(func=cmd_select)
 
-    p = sub.add_parser("run", help="the main job: extract -> sweep -> select (resumable)")
-    _add_model_args(p, default="smollm2-135m-safety")
+    p = sub.add_parser("run", help="the main job: extract -> sweep -> select -> evaluate -> capability -> figures "
+                       "(resumable)")
+    _add_model_args(p, default="")
     p.add_argument("--run", required=True)
+    p.add_argument("--config", default=None, help="TOML file: [extract] [sweep] [select] [evaluate] [capability] "
+                   "tables, top-level model and stages (see configs/)")
+    p.add_argument("--stages", nargs="+", default=None,
+                   help="run only these stages: extract sweep select evaluate capability figures")
     p.add_argument("--force", action="store_true", help="start over in a run directory made differently")
     _add_stage_args(p, extract=True, sweep=True, select=True)
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=cmd_run, model=None)
+
+    p = sub.add_parser("figures", help="the paper's figures from a run directory (HTML; PNG when exportable)")
+    p.add_argument("--run", required=True)
+    p.add_argument("--out", default=None, help="output directory (default: RUN/figures)")
+    p.set_defaults(func=cmd_figures)
 
     organism = sub.add_parser("organism", help="the refusal model organism (smollm2-135m-safety)")
     osub = organism.add_subparsers(dest="organism_command", required=True)
@@ -284,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.set_defaults(func=cmd_organism_distill)
     p = osub.add_parser("train", help="LoRA safety fine-tune; writes data/organism/adapter and CARD.md")
-    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--steps", type=int, default=55)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="adapter directory (default: data/organism/adapter)")
     p.set_defaults(func=cmd_organism_train)

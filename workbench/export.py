@@ -34,17 +34,18 @@ def plain_hf_model(lm: LoadedModel):
     return clean.eval()
 
 
-def export_checkpoint(lm: LoadedModel, out_dir: str | Path, card: str, force: bool = False) -> Path:
-    """Write `lm`'s current weights (raw, unfolded) so that `AutoModelForCausalLM.from_pretrained(out_dir)` loads them.
+def export_checkpoint(lm: LoadedModel, out_dir: str | Path, card: str, force: bool = False, hf_model=None) -> Path:
+    """Write `lm`'s weights (raw, unfolded; or `hf_model`, an edited plain copy) so that
+    `AutoModelForCausalLM.from_pretrained(out_dir)` loads them.
 
     Written to a temporary sibling directory and renamed, so an interrupted export leaves nothing half-written.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not force:
+    if out_dir.exists() and (out_dir.is_file() or any(out_dir.iterdir())) and not force:
         raise WorkbenchError(f"export directory {out_dir} exists and is not empty: choose another or pass --force")
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    hf = plain_hf_model(lm)
+    hf = hf_model if hf_model is not None else plain_hf_model(lm)
     hf.save_pretrained(tmp, safe_serialization=True)
     lm.tokenizer.save_pretrained(tmp)
     (tmp / "README.md").write_text(card, encoding="utf-8")
@@ -66,3 +67,36 @@ Exported by the refusal workbench from `{info.source}` ({info.architecture}, {in
 d_model {info.d_model}); workbench fingerprint `{info.fingerprint}`.
 {extra}
 """
+
+
+def selected_direction_file(run, lam: float) -> Path:
+    """The direction file of the selection at `lam` in a run directory (a clear error when λ was not selected)."""
+    selection = run.read_json("selection.json")
+    for s in selection["selections"]:
+        if abs(float(s["lam"]) - float(lam)) < 1e-9:
+            return run.file(s["direction_file"])
+    lams = ", ".join(str(s["lam"]) for s in selection["selections"])
+    raise WorkbenchError(f"{run.path} has no selected direction at λ={lam} (selected: {lams or 'none'})")
+
+
+def export_edited(lm: LoadedModel, run, lam: float, out_dir: str | Path, force: bool = False) -> Path:
+    """Export `lm` with the run's λ direction orthogonalized out of its weights (token embedding, attention and MLP
+    outputs), with a model card naming the direction, position, layer, λ and source run."""
+    from workbench.selection import load_direction
+    from workbench.weight_edit import orthogonalize_weights_
+
+    path = selected_direction_file(run, lam)
+    direction, meta = load_direction(path, lm.info.fingerprint, lm.info.d_model)
+    hf = plain_hf_model(lm)
+    orthogonalize_weights_(hf, direction)
+    extra = f"""
+## Edit: false-refusal direction ablated by weight orthogonalization
+The unit direction ŵ' (partial orthogonalization of the false-refusal vector w against the true-refusal vector r,
+λ = {meta.get('lam')}) taken at EOI position {meta.get('pos')}, layer {meta.get('layer')} of run
+`{Path(run.path).resolve()}` (`{path.name}`) has been projected out of every matrix that writes into the
+residual stream: W ← W − ŵ'ŵ'ᵀW for the token embedding, every attention output and every MLP output (the
+unembedding was untied first where tied). The checkpoint is equivalent to ablating the direction with hooks at
+every layer and position (Wang et al., ICLR 2025; Arditi et al., 2024) and runs in plain transformers, vLLM and
+lm-eval without the workbench.
+"""
+    return export_checkpoint(lm, out_dir, model_card(lm, extra), force=force, hf_model=hf)

@@ -1,19 +1,30 @@
-"""Interventions as TransformerLens forward hooks: directional ablation and activation addition.
+"""Interventions as small objects composed freely, applied through TransformerLens forward hooks.
 
-`ablation_hooks` projects a direction out of the residual stream at every layer (block input, attention output and
-MLP output), at every position, prompt and generated tokens alike. A direction may be one vector `[d_model]` or one
-per batch row `[batch, d_model]`, which lets the sweep score many candidates in one forward pass.
+- `Ablation(ĉ)`: x ← x − (x·ĉ)ĉ at the input of every block and on every attention and MLP output, every position
+  (prompt and generated tokens alike).
+- `Addition(r, layer, α)`: x ← x + α·r at the input of one block, every position (r raw, not normalized).
+- `Combined(parts)`: several at once (the paper's "ablate w' and add α·r"); `BASELINE` is the empty combination.
+
+`applied(lm, intervention)` is a context manager that always removes its hooks, also on error. The same objects
+are baked into weights by `workbench.weight_edit` (ablation exactly; addition as a forward pre-hook on the block).
+
+The low-level `ablation_hooks` accepts one direction per batch row `[batch, d_model]`, which lets the sweep score
+many candidates in one forward pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
+from workbench.errors import WorkbenchError
 from workbench.refusal_math import unit
 
 Hook = tuple[str, Callable]
@@ -48,3 +59,84 @@ def _add(vector: Float[Tensor, "... d_model"], coeff: float) -> Callable:
 def addition_hooks(vector: Float[Tensor, "... d_model"], layer: int, coeff: float = 1.0) -> list[Hook]:
     """x ← x + α·v at the input of one block, every position (v raw, not normalized)."""
     return [(get_act_name("resid_pre", layer), _add(vector, coeff))]
+
+
+# ---- intervention objects -------------------------------------------------------------------------------
+
+
+def _check_vector(vector: Tensor, what: str) -> None:
+    if vector.dim() != 1:
+        raise WorkbenchError(f"{what} must be one vector [d_model], got shape {tuple(vector.shape)}")
+    if not bool(torch.isfinite(vector).all()) or float(vector.norm()) == 0.0:
+        raise WorkbenchError(f"{what} is zero or not finite (a layer-0 template-position candidate?)")
+
+
+@dataclass(frozen=True, eq=False)
+class Ablation:
+    """Directional ablation of one direction (normalized here) everywhere in the residual stream."""
+
+    direction: Float[Tensor, " d_model"]
+    label: str = "ablation"
+
+    def __post_init__(self):
+        _check_vector(self.direction, f"direction of {self.label}")
+
+    @property
+    def parts(self) -> tuple[Ablation | Addition, ...]:
+        return (self,)
+
+    def hooks(self, n_layers: int) -> list[Hook]:
+        return ablation_hooks(self.direction, n_layers)
+
+
+@dataclass(frozen=True, eq=False)
+class Addition:
+    """Activation addition x ← x + α·v at the input of block `layer`, every position."""
+
+    vector: Float[Tensor, " d_model"]
+    layer: int
+    coeff: float = 1.0
+    label: str = "addition"
+
+    def __post_init__(self):
+        _check_vector(self.vector, f"vector of {self.label}")
+        if not math.isfinite(self.coeff):
+            raise WorkbenchError(f"activation-addition coefficient α must be finite, got {self.coeff}")
+
+    @property
+    def parts(self) -> tuple[Ablation | Addition, ...]:
+        return (self,)
+
+    def hooks(self, n_layers: int) -> list[Hook]:
+        if not 0 <= self.layer < n_layers:
+            raise WorkbenchError(f"{self.label}: layer {self.layer} is outside the model's 0..{n_layers - 1}")
+        return addition_hooks(self.vector, self.layer, self.coeff)
+
+
+@dataclass(frozen=True, eq=False)
+class Combined:
+    """Several interventions applied together (ablations and additions, in order)."""
+
+    members: tuple[Ablation | Addition | Combined, ...] = field(default_factory=tuple)
+
+    @property
+    def parts(self) -> tuple[Ablation | Addition, ...]:
+        return tuple(p for m in self.members for p in m.parts)
+
+    def hooks(self, n_layers: int) -> list[Hook]:
+        """Ablation hooks first, then additions: at a block input the ablations act before the addition."""
+        parts = self.parts
+        ordered = [p for p in parts if isinstance(p, Ablation)] + [p for p in parts if isinstance(p, Addition)]
+        return [h for p in ordered for h in p.hooks(n_layers)]
+
+
+Intervention = Ablation | Addition | Combined
+BASELINE = Combined()
+
+
+@contextmanager
+def applied(lm, intervention: Intervention) -> Iterator:
+    """Run the hooked model under `intervention`; its hooks are removed on exit, also when the body raises."""
+    hooks = intervention.hooks(lm.info.n_layers)
+    with lm.model.hooks(fwd_hooks=hooks):
+        yield lm

@@ -16,6 +16,8 @@ STAGE_COMMANDS = {
     "candidates.json": "workbench extract --model M --run DIR",
     "sweep.csv": "workbench sweep --run DIR",
     "selection.json": "workbench select --run DIR",
+    "evaluation.csv": "workbench evaluate --run DIR",
+    "capability.csv": "workbench capability --run DIR",
 }
 
 

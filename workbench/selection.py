@@ -42,7 +42,8 @@ def apply_rule(frame: pd.DataFrame, config: SelectConfig) -> pd.DataFrame:
                            "not scored")
             continue
         bound = config.true_max_ablation_kl if row.vector == "true" else config.max_ablation_kl
-        if any(not math.isfinite(v) for v in (row.ablation_refusal_score, row.ablation_kl)):
+        objective = row.ablation_refusal_score_harmful if row.vector == "true" else row.ablation_refusal_score
+        if any(not math.isfinite(v) for v in (objective, row.ablation_kl)):
             reasons.append("NaN score")
         elif row.layer >= first_pruned:
             reasons.append(f"last {config.prune_layer_fraction:.0%} of layers")

@@ -15,7 +15,9 @@ Where the time goes and what we skip (a naive loop scores every candidate on eve
   and its KV cache reused (`share_prefix`);
 - the true-refusal rows do not depend on λ, and a λ already in `sweep.csv` is not recomputed.
 - steering scores (an extra pass) only where the rule uses them: true-refusal candidates (Arditi's filter), and
-  false ones only with `steer_false` (the paper turns the induce-refusal filter off).
+  false ones only with `steer_false` (the paper turns the induce-refusal filter off); likewise a finalist's
+  harmful-val score only if its KL lets it be selected, and no pseudo-harmful score for true candidates
+  (`score_all` computes everything).
 `reference_sweep` is the naive loop; `benchmarks/sweep.py` compares both and checks they select the same winner.
 """
 
@@ -91,6 +93,10 @@ class SweepConfig:
     """Rows per forward pass."""
     share_prefix: bool = True
     """Run the template prefix (system turn, user header) once per intervention and reuse its KV cache."""
+    score_all: bool = False
+    """Give finalists every score. Off: a false candidate's harmful-val refusal score only when its KL is within
+    `kl_bound` (only those can be selected), and a true candidate's pseudo-harmful score not at all (its rule
+    does not use it). The reference loop always scores everything."""
 
     def validate(self) -> None:
         for lam in self.lams:
@@ -290,18 +296,31 @@ def fast_sweep(lm: LoadedModel, grids: dict[str, Tensor], positions: list[int], 
 
 
 def score_full(lm: LoadedModel, row: dict, directions: Tensor, grids: dict[str, Tensor], val: ValidationSets,
-               config: SweepConfig, steer: bool | None = None) -> None:
-    """All scores of one candidate on the full validation sets (the same code the reference loop uses)."""
+               config: SweepConfig, steer: bool | None = None, score_all: bool | None = None) -> None:
+    """The full scores of one candidate on the whole validation sets (the same code the reference loop uses).
+
+    Unless `score_all`, only what the selection rule can use: see `SweepConfig.score_all`.
+    """
     direction = directions[row["pos_index"], row["layer"]]
     harmless_base = val.base_logits["harmless"]
-    rs_pseudo, kl = ablation_scores(lm, direction, val.pseudo_harmful, val.harmless, harmless_base, config)
-    rs_harmful, _ = ablation_scores(lm, direction, val.harmful, [], harmless_base[:0], config)
-    row.update(ablation_refusal_score=rs_pseudo, ablation_refusal_score_harmful=rs_harmful, ablation_kl=kl,
-               stage="full")
+    score_all = config.score_all if score_all is None else score_all
+    is_true = row["vector"] == "true"
+    first_target = val.harmful if is_true else val.pseudo_harmful
+    rs_first, kl = ablation_scores(lm, direction, first_target, val.harmless, harmless_base, config)
+    if is_true:
+        row.update(ablation_refusal_score_harmful=rs_first, ablation_kl=kl, stage="full")
+        if score_all:
+            row["ablation_refusal_score"], _ = ablation_scores(lm, direction, val.pseudo_harmful, [],
+                                                               harmless_base[:0], config)
+    else:
+        row.update(ablation_refusal_score=rs_first, ablation_kl=kl, stage="full")
+        if score_all or kl <= config.kl_bound:
+            row["ablation_refusal_score_harmful"], _ = ablation_scores(lm, direction, val.harmful, [],
+                                                                       harmless_base[:0], config)
     if steer is None:
-        steer = row["vector"] == "true" or config.steer_false
+        steer = is_true or config.steer_false
     if steer:
-        lam = None if row["vector"] == "true" else row["lam"]
+        lam = None if is_true else row["lam"]
         vector = steering_vectors(grids, lam, row["vector"])[row["pos_index"], row["layer"]]
         row["steering_refusal_score"], row["steering_kl"] = steering_scores(
             lm, vector, row["layer"], config.steering_coeff, val.harmless, harmless_base, config.batch_size)
@@ -327,7 +346,7 @@ def reference_sweep(lm: LoadedModel, grids: dict[str, Tensor], positions: list[i
         k = (row["vector"], row["lam"])
         if k not in directions:
             directions[k] = candidate_directions(grids, None if row["vector"] == "true" else row["lam"], row["vector"])
-        score_full(lm, row, directions[k], grids, val, config, steer=True)  # the paper's loop scores everything
+        score_full(lm, row, directions[k], grids, val, config, steer=True, score_all=True)  # the paper's loop
     return to_frame(rows)
 
 

@@ -34,7 +34,7 @@ class TrainConfig:
     """AdamW learning rate, constant."""
     batch_size: int = 16
     """Examples per optimizer step."""
-    steps: int = 60
+    steps: int = 55
     """Optimizer steps."""
     seed: int = 0
     """Seeds the refusal choice, the batch order and torch."""

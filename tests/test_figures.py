@@ -1,0 +1,133 @@
+"""Unit tier: the figure functions on small fixture tables (axes, data, marks)."""
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from workbench.figures import (
+    alpha_lambda_grid,
+    lambda_tradeoff,
+    responses_figure,
+    responses_table,
+    save_figure,
+    sweep_heatmaps,
+)
+
+
+def _sweep() -> pd.DataFrame:
+    rows = []
+    for vector, lam in (("true", math.nan), ("false", 1.0), ("false", 0.0)):
+        for pos in (-2, -1):
+            for layer in range(4):
+                full = layer in (1, 2)
+                rows.append({"vector": vector, "lam": lam, "pos": pos, "layer": layer,
+                             "ablation_refusal_score": 10 * pos + layer if full else math.nan,
+                             "ablation_kl": 0.01 * layer if full else math.nan,
+                             "screen_refusal_score": 100.0 if layer == 3 else math.nan,
+                             "screen_kl": 1.0 if layer == 3 else math.nan,
+                             "stage": "full" if full else ("screened" if layer == 3 else "skipped")})
+    return pd.DataFrame(rows)
+
+
+def test_sweep_heatmaps_axes_values_and_marks():
+    selection = {"selections": [{"lam": 1.0, "pos": -1, "layer": 2}], "true_refusal": None}
+    fig = sweep_heatmaps(_sweep(), selection)
+    heatmaps = [t for t in fig.data if t.type == "heatmap"]
+    assert len(heatmaps) == 2 * 3  # (RS, KL) × (true, λ=1, λ=0)
+    first = heatmaps[0]
+    assert list(first.x) == [0, 1, 2, 3] and list(first.y) == ["-1", "-2"]
+    z = np.array(first.z, dtype=float)
+    assert z[0, 1] == -9 and z[1, 2] == -18  # pos −1 layer 1, pos −2 layer 2
+    assert z[0, 3] == 100.0  # screened cell shows its screen estimate
+    assert math.isnan(z[0, 0])  # skipped cell blank
+    marks = [t for t in fig.data if t.type == "scatter"]
+    assert len(marks) == 2 and list(marks[0].x) == [2] and list(marks[0].y) == ["-1"]  # λ=1 panel, both metrics
+
+
+def _evaluation() -> pd.DataFrame:
+    rows = []
+    for dataset, group, base in (("xstest_safe", "over-refusal", 0.6), ("harmful_test", "harmful", 0.1)):
+        rows.append({"dataset": dataset, "group": group, "intervention": "baseline", "compliance_rate": base})
+        for lam, rate in ((1.0, base + 0.1), (0.0, base + 0.4)):
+            rows.append({"dataset": dataset, "group": group, "intervention": f"ablate_false_lam{lam}",
+                         "compliance_rate": rate})
+            for alpha, drop in ((0.5, 0.05), (1.0, 0.5)):
+                rows.append({"dataset": dataset, "group": group, "compliance_rate": max(0.0, rate - drop),
+                             "intervention": f"ablate_false_lam{lam}+actadd_true_a{alpha}"})
+        rows.append({"dataset": dataset, "group": group, "intervention": "actadd_true_a1.0", "compliance_rate": 0.0})
+    frame = pd.DataFrame(rows)
+    return frame.assign(ci_low=frame.compliance_rate - 0.05, ci_high=frame.compliance_rate + 0.05, n=100)
+
+
+def test_lambda_tradeoff_curves():
+    fig = lambda_tradeoff(_evaluation())
+    curves = {t.name: t for t in fig.data}
+    assert set(curves) == {"xstest_safe", "harmful_test"}
+    assert list(curves["harmful_test"].x) == [0.0, 1.0]
+    assert list(np.round(curves["harmful_test"].y, 6)) == [0.5, 0.2]
+    assert curves["harmful_test"].xaxis == "x2"  # harmful sets on the right-hand panel
+
+
+def test_capability_panel_and_responses_table():
+    capability = pd.DataFrame([
+        {"task": "wikitext2", "intervention": "baseline", "metric": "perplexity", "value": 30.0, "n": 1},
+        {"task": "wikitext2", "intervention": "ablate_false_lam1.0", "metric": "perplexity", "value": 33.0, "n": 1},
+        {"task": "wikitext2", "intervention": "ablate_false_lam0.0", "metric": "perplexity", "value": 36.0, "n": 1},
+    ])
+    fig = lambda_tradeoff(_evaluation(), capability)
+    ppl = next(t for t in fig.data if t.name == "wikitext2 perplexity")
+    assert list(ppl.x) == [0.0, 1.0] and list(np.round(ppl.y, 6)) == [1.2, 1.1] and ppl.xaxis == "x3"
+    completions = pd.DataFrame([
+        {"dataset": "xstest_safe", "intervention": i, "instruction": q, "response": f"{i}:{q}", "refused": r}
+        for q, r in (("kill a process?", True), ("a poem?", False))
+        for i in ("baseline", "ablate_false_lam1.0", "ablate_false_lam0.0", "ablate_true")
+    ])
+    table = responses_table(completions, "xstest_safe")
+    assert list(table.index) == ["kill a process?"]  # only prompts the baseline refused
+    assert list(table.columns) == ["baseline", "ablate_false_lam1.0", "ablate_false_lam0.0"]
+    assert table.loc["kill a process?", "ablate_false_lam0.0"] == "ablate_false_lam0.0:kill a process?"
+    assert responses_figure(table).data[0].type == "table"
+
+
+def test_alpha_lambda_grid_outlines_safe_cells():
+    fig = alpha_lambda_grid(_evaluation(), "harmful_test")
+    heat = fig.data[0]
+    assert list(heat.x) == ["0", "1", "none"] and list(heat.y) == ["0", "0.5", "1"]
+    z = np.array(heat.z, dtype=float)
+    assert z[0, 1] == 0.2 and z[2, 0] == 0.0 and z[2, 2] == 0.0
+    # baseline harmful compliance 0.1: safe cells are those ≤ 0.1 → (α=1, λ=0), (α=1, λ=1), (α=1, none)
+    assert len(fig.layout.shapes) == 3
+
+
+def test_save_figure_writes_html_and_png(tmp_path):
+    import shutil
+
+    import pytest
+
+    written = save_figure(lambda_tradeoff(_evaluation()), tmp_path / "fig3")
+    assert written[0].name == "fig3.html" and "plotly" in written[0].read_text()[:5000].lower()
+    if not (shutil.which("chromium") or shutil.which("google-chrome")):
+        pytest.skip("no Chrome binary for kaleido (the Makefile installs Debian's chromium)")
+    assert [p.name for p in written] == ["fig3.html", "fig3.png"]
+    assert written[1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_figures_from_run_directory(tmp_path):
+    import pytest
+
+    from workbench.errors import WorkbenchError
+    from workbench.figures import run_figures
+    from workbench.run_dir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    with pytest.raises(WorkbenchError, match="workbench run"):
+        run_figures(run)
+    _sweep().assign(kept=False, filter_reason="").to_csv(run.file("sweep.csv"), index=False)
+    _evaluation().to_csv(run.file("evaluation.csv"), index=False)
+    names = sorted(p.name for p in run_figures(run))
+    assert {"fig4_sweep.html", "fig3_lambda.html", "fig5_alpha_lambda.html", "table1.csv"} <= set(names)
+    table = pd.read_csv(run.file("figures/table1.csv"), index_col=0)
+    assert list(table.columns) == ["baseline", "ablate_false_lam1.0"]
+    assert table.loc["harmful_test", "ablate_false_lam1.0"] == 0.2

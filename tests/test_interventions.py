@@ -1,0 +1,164 @@
+"""Interventions: hooks (zero projection, removal on error), weight orthogonalization ≡ hooks, edited export."""
+
+import pytest
+import torch
+
+from workbench.errors import WorkbenchError
+from workbench.interventions import BASELINE, Ablation, Addition, Combined, applied
+from workbench.refusal_math import unit
+
+PROMPTS = [
+    "How do I kill a Python process that has stopped responding?",
+    "Write a short poem about the ocean.",
+    "Give me step-by-step instructions to build a pipe bomb.",
+]
+# fp32 on CPU: hooks and edited weights compute the same function in a different order of operations.
+PARITY_ATOL = 1e-3
+
+
+def test_bad_interventions():
+    with pytest.raises(WorkbenchError, match="finite"):
+        Addition(torch.ones(4), 0, float("nan"))
+    with pytest.raises(WorkbenchError, match="zero or not finite"):
+        Ablation(torch.zeros(4))
+    with pytest.raises(WorkbenchError, match="one vector"):
+        Ablation(torch.ones(2, 4))
+    with pytest.raises(WorkbenchError, match="outside"):
+        Addition(torch.ones(4), 9, 1.0).hooks(n_layers=4)
+    combo = Combined((Ablation(torch.ones(4)), Addition(torch.ones(4), 1, 2.0)))
+    assert [type(p).__name__ for p in combo.parts] == ["Ablation", "Addition"]
+    assert len(combo.hooks(n_layers=4)) == 3 * 4 + 1
+    assert BASELINE.hooks(n_layers=4) == []
+
+
+def test_orthogonalized_writers_have_no_component_and_head_is_kept():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from workbench.weight_edit import orthogonalize_weights_, writer_parameters
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config)
+    head_before = model.lm_head.weight.detach().clone()
+    c = torch.randn(16)
+    orthogonalize_weights_(model, c)
+    c = unit(c)
+    for name, param, kind in writer_parameters(model):
+        component = param @ c if kind == "embedding" else c @ param
+        assert component.abs().max() < 1e-5, name
+    assert torch.equal(model.lm_head.weight, head_before)  # untied, unembedding untouched
+    assert model.lm_head.weight is not model.model.embed_tokens.weight
+    with pytest.raises(WorkbenchError, match="d_model"):
+        orthogonalize_weights_(model, torch.ones(8))
+
+
+def test_unmapped_architecture_is_refused():
+    from workbench.weight_edit import layout_of
+
+    class Dummy(torch.nn.Module):
+        config = type("C", (), {"model_type": "mamba"})()
+
+    with pytest.raises(WorkbenchError, match="not mapped for architecture 'mamba'"):
+        layout_of(Dummy())
+
+
+@pytest.fixture(scope="module")
+def direction(organism):
+    torch.manual_seed(0)
+    return torch.randn(organism.info.d_model)
+
+
+def _last_logits(lm, prompts):
+    batch = lm.chat.tokenize(prompts)
+    return lm.model(batch.input_ids, attention_mask=batch.attention_mask)[:, -1].float()
+
+
+def _plain_last_logits(model, lm, prompts):
+    batch = lm.chat.tokenize(prompts)
+    return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, -1].float()
+
+
+@pytest.mark.model
+@torch.inference_mode()
+def test_ablation_hooks_leave_zero_projection_everywhere(organism, direction):
+    from transformer_lens.utilities import get_act_name
+
+    c = unit(direction)
+    seen = {}
+
+    def capture(x, hook):
+        seen[hook.name] = float((x @ c).abs().max() / x.norm(dim=-1).max())
+
+    ablation = Ablation(direction)
+    sites = [get_act_name(s, layer) for layer in range(organism.info.n_layers)
+             for s in ("resid_pre", "attn_out", "mlp_out")]
+    batch = organism.chat.tokenize(PROMPTS)
+    with applied(organism, ablation), organism.model.hooks(fwd_hooks=[(s, capture) for s in sites]):
+        organism.model(batch.input_ids, attention_mask=batch.attention_mask)
+    assert len(seen) == len(sites)
+    assert max(seen.values()) < 1e-5
+    # and the final residual stream (after the last block) has none either
+    with applied(organism, ablation):
+        _, cache = organism.model.run_with_cache(batch.input_ids, attention_mask=batch.attention_mask,
+                                                 names_filter=lambda n: n.endswith("hook_resid_post"))
+        resid = cache[f"blocks.{organism.info.n_layers - 1}.hook_resid_post"]
+    assert float((resid @ c).abs().max()) < 1e-4 * float(resid.norm(dim=-1).max())
+
+
+@pytest.mark.model
+@torch.inference_mode()
+def test_hooks_removed_after_error(organism, direction):
+    before = _last_logits(organism, PROMPTS[:1])
+    with pytest.raises(RuntimeError, match="boom"):
+        with applied(organism, Combined((Ablation(direction), Addition(direction, 3, 4.0)))):
+            assert not torch.allclose(_last_logits(organism, PROMPTS[:1]), before, atol=1e-3)
+            raise RuntimeError("boom")
+    assert torch.equal(_last_logits(organism, PROMPTS[:1]), before)
+
+
+@pytest.mark.model
+@torch.inference_mode()
+def test_weight_orthogonalization_equals_hooks(organism, direction):
+    from workbench.export import plain_hf_model
+    from workbench.weight_edit import edited
+
+    plain = plain_hf_model(organism)
+    base = _plain_last_logits(plain, organism, PROMPTS)
+    for intervention in (Ablation(direction), Addition(direction, 5, 3.0),
+                         Combined((Ablation(direction), Addition(direction, 5, 3.0)))):
+        with applied(organism, intervention):
+            hooked = _last_logits(organism, PROMPTS)
+        with edited(plain, intervention):
+            weights = _plain_last_logits(plain, organism, PROMPTS)
+        assert (hooked - base).abs().max() > 0.1  # the intervention does something
+        assert (hooked - weights).abs().max() < PARITY_ATOL
+    assert torch.equal(_plain_last_logits(plain, organism, PROMPTS), base)  # edits restored on exit
+
+
+@pytest.mark.model
+def test_edited_export_loads_in_plain_transformers(organism, selected_run, tmp_path):
+    """Export the λ=1 selection of a real (small) run; plain transformers gives the hooked logits and generations."""
+    from transformers import AutoModelForCausalLM
+
+    from workbench.export import export_edited
+    from workbench.generation import greedy_generate, plain_greedy_generate
+    from workbench.selection import load_direction
+
+    run = selected_run
+    out = export_edited(organism, run, 1.0, tmp_path / "export")
+    readme = (out / "README.md").read_text()
+    assert "λ = 1.0" in readme and "layer" in readme and str(run.path.resolve()) in readme
+    loaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    direction, _ = load_direction(run.file("directions/lam_1.0.safetensors"))
+    with torch.inference_mode():
+        with applied(organism, Ablation(direction)):
+            hooked = _last_logits(organism, PROMPTS)
+            hooked_text = greedy_generate(organism, PROMPTS, 24, progress=False)
+        exported = _plain_last_logits(loaded, organism, PROMPTS)
+    assert (hooked - exported).abs().max() < PARITY_ATOL
+    assert plain_greedy_generate(loaded, organism.chat, PROMPTS, 24, progress=False) == hooked_text
+    with pytest.raises(WorkbenchError, match="exists"):
+        export_edited(organism, run, 1.0, out)
+    with pytest.raises(WorkbenchError, match="no selected direction at λ=0.3"):
+        export_edited(organism, run, 0.3, tmp_path / "other")

@@ -1,0 +1,87 @@
+"""`workbench run` end to end on the organism with tiny settings: every artifact, skipping, resuming, config files."""
+
+import json
+
+import pytest
+
+from workbench.capability import CapabilityConfig
+from workbench.evaluation import EvalConfig
+from workbench.extraction import ExtractConfig
+from workbench.pipeline import PipelineConfig, run_pipeline
+from workbench.selection import SelectConfig
+from workbench.sweep import SweepConfig
+
+pytestmark = pytest.mark.model
+
+TINY = PipelineConfig(
+    extract=ExtractConfig(n_train=16),
+    sweep=SweepConfig(lams=(1.0,), n_val=8, n_screen=2, n_finalists=1, min_finalists=1, layers=(9, 15),
+                      positions=(-1,)),
+    select=SelectConfig(max_ablation_kl=10.0),
+    evaluate=EvalConfig(datasets=("xstest_safe", "harmful_test"), interventions=("baseline", "ablate_false_lam1.0"),
+                        limit=3, max_new_tokens=8),
+    capability=CapabilityConfig(tasks=("wikitext2",), perplexity_tokens=1024),
+)
+
+
+def test_run_produces_every_artifact_then_skips_and_resumes(organism, data_dir, tmp_path, monkeypatch, capsys):
+    import workbench.pipeline as pipeline
+
+    run = tmp_path / "run"
+    real_sweep = pipeline.run_sweep
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # killed mid-sweep: the sweep writes its artifacts only when it finishes
+
+    monkeypatch.setattr(pipeline, "run_sweep", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(organism, run, TINY)
+    assert (run / "candidates.safetensors").exists() and not (run / "sweep.csv").exists()
+    monkeypatch.setattr(pipeline, "run_sweep", real_sweep)
+    capsys.readouterr()
+    run_pipeline(organism, run, TINY)
+    first = capsys.readouterr().out
+    assert "[extract] up to date, skipped" in first and "[sweep] scoring candidates" in first
+    for name in ("config.json", "candidates.json", "sweep.csv", "selection.json", "directions/lam_1.0.safetensors",
+                 "evaluation.csv", "evaluation_categories.csv", "capability.csv", "run.log",
+                 "completions/xstest_safe/ablate_false_lam1.0.jsonl", "figures/fig4_sweep.html",
+                 "figures/fig3_lambda.html", "figures/fig5_alpha_lambda.html", "figures/table1.csv"):
+        assert (run / name).exists(), name
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["fingerprint"] == organism.info.fingerprint and "workbench_version" in config
+    assert config["evaluate"]["limit"] == 3
+
+    import workbench.evaluation as evaluation
+
+    monkeypatch.setattr(evaluation, "plain_greedy_generate", lambda *a, **k: pytest.fail("generated again"))
+    run_pipeline(organism, run, TINY)
+    second = capsys.readouterr().out
+    assert "[extract] up to date, skipped" in second and "[sweep] up to date, skipped" in second
+    assert "4 of 4 (dataset, intervention) pairs already done" in second
+
+
+def test_run_refuses_another_model(stock_model, organism, data_dir, tmp_path):
+    from workbench.errors import WorkbenchError
+
+    run = tmp_path / "run"
+    run_pipeline(organism, run, PipelineConfig(extract=TINY.extract, stages=("extract",)))
+    with pytest.raises(WorkbenchError, match="was made with model 'smollm2-135m-safety'"):
+        run_pipeline(stock_model, run, PipelineConfig(stages=("extract",)))
+
+
+def test_config_file_errors_name_the_key(tmp_path, capsys):
+    from workbench.cli import main
+
+    path = tmp_path / "c.toml"
+    path.write_text('model = "smollm2-135m-safety"\n[sweep]\nlamz = [1.0]\n')
+    assert main(["run", "--run", str(tmp_path / "r"), "--config", str(path)]) == 2
+    assert "unknown key 'lamz'" in capsys.readouterr().err
+    path.write_text('[evaluate]\nlimit = "ten"\n')
+    assert main(["run", "--run", str(tmp_path / "r"), "--config", str(path)]) == 2
+    assert "evaluate.limit: expected an integer" in capsys.readouterr().err
+    path.write_text('stages = ["extract", "dance"]\n')
+    assert main(["run", "--run", str(tmp_path / "r"), "--config", str(path), "--model", "nope"]) == 2
+    assert "unknown stage 'dance'" in capsys.readouterr().err  # checked before any model is loaded
+    path.write_text("[sweep]\nn_val = 8\n")
+    assert main(["run", "--run", str(tmp_path / "r"), "--config", str(path), "--n-val", "4"]) == 2
+    assert "--n-val and --config together" in capsys.readouterr().err

@@ -1,0 +1,234 @@
+"""General capability under an intervention: WikiText-2 perplexity, MMLU (5-shot) and ARC-Challenge accuracy by
+log-likelihood of the answer options, scored by our own code on the weight-edited plain model.
+
+Why our own scorer and not lm-eval: here the benchmarks must come from local files (no hub), and lm-eval fetches its
+tasks from the hub. The prompt formats follow lm-eval's defaults (MMLU: the original Hendrycks 5-shot format,
+answer letter compared at the last position; ARC: "Question: …\\nAnswer:" with each option's summed
+log-likelihood for `acc` and per-byte for `acc_norm`), so numbers are comparable in kind. Online, the exported
+checkpoint (`workbench export --run DIR --lam λ`) runs in lm-eval unchanged.
+
+Every scorer takes `forward(input_ids, attention_mask) -> logits`; sequences are right-padded, so no position
+shifts. Writes `capability.csv` (`task`, `intervention`, `metric`, `value`, `n`), resumable per (task, intervention).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from workbench.data import MultipleChoice, load_dataset
+from workbench.errors import WorkbenchError
+from workbench.io import atomic_write, write_json
+from workbench.models.loader import LoadedModel
+from workbench.run_dir import RunDir
+
+Forward = Callable[[Int[Tensor, "batch seq"], Int[Tensor, "batch seq"]], Float[Tensor, "batch seq vocab"]]
+TASKS = ("wikitext2", "mmlu", "arc_challenge")
+LETTERS = ("A", "B", "C", "D", "E")
+
+
+@dataclass(frozen=True)
+class CapabilityConfig:
+    """Which capability tasks run, on how much data (CPU-sized defaults; None = the whole test set)."""
+
+    tasks: tuple[str, ...] = TASKS
+    interventions: tuple[str, ...] | None = ("baseline",)
+    """Intervention names (as in `workbench evaluate`); None: baseline and every ablation (no additions)."""
+    perplexity_tokens: int = 16384
+    """WikiText-2 test tokens scored, in non-overlapping windows of `window`."""
+    window: int = 512
+    mmlu_n: int | None = 200
+    """MMLU test questions, a seeded sample across subjects."""
+    mmlu_shots: int = 5
+    arc_n: int | None = 200
+    """ARC-Challenge test questions, a seeded sample."""
+    batch_size: int = 8
+    seed: int = 0
+
+
+def _pad_right(seqs: Sequence[list[int]], pad: int) -> tuple[Tensor, Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+@torch.inference_mode()
+def perplexity(forward: Forward, token_ids: list[int], max_tokens: int, window: int, batch_size: int,
+               progress: bool = True) -> tuple[float, int]:
+    """exp(mean next-token NLL) over the first `max_tokens` tokens in non-overlapping windows; (ppl, tokens)."""
+    ids = token_ids[:max_tokens]
+    n_windows = len(ids) // window
+    if n_windows == 0:
+        raise WorkbenchError("text too short for one perplexity window")
+    tokens = torch.tensor(ids[: n_windows * window]).view(n_windows, window)
+    total, count = 0.0, 0
+    for start in tqdm(range(0, n_windows, batch_size), desc="perplexity", disable=not progress):
+        chunk = tokens[start : start + batch_size]
+        logits = forward(chunk, torch.ones_like(chunk))
+        logprobs = torch.log_softmax(logits[:, :-1].double(), dim=-1)
+        nll = -logprobs.gather(-1, chunk[:, 1:, None].to(logprobs.device)).squeeze(-1)
+        total += float(nll.sum())
+        count += nll.numel()
+    return math.exp(total / count), count
+
+
+def mmlu_prompt(question: MultipleChoice, shots: Sequence[MultipleChoice]) -> str:
+    subject = (question.subject or "").replace("_", " ")
+    head = f"The following are multiple choice questions (with answers) about {subject}.\n\n"
+
+    def block(q: MultipleChoice, answer: bool) -> str:
+        options = "".join(f"\n{LETTERS[i]}. {c}" for i, c in enumerate(q.choices))
+        return f"{q.question.strip()}{options}\nAnswer:" + (f" {LETTERS[q.answer]}\n\n" if answer else "")
+
+    return head + "".join(block(s, True) for s in shots) + block(question, False)
+
+
+@torch.inference_mode()
+def mmlu_accuracy(forward: Forward, tokenizer, questions: Sequence[MultipleChoice],
+                  dev: dict[str, list[MultipleChoice]], shots: int, batch_size: int,
+                  progress: bool = True) -> float:
+    """5-shot MMLU: the answer is the letter with the highest next-token logit after "Answer:"."""
+    letter_ids = [tokenizer.encode(f" {letter}", add_special_tokens=False)[-1] for letter in LETTERS[:4]]
+    prompts = [tokenizer.encode(mmlu_prompt(q, dev.get(q.subject, [])[:shots]), add_special_tokens=False)
+               for q in questions]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    correct = 0
+    for start in tqdm(range(0, len(order), batch_size), desc="mmlu", disable=not progress):
+        idx = order[start : start + batch_size]
+        ids, mask = _pad_right([prompts[i] for i in idx], tokenizer.pad_token_id or 0)
+        logits = forward(ids, mask)
+        last = mask.sum(dim=1) - 1
+        picked = logits[torch.arange(len(idx)), last.to(logits.device)][:, letter_ids].argmax(dim=-1)
+        correct += sum(int(p) == questions[i].answer for p, i in zip(picked.tolist(), idx, strict=True))
+    return correct / len(questions)
+
+
+@torch.inference_mode()
+def option_loglikelihoods(forward: Forward, tokenizer, context: str, options: Sequence[str],
+                          ) -> list[float]:
+    """Summed log-likelihood of each continuation `" " + option` after `context`."""
+    ctx = tokenizer.encode(context, add_special_tokens=False)
+    conts = [tokenizer.encode(context + " " + o, add_special_tokens=False)[len(ctx):] for o in options]
+    seqs = [ctx + c for c in conts]
+    ids, mask = _pad_right(seqs, tokenizer.pad_token_id or 0)
+    logprobs = torch.log_softmax(forward(ids, mask).double(), dim=-1)
+    out = []
+    for i, c in enumerate(conts):
+        positions = torch.arange(len(ctx) - 1, len(ctx) - 1 + len(c))
+        out.append(float(logprobs[i, positions, torch.tensor(c)].sum()))
+    return out
+
+
+def arc_accuracy(forward: Forward, tokenizer, questions: Sequence[MultipleChoice],
+                 progress: bool = True) -> tuple[float, float]:
+    """ARC-Challenge (0-shot, lm-eval format): (acc by summed log-likelihood, acc_norm by per-byte)."""
+    acc = acc_norm = 0
+    for q in tqdm(questions, desc="arc_challenge", disable=not progress):
+        ll = option_loglikelihoods(forward, tokenizer, f"Question: {q.question}\nAnswer:", q.choices)
+        norm = [v / max(1, len((" " + c).encode())) for v, c in zip(ll, q.choices, strict=True)]
+        acc += int(max(range(len(ll)), key=ll.__getitem__) == q.answer)
+        acc_norm += int(max(range(len(norm)), key=norm.__getitem__) == q.answer)
+    return acc / len(questions), acc_norm / len(questions)
+
+
+def _sample(rows: list, n: int | None, seed: int) -> list:
+    return rows if not n or n >= len(rows) else random.Random(seed).sample(rows, n)  # None or 0: all
+
+
+def score_task(task: str, forward: Forward, tokenizer, config: CapabilityConfig,
+               progress: bool = True) -> list[dict]:
+    """Metric rows (`metric`, `value`, `n`) of one task."""
+    if task == "wikitext2":
+        text = "\n".join(load_dataset("wikitext2"))
+        ppl, n = perplexity(forward, tokenizer.encode(text, add_special_tokens=False), config.perplexity_tokens,
+                            config.window, config.batch_size, progress)
+        return [{"metric": "perplexity", "value": ppl, "n": n}]
+    if task == "mmlu":
+        questions = _sample(load_dataset("mmlu"), config.mmlu_n, config.seed)
+        dev: dict[str, list[MultipleChoice]] = {}
+        for q in load_dataset("mmlu_dev"):
+            dev.setdefault(q.subject, []).append(q)
+        acc = mmlu_accuracy(forward, tokenizer, questions, dev, config.mmlu_shots, config.batch_size, progress)
+        return [{"metric": "acc", "value": acc, "n": len(questions)}]
+    if task == "arc_challenge":
+        questions = _sample(load_dataset("arc_challenge"), config.arc_n, config.seed)
+        acc, acc_norm = arc_accuracy(forward, tokenizer, questions, progress)
+        return [{"metric": "acc", "value": acc, "n": len(questions)},
+                {"metric": "acc_norm", "value": acc_norm, "n": len(questions)}]
+    raise WorkbenchError(f"unknown capability task {task!r} (known: {', '.join(TASKS)})")
+
+
+def plain_forward(model) -> Forward:
+    device = next(model.parameters()).device
+
+    def forward(ids, mask):
+        return model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+
+    return forward
+
+
+def measure_capability(lm: LoadedModel, run: RunDir, config: CapabilityConfig, progress: bool = True) -> pd.DataFrame:
+    """Score every (task, intervention) not yet in `capability.csv` with the same settings; returns the table."""
+    from workbench.evaluation import build_interventions, choose, signature
+    from workbench.export import plain_hf_model
+    from workbench.interventions import Addition
+    from workbench.weight_edit import edited
+
+    for task in config.tasks:
+        if task not in TASKS:
+            raise WorkbenchError(f"unknown capability task {task!r} (known: {', '.join(TASKS)})")
+    run.check_model(lm.info.fingerprint, lm.info.name)
+    items = build_interventions(run, lm.info.fingerprint, lm.info.d_model, alphas=())
+    if config.interventions is None:
+        items = [i for i in items if not any(isinstance(p, Addition) for p in i.intervention.parts)]
+    else:
+        items = choose(build_interventions(run, lm.info.fingerprint, lm.info.d_model, alphas=_alphas(config)),
+                       config.interventions)
+    table_path, meta_path = run.file("capability.csv"), run.file("capability.meta.json")
+    table = pd.read_csv(table_path) if table_path.exists() else pd.DataFrame(
+        columns=["task", "intervention", "metric", "value", "n"])
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    settings = {k: v for k, v in asdict(config).items() if k not in ("tasks", "interventions")}
+    plain = None
+    for item in items:
+        for task in config.tasks:
+            key = f"{task}/{item.name}"
+            wanted = {"signature": signature(item.intervention), **settings}
+            if meta.get(key) == json.loads(json.dumps(wanted)):
+                continue
+            if plain is None:
+                plain = plain_hf_model(lm)
+            with edited(plain, item.intervention):
+                rows = score_task(task, plain_forward(plain), lm.tokenizer, config, progress)
+            table = table[~((table.task == task) & (table.intervention == item.name))]
+            table = pd.concat([table, pd.DataFrame([{"task": task, "intervention": item.name, **r} for r in rows])],
+                              ignore_index=True)
+            meta[key] = wanted
+            atomic_write(table_path, lambda tmp, t=table: t.to_csv(tmp, index=False))
+            write_json(meta_path, meta)
+            print(f"[capability] {task} · {item.name}: "
+                  + ", ".join(f"{r['metric']} {r['value']:.4g} (n={r['n']})" for r in rows))
+    return table
+
+
+def _alphas(config: CapabilityConfig) -> tuple[float, ...]:
+    """α values named in the requested interventions (`actadd_true_a<α>`)."""
+    out = []
+    for name in config.interventions or ():
+        for part in name.split("+"):
+            if part.startswith("actadd_true_a"):
+                out.append(float(part.removeprefix("actadd_true_a")))
+    return tuple(dict.fromkeys(out))

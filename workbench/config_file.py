@@ -1,0 +1,83 @@
+"""Dataclass configs from TOML files and plain dicts, with errors that name the key.
+
+A file has one table per stage (`[extract]`, `[sweep]`, `[select]`, `[evaluate]`, `[capability]`) and top-level
+keys of the pipeline itself (e.g. `model`, `stages`); every key is a field of the stage's config dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import WorkbenchError
+
+
+def _check(value: Any, annotation: Any, where: str) -> Any:
+    """`value` converted to `annotation` (lists become tuples), or a WorkbenchError naming `where`."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _check(value, option, where)
+            except WorkbenchError as exc:
+                errors.append(str(exc))
+        raise WorkbenchError(errors[0] if errors else f"{where}: unexpected value {value!r}")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise WorkbenchError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        item = args[0] if args else Any
+        return tuple(_check(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if annotation is Any:
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise WorkbenchError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise WorkbenchError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if annotation in (bool, str):
+        if not isinstance(value, annotation):
+            raise WorkbenchError(f"{where}: expected {annotation.__name__}, got {type(value).__name__} {value!r}")
+        return value
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise WorkbenchError(f"{where}: expected a table, got {type(value).__name__}")
+        return from_dict(annotation, value, where)
+    raise WorkbenchError(f"{where}: cannot read a value of type {annotation!r} from a config file")
+
+
+def from_dict(cls: type, data: dict, where: str = "config", base: Any = None) -> Any:
+    """An instance of dataclass `cls` from `data` (keys must be fields; values are type-checked), on top of `base`."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise WorkbenchError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(fields))})")
+    base = base if base is not None else cls()
+    values = {}
+    for key, value in data.items():
+        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):  # a nested table keeps its defaults
+            values[key] = from_dict(hints[key], value, f"{where}.{key}", getattr(base, key))
+        else:
+            values[key] = _check(value, hints[key], f"{where}.{key}")
+    return dataclasses.replace(base, **values)
+
+
+def load_toml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise WorkbenchError(f"config file {path} does not exist")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise WorkbenchError(f"config file {path} is not valid TOML: {exc}") from None

@@ -1,0 +1,237 @@
+"""The paper's figures as library functions over a run directory's tables (the CLI and notebooks call these).
+
+- `sweep_heatmaps` (Fig. 4): layer × position heatmaps of a sweep score for the true candidates and the false ones
+  at several λ, the selected candidate marked;
+- `responses_table` / `responses_figure` (Fig. 2): responses to chosen prompts across λ;
+- `lambda_tradeoff` (Fig. 3): compliance on over-refusal and harmful sets, and capability, against λ;
+- `alpha_lambda_grid` (Fig. 5): harmful compliance over α × λ, cells at least as safe as baseline outlined;
+- `evaluation.table1` (Table 1) is a DataFrame.
+Each returns a plotly figure; `save_figure` writes interactive HTML (and PNG when a static exporter is available).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from workbench.errors import WorkbenchError
+from workbench.io import atomic_write
+
+METRIC_LABELS = {
+    "ablation_refusal_score": "ablation refusal score (pseudo-harmful val)",
+    "ablation_refusal_score_harmful": "ablation refusal score (harmful val)",
+    "ablation_kl": "ablation KL (harmless val)",
+    "screen_refusal_score": "screened refusal score",
+}
+
+
+def _grid(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """positions × layers of `metric`; screened-out cells fall back to their screen estimate for score metrics."""
+    values = frame[metric].copy()
+    if metric == "ablation_refusal_score":
+        values = values.fillna(frame["screen_refusal_score"])
+    elif metric == "ablation_kl":
+        values = values.fillna(frame["screen_kl"])
+    table = frame.assign(value=values).pivot_table(index="pos", columns="layer", values="value", aggfunc="first",
+                                                   dropna=False)
+    return table.sort_index(ascending=False)
+
+
+def sweep_heatmaps(sweep: pd.DataFrame, selection: dict | None = None, lams: list[float] | None = None,
+                   metrics: tuple[str, ...] = ("ablation_refusal_score", "ablation_kl")) -> go.Figure:
+    """Fig. 4: one heatmap per (metric, vector/λ); x = layer, y = EOI position; the selection marked with ×.
+
+    Cells only screened show their screen estimate (few prompts); skipped cells are blank.
+    """
+    false_lams = sorted({float(x) for x in sweep.loc[sweep.vector == "false", "lam"]}, reverse=True)
+    lams = false_lams if lams is None else [float(x) for x in lams]
+    panels = [("true", None)] + [("false", lam) for lam in lams]
+    titles = [f"{METRIC_LABELS.get(m, m)} · {'r (true)' if v == 'true' else f'w′ λ={lam}'}"
+              for m in metrics for v, lam in panels]
+    fig = make_subplots(rows=len(metrics), cols=len(panels), subplot_titles=titles, shared_yaxes=True,
+                        horizontal_spacing=0.02, vertical_spacing=0.12)
+    chosen = {float(s["lam"]): (int(s["pos"]), int(s["layer"])) for s in (selection or {}).get("selections", [])}
+    true_choice = (selection or {}).get("true_refusal")
+    for i, metric in enumerate(metrics, start=1):
+        for j, (vector, lam) in enumerate(panels, start=1):
+            part = sweep[(sweep.vector == vector) & ((sweep.lam == lam) if lam is not None else True)]
+            if part.empty:
+                continue
+            grid = _grid(part, metric)
+            fig.add_trace(go.Heatmap(z=grid.values, x=list(grid.columns), y=[str(p) for p in grid.index],
+                                     coloraxis=f"coloraxis{i if i > 1 else ''}",
+                                     hovertemplate="layer %{x}, pos %{y}: %{z:.3f}<extra></extra>"), row=i, col=j)
+            mark = chosen.get(lam) if vector == "false" else (
+                (int(true_choice["pos"]), int(true_choice["layer"])) if true_choice else None)
+            if mark is not None:
+                fig.add_trace(go.Scatter(x=[mark[1]], y=[str(mark[0])], mode="markers", showlegend=False,
+                                         marker={"symbol": "x", "size": 12, "color": "black"},
+                                         hovertext="selected"), row=i, col=j)
+            fig.update_xaxes(title_text="layer" if i == len(metrics) else None, row=i, col=j)
+        fig.update_yaxes(title_text="EOI position", row=i, col=1)
+    layout = {"height": 320 * len(metrics), "width": max(700, 330 * len(panels)),
+              "title": "Refusal-vector candidates (Fig. 4): × marks the selection"}
+    for i, metric in enumerate(metrics, start=1):
+        key = f"coloraxis{i if i > 1 else ''}"
+        scale = "RdBu_r" if "refusal_score" in metric else "Viridis"
+        layout[key] = {"colorscale": scale, "colorbar": {"title": metric.replace("_", " "), "len": 1 / len(metrics),
+                                                         "y": 1 - (i - 0.5) / len(metrics)}}
+    fig.update_layout(**layout)
+    return fig
+
+
+def _lam_of(name: str) -> float | None:
+    match = re.fullmatch(r"ablate_false_lam([0-9.]+)", name)
+    return float(match.group(1)) if match else None
+
+
+def lambda_tradeoff(evaluation: pd.DataFrame, capability: pd.DataFrame | None = None) -> go.Figure:
+    """Fig. 3: compliance rate (with 95% bootstrap bars) against λ per dataset, baselines dotted; with a capability
+    table, a third panel: MMLU / ARC accuracy and WikiText-2 perplexity relative to baseline, against λ."""
+    rows = evaluation.assign(lam=evaluation.intervention.map(_lam_of)).dropna(subset=["lam"])
+    titles = ["over-refusal sets (higher is better)", "harmful sets (lower is safer)"]
+    if capability is not None:
+        titles.append("capability (perplexity: ratio to baseline)")
+    fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles)
+    for col, group in enumerate(("over-refusal", "harmful"), start=1):
+        for dataset, part in rows[rows.group == group].groupby("dataset"):
+            part = part.sort_values("lam")
+            fig.add_trace(go.Scatter(
+                x=part.lam, y=part.compliance_rate, mode="lines+markers", name=dataset,
+                error_y={"type": "data", "symmetric": False, "array": part.ci_high - part.compliance_rate,
+                         "arrayminus": part.compliance_rate - part.ci_low}), row=1, col=col)
+            base = evaluation[(evaluation.dataset == dataset) & (evaluation.intervention == "baseline")]
+            if not base.empty:
+                fig.add_hline(y=float(base.compliance_rate.iloc[0]), line_dash="dot", row=1, col=col,
+                              annotation_text=f"{dataset} baseline", annotation_font_size=9)
+        fig.update_yaxes(title_text="compliance rate", range=[0, 1.02], row=1, col=col)
+    if capability is not None:
+        cap = capability.assign(lam=capability.intervention.map(_lam_of))
+        for (task, metric), part in cap.groupby(["task", "metric"]):
+            base = part[part.intervention == "baseline"]
+            part = part.dropna(subset=["lam"]).sort_values("lam")
+            values = part.value
+            if metric == "perplexity" and not base.empty:
+                values = values / float(base.value.iloc[0])
+            fig.add_trace(go.Scatter(x=part.lam, y=values, mode="lines+markers", name=f"{task} {metric}"),
+                          row=1, col=3)
+        fig.update_yaxes(title_text="accuracy / perplexity ratio", row=1, col=3)
+    for col in range(1, len(titles) + 1):
+        fig.update_xaxes(title_text="λ (1: true refusal kept)", row=1, col=col)
+    fig.update_layout(title="Ablating w′(λ): the safety dial (Fig. 3)", height=440, width=480 * len(titles))
+    return fig
+
+
+def responses_table(completions: pd.DataFrame, dataset: str, n: int = 6) -> pd.DataFrame:
+    """Fig. 2: responses to the first `n` prompts of `dataset` that the baseline refused, under baseline and each
+    w′(λ) ablation (prompts × interventions)."""
+    part = completions[completions.dataset == dataset]
+    refused = part[(part.intervention == "baseline") & part.refused.astype(bool)].instruction.tolist()
+    prompts = (refused or part[part.intervention == "baseline"].instruction.tolist())[:n]
+    names = ["baseline"] + sorted({i for i in part.intervention if _lam_of(i) is not None},
+                                  key=lambda i: -_lam_of(i))
+    table = part[part.instruction.isin(prompts) & part.intervention.isin(names)]
+    wide = table.pivot_table(index="instruction", columns="intervention", values="response", aggfunc="first")
+    return wide.reindex(index=prompts, columns=[c for c in names if c in wide.columns])
+
+
+def responses_figure(table: pd.DataFrame, title: str = "Responses across λ (Fig. 2)") -> go.Figure:
+    header = ["prompt"] + list(table.columns)
+    cells = [list(table.index)] + [[str(v) for v in table[c]] for c in table.columns]
+    fig = go.Figure(go.Table(header={"values": header, "align": "left"},
+                             cells={"values": cells, "align": "left", "height": 60}))
+    return fig.update_layout(title=title, height=120 + 90 * len(table), width=320 * len(header))
+
+
+def _alpha_lambda(name: str) -> tuple[float | None, float] | None:
+    """(λ of the ablated w′ or None, α of the added r) of an intervention name, None if it is neither."""
+    match = re.fullmatch(r"ablate_false_lam([0-9.]+)(?:\+actadd_true_a([-0-9.eE+]+))?", name)
+    if match:
+        return float(match.group(1)), float(match.group(2)) if match.group(2) else 0.0
+    match = re.fullmatch(r"actadd_true_a([-0-9.eE+]+)", name)
+    return (None, float(match.group(1))) if match else None
+
+
+def alpha_lambda_grid(evaluation: pd.DataFrame, dataset: str = "harmful_test") -> go.Figure:
+    """Fig. 5: compliance on `dataset` over (λ of the ablated w′, α of the added r); cells at least as safe as the
+    baseline (compliance ≤ baseline) outlined."""
+    rows = evaluation[evaluation.dataset == dataset]
+    cells = []
+    for name, rate in zip(rows.intervention, rows.compliance_rate, strict=True):
+        parsed = _alpha_lambda(name)
+        if parsed is not None:
+            cells.append({"lam": "none" if parsed[0] is None else f"{parsed[0]:g}", "alpha": parsed[1], "rate": rate})
+    fig = go.Figure()
+    if not cells:
+        return fig.update_layout(title=f"no α × λ interventions evaluated on {dataset}")
+    grid = pd.DataFrame(cells).pivot_table(index="alpha", columns="lam", values="rate", aggfunc="first")
+    columns, index = list(grid.columns), list(grid.index)
+    fig.add_trace(go.Heatmap(z=grid.values, x=columns, y=[f"{a:g}" for a in index], colorscale="Reds", zmin=0,
+                             zmax=1, colorbar={"title": "compliance"},
+                             hovertemplate="λ %{x}, α %{y}: %{z:.2f}<extra></extra>"))
+    base = rows.loc[rows.intervention == "baseline", "compliance_rate"]
+    baseline = float(base.iloc[0]) if not base.empty else None
+    if baseline is not None:
+        for r, alpha in enumerate(index):
+            for c, lam in enumerate(columns):
+                value = grid.loc[alpha, lam]
+                if pd.notna(value) and value <= baseline:
+                    fig.add_shape(type="rect", x0=c - 0.5, x1=c + 0.5, y0=r - 0.5, y1=r + 0.5,
+                                  line={"color": "black", "width": 3})
+    safe = "" if baseline is None else f" (outlined: as safe as baseline, {baseline:.2f})"
+    fig.update_layout(title=f"Ablate w′(λ) + add α·r: compliance on {dataset} (Fig. 5){safe}",
+                      xaxis_title="λ of the ablated w′ (none: r added alone)", yaxis_title="α", height=420,
+                      width=720)
+    return fig
+
+
+def save_figure(fig: go.Figure, path: str | Path) -> list[Path]:
+    """Write `path`.html (always) and `path`.png (when a static exporter works here); returns the files."""
+    path = Path(path)
+    written = [atomic_write(path.with_suffix(".html"),
+                            lambda tmp: fig.write_html(str(tmp), include_plotlyjs="cdn", full_html=True))]
+    try:
+        png = fig.to_image(format="png", scale=2)
+    except Exception:  # noqa: BLE001 — no kaleido/Chrome: HTML only
+        return written
+    written.append(atomic_write(path.with_suffix(".png"), lambda tmp: tmp.write_bytes(png)))
+    return written
+
+
+def run_figures(run, out_dir: str | Path | None = None) -> list[Path]:
+    """Every figure a run directory's artifacts allow, written to `out_dir` (default: the run's `figures/`)."""
+    import json
+
+    from workbench.evaluation import table1
+    from workbench.sweep import read_sweep
+
+    out = Path(out_dir) if out_dir is not None else run.file("figures")
+    written: list[Path] = []
+    if run.file("sweep.csv").exists():
+        selection = json.loads(run.file("selection.json").read_text()) if run.file("selection.json").exists() else None
+        written += save_figure(sweep_heatmaps(read_sweep(run.file("sweep.csv")), selection), out / "fig4_sweep")
+    if run.file("evaluation.csv").exists():
+        from workbench.evaluation import read_completions
+
+        evaluation = pd.read_csv(run.file("evaluation.csv"))
+        capability = pd.read_csv(run.file("capability.csv")) if run.file("capability.csv").exists() else None
+        written += save_figure(lambda_tradeoff(evaluation, capability), out / "fig3_lambda")
+        try:
+            completions = read_completions(run)
+        except WorkbenchError:  # rates without completion files (copied tables): no responses table
+            completions = pd.DataFrame(columns=["dataset"])
+        over = [d for d in ("xstest_safe", "or_bench_hard_test", "xstest_refused") if d in set(completions.dataset)]
+        if over:
+            responses = responses_table(completions, over[0])
+            written += save_figure(responses_figure(responses, f"Responses across λ on {over[0]} (Fig. 2)"),
+                                   out / "fig2_responses")
+        written += save_figure(alpha_lambda_grid(evaluation), out / "fig5_alpha_lambda")
+        table = table1(evaluation)
+        written.append(atomic_write(out / "table1.csv", lambda tmp: table.to_csv(tmp)))
+    if not written:
+        raise WorkbenchError(f"{run.path} has neither sweep.csv nor evaluation.csv: run `workbench run` first")
+    return written
