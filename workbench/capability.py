@@ -14,7 +14,6 @@ shifts. Writes `capability.csv` (`task`, `intervention`, `metric`, `value`, `n`)
 from __future__ import annotations
 
 import json
-import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -30,6 +29,7 @@ from workbench.errors import WorkbenchError
 from workbench.io import atomic_write, write_json
 from workbench.models.loader import LoadedModel
 from workbench.run_dir import RunDir
+from workbench.scoring import windowed_perplexity
 
 Forward = Callable[[Int[Tensor, "batch seq"], Int[Tensor, "batch seq"]], Float[Tensor, "batch seq vocab"]]
 TASKS = ("wikitext2", "mmlu", "arc_challenge")
@@ -63,26 +63,6 @@ def _pad_right(seqs: Sequence[list[int]], pad: int) -> tuple[Tensor, Tensor]:
         ids[i, : len(s)] = torch.tensor(s)
         mask[i, : len(s)] = 1
     return ids, mask
-
-
-@torch.inference_mode()
-def perplexity(forward: Forward, token_ids: list[int], max_tokens: int, window: int, batch_size: int,
-               progress: bool = True) -> tuple[float, int]:
-    """exp(mean next-token NLL) over the first `max_tokens` tokens in non-overlapping windows; (ppl, tokens)."""
-    ids = token_ids[:max_tokens]
-    n_windows = len(ids) // window
-    if n_windows == 0:
-        raise WorkbenchError("text too short for one perplexity window")
-    tokens = torch.tensor(ids[: n_windows * window]).view(n_windows, window)
-    total, count = 0.0, 0
-    for start in tqdm(range(0, n_windows, batch_size), desc="perplexity", disable=not progress):
-        chunk = tokens[start : start + batch_size]
-        logits = forward(chunk, torch.ones_like(chunk))
-        logprobs = torch.log_softmax(logits[:, :-1].double(), dim=-1)
-        nll = -logprobs.gather(-1, chunk[:, 1:, None].to(logprobs.device)).squeeze(-1)
-        total += float(nll.sum())
-        count += nll.numel()
-    return math.exp(total / count), count
 
 
 def mmlu_prompt(question: MultipleChoice, shots: Sequence[MultipleChoice]) -> str:
@@ -153,8 +133,8 @@ def score_task(task: str, forward: Forward, tokenizer, config: CapabilityConfig,
     """Metric rows (`metric`, `value`, `n`) of one task."""
     if task == "wikitext2":
         text = "\n".join(load_dataset("wikitext2"))
-        ppl, n = perplexity(forward, tokenizer.encode(text, add_special_tokens=False), config.perplexity_tokens,
-                            config.window, config.batch_size, progress)
+        ppl, n = windowed_perplexity(forward, tokenizer.encode(text, add_special_tokens=False),
+                                     config.perplexity_tokens, config.window, config.batch_size, progress)
         return [{"metric": "perplexity", "value": ppl, "n": n}]
     if task == "mmlu":
         questions = _sample(load_dataset("mmlu"), config.mmlu_n, config.seed)
@@ -182,7 +162,7 @@ def plain_forward(model) -> Forward:
 
 def measure_capability(lm: LoadedModel, run: RunDir, config: CapabilityConfig, progress: bool = True) -> pd.DataFrame:
     """Score every (task, intervention) not yet in `capability.csv` with the same settings; returns the table."""
-    from workbench.evaluation import build_interventions, choose, signature
+    from workbench.evaluation import build_interventions, choose, parse_name, signature
     from workbench.export import plain_hf_model
     from workbench.interventions import Addition
     from workbench.weight_edit import edited
@@ -191,12 +171,13 @@ def measure_capability(lm: LoadedModel, run: RunDir, config: CapabilityConfig, p
         if task not in TASKS:
             raise WorkbenchError(f"unknown capability task {task!r} (known: {', '.join(TASKS)})")
     run.check_model(lm.info.fingerprint, lm.info.name)
-    items = build_interventions(run, lm.info.fingerprint, lm.info.d_model, alphas=())
+    # α values named in the requested interventions (`actadd_true_a<α>`, alone or combined)
+    alphas = tuple(dict.fromkeys(a for n in config.interventions or () if (a := parse_name(n)[1]) is not None))
+    items = build_interventions(run, lm.info.fingerprint, lm.info.d_model, alphas=alphas)
     if config.interventions is None:
         items = [i for i in items if not any(isinstance(p, Addition) for p in i.intervention.parts)]
     else:
-        items = choose(build_interventions(run, lm.info.fingerprint, lm.info.d_model, alphas=_alphas(config)),
-                       config.interventions)
+        items = choose(items, config.interventions)
     table_path, meta_path = run.file("capability.csv"), run.file("capability.meta.json")
     table = pd.read_csv(table_path) if table_path.exists() else pd.DataFrame(
         columns=["task", "intervention", "metric", "value", "n"])
@@ -223,12 +204,3 @@ def measure_capability(lm: LoadedModel, run: RunDir, config: CapabilityConfig, p
                   + ", ".join(f"{r['metric']} {r['value']:.4g} (n={r['n']})" for r in rows))
     return table
 
-
-def _alphas(config: CapabilityConfig) -> tuple[float, ...]:
-    """α values named in the requested interventions (`actadd_true_a<α>`)."""
-    out = []
-    for name in config.interventions or ():
-        for part in name.split("+"):
-            if part.startswith("actadd_true_a"):
-                out.append(float(part.removeprefix("actadd_true_a")))
-    return tuple(dict.fromkeys(out))

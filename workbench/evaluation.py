@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -82,6 +82,17 @@ def lam_name(lam: float) -> str:
 
 def alpha_name(alpha: float) -> str:
     return f"actadd_true_a{float(alpha)}"
+
+
+def parse_name(name: str) -> tuple[float | None, float | None]:
+    """(λ of an ablated w′, α of an added r) named by an intervention (None where absent); inverse of the above."""
+    lam = alpha = None
+    for part in name.split("+"):
+        if part.startswith("ablate_false_lam"):
+            lam = float(part.removeprefix("ablate_false_lam"))
+        elif part.startswith("actadd_true_a"):
+            alpha = float(part.removeprefix("actadd_true_a"))
+    return lam, alpha
 
 
 def signature(intervention: Intervention) -> str:
@@ -271,8 +282,4 @@ def table1(evaluation: pd.DataFrame, lam: float = 1.0) -> pd.DataFrame:
     wide = evaluation.pivot(index="dataset", columns="intervention", values="compliance_rate")[present]
     order = [d for d in DATASET_GROUPS if d in wide.index] + [d for d in wide.index if d not in DATASET_GROUPS]
     return wide.loc[order]
-
-
-def config_dict(config: EvalConfig) -> dict:
-    return json.loads(json.dumps(asdict(config)))
 

@@ -11,7 +11,6 @@ Each returns a plotly figure; `save_figure` writes interactive HTML (and PNG whe
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +18,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from workbench.errors import WorkbenchError
+from workbench.evaluation import parse_name
 from workbench.io import atomic_write
 
 METRIC_LABELS = {
@@ -85,8 +85,9 @@ def sweep_heatmaps(sweep: pd.DataFrame, selection: dict | None = None, lams: lis
 
 
 def _lam_of(name: str) -> float | None:
-    match = re.fullmatch(r"ablate_false_lam([0-9.]+)", name)
-    return float(match.group(1)) if match else None
+    """λ of a pure w′ ablation (`ablate_false_lam<λ>`), else None."""
+    lam, alpha = parse_name(name)
+    return lam if alpha is None else None
 
 
 def lambda_tradeoff(evaluation: pd.DataFrame, capability: pd.DataFrame | None = None) -> go.Figure:
@@ -149,11 +150,10 @@ def responses_figure(table: pd.DataFrame, title: str = "Responses across λ (Fig
 
 def _alpha_lambda(name: str) -> tuple[float | None, float] | None:
     """(λ of the ablated w′ or None, α of the added r) of an intervention name, None if it is neither."""
-    match = re.fullmatch(r"ablate_false_lam([0-9.]+)(?:\+actadd_true_a([-0-9.eE+]+))?", name)
-    if match:
-        return float(match.group(1)), float(match.group(2)) if match.group(2) else 0.0
-    match = re.fullmatch(r"actadd_true_a([-0-9.eE+]+)", name)
-    return (None, float(match.group(1))) if match else None
+    lam, alpha = parse_name(name)
+    if lam is None and alpha is None:
+        return None
+    return lam, 0.0 if alpha is None else alpha
 
 
 def alpha_lambda_grid(evaluation: pd.DataFrame, dataset: str = "harmful_test") -> go.Figure:

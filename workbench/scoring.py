@@ -10,6 +10,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from workbench.errors import WorkbenchError
 from workbench.models.loader import LoadedModel
 from workbench.refusal_math import refusal_score
 
@@ -45,21 +46,34 @@ def perplexity(
     progress: bool = True,
 ) -> float:
     """exp(mean next-token NLL) over the first `max_tokens` tokens of the joined text, in non-overlapping windows."""
-    ids = lm.tokenizer.encode("\n".join(lines), add_special_tokens=False)[:max_tokens]
+
+    def forward(ids, mask):
+        with lm.model.hooks(fwd_hooks=fwd_hooks or []):
+            return lm.model(ids.to(lm.device))
+
+    ids = lm.tokenizer.encode("\n".join(lines), add_special_tokens=False)
+    return windowed_perplexity(forward, ids, max_tokens, window, batch_size, progress)[0]
+
+
+@torch.inference_mode()
+def windowed_perplexity(forward, token_ids: list[int], max_tokens: int, window: int, batch_size: int,
+                        progress: bool = True) -> tuple[float, int]:
+    """exp(mean next-token NLL) over the first `max_tokens` tokens in non-overlapping windows, with any
+    `forward(input_ids, attention_mask) -> logits`; returns (perplexity, tokens scored)."""
+    ids = token_ids[:max_tokens]
     n_windows = len(ids) // window
     if n_windows == 0:
-        raise ValueError("text too short for one perplexity window")
-    tokens = torch.tensor(ids[: n_windows * window], device=lm.device).view(n_windows, window)
+        raise WorkbenchError("text too short for one perplexity window")
+    tokens = torch.tensor(ids[: n_windows * window]).view(n_windows, window)
     total, count = 0.0, 0
     for start in tqdm(range(0, n_windows, batch_size), desc="perplexity", disable=not progress):
         chunk = tokens[start : start + batch_size]
-        with lm.model.hooks(fwd_hooks=fwd_hooks or []):
-            logits = lm.model(chunk)
+        logits = forward(chunk, torch.ones_like(chunk))
         logprobs = torch.log_softmax(logits[:, :-1].double(), dim=-1)
-        nll = -logprobs.gather(-1, chunk[:, 1:, None]).squeeze(-1)
+        nll = -logprobs.gather(-1, chunk[:, 1:, None].to(logprobs.device)).squeeze(-1)
         total += float(nll.sum())
         count += nll.numel()
-    return math.exp(total / count)
+    return math.exp(total / count), count
 
 
 @torch.inference_mode()
