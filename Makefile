@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 RUN_DIR ?= runs/default
 
-.PHONY: setup run test lint clean
+.PHONY: setup run figures test lint clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ $(STAMP): pyproject.toml
 
 run: setup
 	$(BIN)/workbench run --config configs/default.toml --run $(RUN_DIR)
+
+# The committed figures/: the main job (finished stages are skipped), then its figures written into figures/.
+figures: run
+	$(BIN)/workbench figures --run $(RUN_DIR) --out figures
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--n-val", type=int, default=32)
     parser.add_argument("--reference-share-prefix", action="store_true",
                         help="let the reference loop reuse the template prefix's KV cache too (the paper's does not)")
+    parser.add_argument("--reference-last-logits", action="store_true",
+                        help="let the reference loop unembed only the last position too (the paper's unembeds all)")
     args = parser.parse_args()
 
     lm = load_model(args.model)
@@ -61,7 +63,8 @@ def main() -> None:
 
     start = time.perf_counter()
     val_ref = load_validation(lm, config)
-    reference_config = config if args.reference_share_prefix else replace(config, share_prefix=False)
+    reference_config = replace(config, share_prefix=args.reference_share_prefix,
+                               last_logits_only=args.reference_last_logits)
     reference = reference_sweep(lm, grids, positions, val_ref, reference_config)
     reference_seconds = time.perf_counter() - start
 
@@ -71,7 +74,9 @@ def main() -> None:
     extra_seconds = time.perf_counter() - start
 
     fast_winners, reference_winners = winners(fast, args.lams), winners(reference, args.lams)
-    n_candidates = len(reference)
+    n_candidates = int((reference.stage == "full").sum())
+    for name, frame in (("fast", fast), ("reference", reference)):  # kept, so winners can be re-derived later
+        frame.to_csv(run.file(f"sweep_{name}.csv"), index=False)
     print(f"model {args.model}; {n_candidates} candidates ({len(args.lams)} λ + true); n_val {args.n_val}")
     print(f"reference loop: {reference_seconds:.1f} s ({reference_seconds / n_candidates:.2f} s per candidate)")
     print(f"fast sweep:     {fast_seconds:.1f} s ({int((fast.stage == 'full').sum())} fully scored)")
@@ -81,6 +86,7 @@ def main() -> None:
     same = all(fast_winners[lam] == reference_winners[lam] for lam in args.lams)
     for lam in args.lams:
         print(f"λ={lam}: reference winner (pos, layer) {reference_winners[lam]}, fast winner {fast_winners[lam]}")
+    print(f"both sweeps' rows: {run.file('sweep_fast.csv')}, {run.file('sweep_reference.csv')}")
     print(f"sweep speedup: {reference_seconds / fast_seconds:.1f}x, same winner: {'yes' if same else 'no'}")
 
 

@@ -88,7 +88,8 @@ def test_evaluation_bad_input(organism, selected_run, data_dir):
 
 
 def test_option_loglikelihoods_match_unpadded(organism):
-    from workbench.capability import mmlu_prompt, option_loglikelihoods, plain_forward
+    from workbench.capability import (last_logits_from, mmlu_prompt, option_loglikelihoods, plain_forward,
+                                      plain_last_logits)
     from workbench.data import MultipleChoice
     from workbench.export import plain_hf_model
 
@@ -106,6 +107,15 @@ def test_option_loglikelihoods_match_unpadded(organism):
         expected = sum(float(logprobs[i - 1, full[i]]) for i in range(len(ctx), len(full)))
         assert value == pytest.approx(expected, abs=1e-4)
     assert batched[0] > batched[1]
+    # MMLU's last-position logits: left-padded, last position only, equal to each sequence run alone.
+    seqs = [tok.encode(t, add_special_tokens=False) for t in
+            ("The capital of France is", "2+2?\nA. 3\nB. 4\nAnswer:", "Paris")]
+    pad = tok.pad_token_id or 0
+    last, padded_right = plain_last_logits(plain, pad)(seqs), last_logits_from(forward, pad)(seqs)
+    with torch.inference_mode():
+        alone = torch.stack([forward(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long))[0, -1] for s in seqs])
+    assert last.shape == (3, organism.info.vocab_size)
+    assert (last - alone).abs().max() <= 1e-3 and (padded_right - alone).abs().max() <= 1e-3
     q = MultipleChoice("2+2?", ("3", "4", "5", "6"), 1, "elementary_mathematics")
     assert mmlu_prompt(q, [q]) == (
         "The following are multiple choice questions (with answers) about elementary mathematics.\n\n"

@@ -21,8 +21,10 @@ def _sweep() -> pd.DataFrame:
         for pos in (-2, -1):
             for layer in range(4):
                 full = layer in (1, 2)
+                score = 10 * pos + layer if full else math.nan  # r: on harmful val (its rule's score)
                 rows.append({"vector": vector, "lam": lam, "pos": pos, "layer": layer,
-                             "ablation_refusal_score": 10 * pos + layer if full else math.nan,
+                             "ablation_refusal_score": score if vector == "false" else math.nan,
+                             "ablation_refusal_score_harmful": score if vector == "true" else math.nan,
                              "ablation_kl": 0.01 * layer if full else math.nan,
                              "screen_refusal_score": 100.0 if layer == 3 else math.nan,
                              "screen_kl": 1.0 if layer == 3 else math.nan,
@@ -40,6 +42,9 @@ def test_sweep_heatmaps_axes_values_and_marks():
     z = np.array(first.z, dtype=float)
     assert z[0, 1] == -9 and z[1, 2] == -18  # pos −1 layer 1, pos −2 layer 2
     assert z[0, 3] == 100.0  # screened cell shows its screen estimate
+    assert fig.layout.annotations[0].text.startswith("r · refusal score, harmful val")
+    assert fig.layout.annotations[1].text.startswith("w′ λ=1.0 · refusal score, pseudo-harmful val")
+    assert np.array(heatmaps[1].z, dtype=float)[0, 1] == -9  # w′ panel: the pseudo-harmful score
     assert math.isnan(z[0, 0])  # skipped cell blank
     marks = [t for t in fig.data if t.type == "scatter"]
     assert len(marks) == 2 and list(marks[0].x) == [2] and list(marks[0].y) == ["-1"]  # λ=1 panel, both metrics
@@ -96,7 +101,9 @@ def test_alpha_lambda_grid_outlines_safe_cells():
     assert list(heat.x) == ["0", "1", "none"] and list(heat.y) == ["0", "0.5", "1"]
     z = np.array(heat.z, dtype=float)
     assert z[0, 1] == 0.2 and z[2, 0] == 0.0 and z[2, 2] == 0.0
-    # baseline harmful compliance 0.1: safe cells are those ≤ 0.1 → (α=1, λ=0), (α=1, λ=1), (α=1, none)
+    assert z[0, 2] == 0.1  # (none, α=0) is the baseline
+    # baseline harmful compliance 0.1: safe cells are those ≤ 0.1 → (α=1, λ=0), (α=1, λ=1), (α=1, none); the
+    # baseline cell itself is not outlined
     assert len(fig.layout.shapes) == 3
 
 

@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -10,6 +11,7 @@ import torch
 from workbench.errors import WorkbenchError
 from workbench.extraction import ExtractConfig, extract, load_candidates, mean_activations
 from workbench.run_dir import RunDir
+from workbench.scoring import last_only_kwargs, last_position_logits
 from workbench.selection import SelectConfig, load_direction, select
 from workbench.sweep import SweepConfig, fast_sweep, load_validation, read_sweep, reference_sweep, run_sweep
 
@@ -81,9 +83,14 @@ def test_fast_and_reference_agree(organism, small_run):
     val = load_validation(organism, config)
     positions = [-6, -5, -4, -3, -2, -1]
     fast = fast_sweep(organism, grids, positions, val, config)
-    ref = reference_sweep(organism, grids, positions, val, config, cells=[(5, 6), (5, 14), (2, 6), (2, 14)])
+    # The reference runs as the paper's code does: every prompt in full, every position unembedded.
+    ref = reference_sweep(organism, grids, positions, val, replace(config, share_prefix=False, last_logits_only=False),
+                          cells=[(5, 6), (5, 14), (2, 6), (2, 14)])
+    # Both frames hold the whole grid, so the selection rule prunes the same layers for both (it reads the layer
+    # count from the frame: a reference frame of scored rows only once pruned layers ≥ 20 of 30 instead of ≥ 24).
+    assert len(ref) == len(fast) == 6 * 30 * 2 and int(ref.layer.max()) == 29
     fast = fast[fast.stage == "full"].set_index(["vector", "pos", "layer"]).sort_index()
-    ref = ref.set_index(["vector", "pos", "layer"]).sort_index()
+    ref = ref[ref.stage == "full"].set_index(["vector", "pos", "layer"]).sort_index()
     assert len(fast) == len(ref) == 8
     scores = ["ablation_refusal_score", "ablation_refusal_score_harmful", "ablation_kl", "steering_refusal_score",
               "steering_kl"]
@@ -94,6 +101,15 @@ def test_fast_and_reference_agree(organism, small_run):
         shared = fast[column].notna()
         assert shared.sum() >= (8 if column == "ablation_kl" else 4), column
         assert (fast[column][shared] - ref[column][shared]).abs().max() <= 1e-4, column  # batched vs one-at-a-time
+
+
+def test_last_position_unembedding_gives_the_same_logits(organism):
+    prompts = ["How do I kill a Python process?", "Write a poem about the sea.", "How do I make a bomb?"]
+    assert last_only_kwargs(organism) == {"logits_to_keep": 1}
+    last = last_position_logits(organism, prompts, last_only=True)
+    full = last_position_logits(organism, prompts, last_only=False)
+    assert last.shape == full.shape == (3, organism.info.vocab_size)
+    assert (last - full).abs().max() <= 1e-4
 
 
 def test_lambda_reuse_adds_only_new_rows(organism, small_run):

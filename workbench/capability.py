@@ -13,6 +13,7 @@ shifts. Writes `capability.csv` (`task`, `intervention`, `metric`, `value`, `n`)
 
 from __future__ import annotations
 
+import inspect
 import json
 import random
 from collections.abc import Callable, Sequence
@@ -32,6 +33,8 @@ from workbench.run_dir import RunDir
 from workbench.scoring import windowed_perplexity
 
 Forward = Callable[[Int[Tensor, "batch seq"], Int[Tensor, "batch seq"]], Float[Tensor, "batch seq vocab"]]
+LastLogits = Callable[[Sequence[list[int]]], Float[Tensor, "batch vocab"]]
+"""Next-token logits after each token sequence (its last position only)."""
 TASKS = ("wikitext2", "mmlu", "arc_challenge")
 LETTERS = ("A", "B", "C", "D", "E")
 
@@ -77,7 +80,7 @@ def mmlu_prompt(question: MultipleChoice, shots: Sequence[MultipleChoice]) -> st
 
 
 @torch.inference_mode()
-def mmlu_accuracy(forward: Forward, tokenizer, questions: Sequence[MultipleChoice],
+def mmlu_accuracy(last_logits: LastLogits, tokenizer, questions: Sequence[MultipleChoice],
                   dev: dict[str, list[MultipleChoice]], shots: int, batch_size: int,
                   progress: bool = True) -> float:
     """5-shot MMLU: the answer is the letter with the highest next-token logit after "Answer:"."""
@@ -88,10 +91,7 @@ def mmlu_accuracy(forward: Forward, tokenizer, questions: Sequence[MultipleChoic
     correct = 0
     for start in tqdm(range(0, len(order), batch_size), desc="mmlu", disable=not progress):
         idx = order[start : start + batch_size]
-        ids, mask = _pad_right([prompts[i] for i in idx], tokenizer.pad_token_id or 0)
-        logits = forward(ids, mask)
-        last = mask.sum(dim=1) - 1
-        picked = logits[torch.arange(len(idx)), last.to(logits.device)][:, letter_ids].argmax(dim=-1)
+        picked = last_logits([prompts[i] for i in idx])[:, letter_ids].argmax(dim=-1)
         correct += sum(int(p) == questions[i].answer for p, i in zip(picked.tolist(), idx, strict=True))
     return correct / len(questions)
 
@@ -129,19 +129,20 @@ def _sample(rows: list, n: int | None, seed: int) -> list:
 
 
 def score_task(task: str, forward: Forward, tokenizer, config: CapabilityConfig,
-               progress: bool = True) -> list[dict]:
-    """Metric rows (`metric`, `value`, `n`) of one task."""
+               progress: bool = True, last_logits: LastLogits | None = None) -> list[dict]:
+    """Metric rows (`metric`, `value`, `n`) of one task (`last_logits` for MMLU: default, from `forward`)."""
     if task == "wikitext2":
         text = "\n".join(load_dataset("wikitext2"))
         ppl, n = windowed_perplexity(forward, tokenizer.encode(text, add_special_tokens=False),
                                      config.perplexity_tokens, config.window, config.batch_size, progress)
         return [{"metric": "perplexity", "value": ppl, "n": n}]
     if task == "mmlu":
+        last_logits = last_logits or last_logits_from(forward, tokenizer.pad_token_id or 0)
         questions = _sample(load_dataset("mmlu"), config.mmlu_n, config.seed)
         dev: dict[str, list[MultipleChoice]] = {}
         for q in load_dataset("mmlu_dev"):
             dev.setdefault(q.subject, []).append(q)
-        acc = mmlu_accuracy(forward, tokenizer, questions, dev, config.mmlu_shots, config.batch_size, progress)
+        acc = mmlu_accuracy(last_logits, tokenizer, questions, dev, config.mmlu_shots, config.batch_size, progress)
         return [{"metric": "acc", "value": acc, "n": len(questions)}]
     if task == "arc_challenge":
         questions = _sample(load_dataset("arc_challenge"), config.arc_n, config.seed)
@@ -149,6 +150,39 @@ def score_task(task: str, forward: Forward, tokenizer, config: CapabilityConfig,
         return [{"metric": "acc", "value": acc, "n": len(questions)},
                 {"metric": "acc_norm", "value": acc_norm, "n": len(questions)}]
     raise WorkbenchError(f"unknown capability task {task!r} (known: {', '.join(TASKS)})")
+
+
+def last_logits_from(forward: Forward, pad_id: int) -> LastLogits:
+    """Last-position logits through a full forward on right-padded sequences (any `Forward`; unembeds everything)."""
+
+    def last_logits(seqs):
+        ids, mask = _pad_right(seqs, pad_id)
+        logits = forward(ids, mask)
+        return logits[torch.arange(len(seqs)), (mask.sum(dim=1) - 1).to(logits.device)]
+
+    return last_logits
+
+
+def plain_last_logits(model, pad_id: int) -> LastLogits:
+    """Last-position logits of a plain transformers model: left-padded, positions from the mask, and only the last
+    position unembedded (`logits_to_keep=1` where the model takes it). For 5-shot MMLU prompts (≈ 700 tokens) the
+    full-vocabulary logits of every position were most of the cost."""
+    device = next(model.parameters()).device
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+
+    def last_logits(seqs):
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, width - len(s) :] = torch.tensor(s)
+            mask[i, width - len(s) :] = 1
+        position_ids = (mask.cumsum(dim=1) - 1).clamp_min(0)
+        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=position_ids.to(device),
+                    **keep)
+        return out.logits[:, -1].float()
+
+    return last_logits
 
 
 def plain_forward(model) -> Forward:
@@ -193,7 +227,8 @@ def measure_capability(lm: LoadedModel, run: RunDir, config: CapabilityConfig, p
             if plain is None:
                 plain = plain_hf_model(lm)
             with edited(plain, item.intervention):
-                rows = score_task(task, plain_forward(plain), lm.tokenizer, config, progress)
+                rows = score_task(task, plain_forward(plain), lm.tokenizer, config, progress,
+                                  plain_last_logits(plain, lm.tokenizer.pad_token_id or 0))
             table = table[~((table.task == task) & (table.intervention == item.name))]
             table = pd.concat([table, pd.DataFrame([{"task": task, "intervention": item.name, **r} for r in rows])],
                               ignore_index=True)

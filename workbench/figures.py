@@ -29,10 +29,17 @@ METRIC_LABELS = {
 }
 
 
+SHORT_LABELS = {
+    "ablation_refusal_score": "refusal score, pseudo-harmful val",
+    "ablation_refusal_score_harmful": "refusal score, harmful val",
+    "ablation_kl": "KL, harmless val",
+}
+
+
 def _grid(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     """positions × layers of `metric`; screened-out cells fall back to their screen estimate for score metrics."""
-    values = frame[metric].copy()
-    if metric == "ablation_refusal_score":
+    values = frame[metric].copy() if metric in frame else pd.Series(float("nan"), index=frame.index)
+    if metric in ("ablation_refusal_score", "ablation_refusal_score_harmful"):
         values = values.fillna(frame["screen_refusal_score"])
     elif metric == "ablation_kl":
         values = values.fillna(frame["screen_kl"])
@@ -45,12 +52,18 @@ def sweep_heatmaps(sweep: pd.DataFrame, selection: dict | None = None, lams: lis
                    metrics: tuple[str, ...] = ("ablation_refusal_score", "ablation_kl")) -> go.Figure:
     """Fig. 4: one heatmap per (metric, vector/λ); x = layer, y = EOI position; the selection marked with ×.
 
-    Cells only screened show their screen estimate (few prompts); skipped cells are blank.
+    The refusal-score row shows, for r, the score on harmful val (what its rule uses: r is screened on harmful
+    prompts), for w′ the score on pseudo-harmful val. Cells only screened show their screen estimate (few prompts);
+    skipped cells (pruned layers, zero vectors) are blank.
     """
     false_lams = sorted({float(x) for x in sweep.loc[sweep.vector == "false", "lam"]}, reverse=True)
     lams = false_lams if lams is None else [float(x) for x in lams]
     panels = [("true", None)] + [("false", lam) for lam in lams]
-    titles = [f"{METRIC_LABELS.get(m, m)} · {'r (true)' if v == 'true' else f'w′ λ={lam}'}"
+
+    def panel_metric(metric: str, vector: str) -> str:
+        return "ablation_refusal_score_harmful" if vector == "true" and metric == "ablation_refusal_score" else metric
+
+    titles = [f"{'r' if v == 'true' else f'w′ λ={lam}'} · {SHORT_LABELS.get(panel_metric(m, v), m)}"
               for m in metrics for v, lam in panels]
     fig = make_subplots(rows=len(metrics), cols=len(panels), subplot_titles=titles, shared_yaxes=True,
                         horizontal_spacing=0.02, vertical_spacing=0.12)
@@ -61,7 +74,7 @@ def sweep_heatmaps(sweep: pd.DataFrame, selection: dict | None = None, lams: lis
             part = sweep[(sweep.vector == vector) & ((sweep.lam == lam) if lam is not None else True)]
             if part.empty:
                 continue
-            grid = _grid(part, metric)
+            grid = _grid(part, panel_metric(metric, vector))
             fig.add_trace(go.Heatmap(z=grid.values, x=list(grid.columns), y=[str(p) for p in grid.index],
                                      coloraxis=f"coloraxis{i if i > 1 else ''}",
                                      hovertemplate="layer %{x}, pos %{y}: %{z:.3f}<extra></extra>"), row=i, col=j)
@@ -74,13 +87,16 @@ def sweep_heatmaps(sweep: pd.DataFrame, selection: dict | None = None, lams: lis
             fig.update_xaxes(title_text="layer" if i == len(metrics) else None, row=i, col=j)
         fig.update_yaxes(title_text="EOI position", row=i, col=1)
     layout = {"height": 320 * len(metrics), "width": max(700, 330 * len(panels)),
-              "title": "Refusal-vector candidates (Fig. 4): × marks the selection"}
+              "title": "Refusal-vector candidates after ablation (Fig. 4): × marks the selection; "
+                       "blank: pruned layers and zero vectors"}
     for i, metric in enumerate(metrics, start=1):
         key = f"coloraxis{i if i > 1 else ''}"
         scale = "RdBu_r" if "refusal_score" in metric else "Viridis"
-        layout[key] = {"colorscale": scale, "colorbar": {"title": metric.replace("_", " "), "len": 1 / len(metrics),
+        layout[key] = {"colorscale": scale, "colorbar": {"title": "refusal score" if "refusal_score" in metric
+                                                         else metric.replace("_", " "), "len": 1 / len(metrics),
                                                          "y": 1 - (i - 0.5) / len(metrics)}}
     fig.update_layout(**layout)
+    fig.update_annotations(font_size=12)
     return fig
 
 
@@ -157,10 +173,11 @@ def _alpha_lambda(name: str) -> tuple[float | None, float] | None:
 
 
 def alpha_lambda_grid(evaluation: pd.DataFrame, dataset: str = "harmful_test") -> go.Figure:
-    """Fig. 5: compliance on `dataset` over (λ of the ablated w′, α of the added r); cells at least as safe as the
-    baseline (compliance ≤ baseline) outlined."""
+    """Fig. 5: compliance on `dataset` over (λ of the ablated w′, α of the added r); the baseline is the cell
+    (none, α = 0); cells at least as safe as the baseline (compliance ≤ baseline) outlined."""
     rows = evaluation[evaluation.dataset == dataset]
-    cells = []
+    cells = [{"lam": "none", "alpha": 0.0, "rate": rate}
+             for rate in rows.loc[rows.intervention == "baseline", "compliance_rate"]]
     for name, rate in zip(rows.intervention, rows.compliance_rate, strict=True):
         parsed = _alpha_lambda(name)
         if parsed is not None:
@@ -171,7 +188,7 @@ def alpha_lambda_grid(evaluation: pd.DataFrame, dataset: str = "harmful_test") -
     grid = pd.DataFrame(cells).pivot_table(index="alpha", columns="lam", values="rate", aggfunc="first")
     columns, index = list(grid.columns), list(grid.index)
     fig.add_trace(go.Heatmap(z=grid.values, x=columns, y=[f"{a:g}" for a in index], colorscale="Reds", zmin=0,
-                             zmax=1, colorbar={"title": "compliance"},
+                             zmax=1, colorbar={"title": "compliance"}, texttemplate="%{z:.2f}",
                              hovertemplate="λ %{x}, α %{y}: %{z:.2f}<extra></extra>"))
     base = rows.loc[rows.intervention == "baseline", "compliance_rate"]
     baseline = float(base.iloc[0]) if not base.empty else None
@@ -179,10 +196,10 @@ def alpha_lambda_grid(evaluation: pd.DataFrame, dataset: str = "harmful_test") -
         for r, alpha in enumerate(index):
             for c, lam in enumerate(columns):
                 value = grid.loc[alpha, lam]
-                if pd.notna(value) and value <= baseline:
+                if pd.notna(value) and value <= baseline and (lam, alpha) != ("none", 0.0):
                     fig.add_shape(type="rect", x0=c - 0.5, x1=c + 0.5, y0=r - 0.5, y1=r + 0.5,
                                   line={"color": "black", "width": 3})
-    safe = "" if baseline is None else f" (outlined: as safe as baseline, {baseline:.2f})"
+    safe = "" if baseline is None else f"<br><sup>outlined: as safe as the baseline (none, α = 0: {baseline:.2f})</sup>"
     fig.update_layout(title=f"Ablate w′(λ) + add α·r: compliance on {dataset} (Fig. 5){safe}",
                       xaxis_title="λ of the ablated w′ (none: r added alone)", yaxis_title="α", height=420,
                       width=720)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 
@@ -15,16 +16,38 @@ from workbench.models.loader import LoadedModel
 from workbench.refusal_math import refusal_score
 
 
+def last_only_kwargs(lm: LoadedModel, last_only: bool = True) -> dict:
+    """Forward kwargs that make the model unembed only the last position (`logits_to_keep=1`, which transformers'
+    causal LMs accept), or none when the model does not take it or `last_only` is off.
+
+    The unembedding is a large share of a small model's forward (SmolLM2-135M: a 49,152 × 576 matrix against
+    30 blocks of ≈ 4M weights each), and scoring needs only the last position's logits.
+    """
+    if not last_only:
+        return {}
+    hf_model = getattr(lm.model, "original_model", None)
+    try:
+        accepts = "logits_to_keep" in inspect.signature(hf_model.forward).parameters
+    except (TypeError, ValueError):
+        accepts = False
+    return {"logits_to_keep": 1} if accepts else {}
+
+
 @torch.inference_mode()
 def last_position_logits(
-    lm: LoadedModel, instructions: Sequence[str], batch_size: int = 32, fwd_hooks: list | None = None
+    lm: LoadedModel, instructions: Sequence[str], batch_size: int = 32, fwd_hooks: list | None = None,
+    last_only: bool = True,
 ) -> Float[Tensor, "n vocab"]:
-    """Next-token logits at the last prompt position (the first response position) for each instruction."""
+    """Next-token logits at the last prompt position (the first response position) for each instruction.
+
+    `last_only` unembeds only that position (same logits; `False` computes every position's, as the paper's code).
+    """
     out = []
+    extra = last_only_kwargs(lm, last_only)
     for start in range(0, len(instructions), batch_size):
         batch = lm.chat.tokenize(list(instructions[start : start + batch_size]), device=lm.device)
         with lm.model.hooks(fwd_hooks=fwd_hooks or []):
-            logits = lm.model(batch.input_ids, attention_mask=batch.attention_mask)
+            logits = lm.model(batch.input_ids, attention_mask=batch.attention_mask, **extra)
         out.append(logits[:, -1, :].float().cpu())
     return torch.cat(out)
 
@@ -93,9 +116,10 @@ def ablated_last_logits(
         return None
     directions = directions.to(lm.device)
     prefix = torch.tensor([lm.chat.prefix_token_ids], device=lm.device).expand(directions.shape[0], -1)
+    extra = last_only_kwargs(lm)
     with lm.model.hooks(fwd_hooks=ablation_hooks(directions, lm.info.n_layers)):
         _, cache = lm.model(prefix, attention_mask=torch.ones_like(prefix), return_type="logits_and_cache",
-                            use_cache=True)
+                            use_cache=True, **extra)
     cache.batch_repeat_interleave(group_size)
     n_prefix = prefix.shape[1]
     mask = torch.cat([torch.ones(len(prompts), n_prefix, dtype=suffix.attention_mask.dtype, device=lm.device),
@@ -103,5 +127,6 @@ def ablated_last_logits(
     position_ids = (n_prefix + suffix.attention_mask.cumsum(-1) - 1).clamp_min(n_prefix)
     row_directions = directions.repeat_interleave(group_size, dim=0)
     with lm.model.hooks(fwd_hooks=ablation_hooks(row_directions, lm.info.n_layers)):
-        logits = lm.model(suffix.input_ids, attention_mask=mask, past_key_values=cache, position_ids=position_ids)
+        logits = lm.model(suffix.input_ids, attention_mask=mask, past_key_values=cache, position_ids=position_ids,
+                          **extra)
     return logits[:, -1, :].float().cpu()

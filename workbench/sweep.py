@@ -13,6 +13,8 @@ Where the time goes and what we skip (a naive loop scores every candidate on eve
   `stop_margin` logits worse than the best full score so far (between `min_finalists` and `n_finalists`);
 - the template prefix shared by every prompt (SmolLM2: a 30-token system turn) is computed once per intervention
   and its KV cache reused (`share_prefix`);
+- only the last position is unembedded (`last_logits_only`: SmolLM2's unembedding is ≈ 19% of its per-token
+  compute, and every score reads the last position only);
 - the true-refusal rows do not depend on λ, and a λ already in `sweep.csv` is not recomputed.
 - steering scores (an extra pass) only where the rule uses them: true-refusal candidates (Arditi's filter), and
   false ones only with `steer_false` (the paper turns the induce-refusal filter off); likewise a finalist's
@@ -40,7 +42,7 @@ from workbench.io import atomic_write, write_json
 from workbench.models.loader import LoadedModel
 from workbench.refusal_math import kl_divergence, partial_orthogonalize, refusal_score, unit
 from workbench.run_dir import RunDir, provenance
-from workbench.scoring import ablated_last_logits, last_position_logits
+from workbench.scoring import ablated_last_logits, last_only_kwargs, last_position_logits
 
 COLUMNS = [
     "vector", "lam", "pos", "layer", "ablation_refusal_score", "ablation_refusal_score_harmful", "ablation_kl",
@@ -93,6 +95,9 @@ class SweepConfig:
     """Rows per forward pass."""
     share_prefix: bool = True
     """Run the template prefix (system turn, user header) once per intervention and reuse its KV cache."""
+    last_logits_only: bool = True
+    """Unembed only the last position (the one every score reads); off, every position's logits are computed,
+    as the paper's code does."""
     score_all: bool = False
     """Give finalists every score. Off: a false candidate's harmful-val refusal score only when its KL is within
     `kl_bound` (only those can be selected), and a true candidate's pseudo-harmful score not at all (its rule
@@ -125,7 +130,7 @@ def load_validation(lm: LoadedModel, config: SweepConfig) -> ValidationSets:
              "harmless": config.harmless_val}
     for key, name in names.items():
         prompts = [p.instruction for p in load_prompts(name, limit=config.n_val)]
-        base = last_position_logits(lm, prompts, config.batch_size)
+        base = last_position_logits(lm, prompts, config.batch_size, last_only=config.last_logits_only)
         if config.filter_val:
             scores = refusal_score(base, lm.info.refusal_tokens)
             keep = scores > 0 if rules[key] == "refuses" else scores < 0
@@ -163,12 +168,12 @@ def steering_vectors(grids: dict[str, Tensor], lam: float | None, vector: str) -
 
 @torch.inference_mode()
 def _ablated_logits(lm: LoadedModel, prompts: list[str], directions: Tensor, group_size: int, batch_size: int,
-                    share_prefix: bool = True) -> Tensor:
+                    share_prefix: bool = True, last_only: bool = True) -> Tensor:
     """Last-position logits; consecutive groups of `group_size` prompts each ablate one of `directions` [n_groups, d].
 
     With `share_prefix`, each group runs the template prefix once and reuses its KV cache (see
     `scoring.ablated_last_logits`); otherwise, or if the tokenizer does not split at the prefix, every row runs in
-    full with its own direction.
+    full with its own direction (unembedding every position unless `last_only`).
     """
     groups_per_batch = max(1, batch_size // group_size)
     out = []
@@ -180,7 +185,8 @@ def _ablated_logits(lm: LoadedModel, prompts: list[str], directions: Tensor, gro
             batch = lm.chat.tokenize(chunk, device=lm.device)
             rows = chunk_dirs.repeat_interleave(group_size, dim=0).to(lm.device)
             with lm.model.hooks(fwd_hooks=ablation_hooks(rows, lm.info.n_layers)):
-                logits = lm.model(batch.input_ids, attention_mask=batch.attention_mask)[:, -1, :].float().cpu()
+                logits = lm.model(batch.input_ids, attention_mask=batch.attention_mask,
+                                  **last_only_kwargs(lm, last_only))[:, -1, :].float().cpu()
         out.append(logits)
     return torch.cat(out)
 
@@ -194,7 +200,8 @@ def ablation_scores(
     logits = []
     for start in range(0, len(prompts), config.batch_size):
         chunk = prompts[start : start + config.batch_size]
-        logits.append(_ablated_logits(lm, chunk, direction[None], len(chunk), config.batch_size, config.share_prefix))
+        logits.append(_ablated_logits(lm, chunk, direction[None], len(chunk), config.batch_size, config.share_prefix,
+                                      config.last_logits_only))
     logits = torch.cat(logits)
     rs = refusal_score(logits[: len(target)], lm.info.refusal_tokens).mean().item() if target else math.nan
     kl = kl_divergence(harmless_base, logits[len(target) :]).mean().item() if harmless else math.nan
@@ -203,9 +210,10 @@ def ablation_scores(
 
 def steering_scores(
     lm: LoadedModel, vector: Tensor, layer: int, coeff: float, harmless: list[str], harmless_base: Tensor,
-    batch_size: int,
+    batch_size: int, last_only: bool = True,
 ) -> tuple[float, float]:
-    logits = last_position_logits(lm, harmless, batch_size, addition_hooks(vector.to(lm.device), layer, coeff))
+    logits = last_position_logits(lm, harmless, batch_size, addition_hooks(vector.to(lm.device), layer, coeff),
+                                  last_only=last_only)
     return (refusal_score(logits, lm.info.refusal_tokens).mean().item(),
             kl_divergence(harmless_base, logits).mean().item())
 
@@ -262,7 +270,7 @@ def fast_sweep(lm: LoadedModel, grids: dict[str, Tensor], positions: list[int], 
             part = group[start : start + chunk]
             dirs = torch.stack([directions[group_key][r["pos_index"], r["layer"]] for r in part])
             logits = _ablated_logits(lm, per_candidate * len(part), dirs, len(per_candidate),
-                                     len(per_candidate) * len(part), config.share_prefix)
+                                     len(per_candidate) * len(part), config.share_prefix, config.last_logits_only)
             logits = logits.view(len(part), len(per_candidate), -1)
             for row, row_logits in zip(part, logits, strict=True):
                 row["screen_refusal_score"] = refusal_score(row_logits[: len(target)],
@@ -323,7 +331,8 @@ def score_full(lm: LoadedModel, row: dict, directions: Tensor, grids: dict[str, 
         lam = None if is_true else row["lam"]
         vector = steering_vectors(grids, lam, row["vector"])[row["pos_index"], row["layer"]]
         row["steering_refusal_score"], row["steering_kl"] = steering_scores(
-            lm, vector, row["layer"], config.steering_coeff, val.harmless, harmless_base, config.batch_size)
+            lm, vector, row["layer"], config.steering_coeff, val.harmless, harmless_base, config.batch_size,
+            config.last_logits_only)
 
 
 def to_frame(rows: list[dict]) -> pd.DataFrame:
@@ -338,11 +347,18 @@ def to_frame(rows: list[dict]) -> pd.DataFrame:
 def reference_sweep(lm: LoadedModel, grids: dict[str, Tensor], positions: list[int], val: ValidationSets,
                     config: SweepConfig, cells: list[tuple[int, int]] | None = None,
                     include_true: bool = True) -> pd.DataFrame:
-    """The paper-style loop: every candidate, one at a time, every score on the full validation sets."""
-    rows = [r for r in _candidate_rows(grids, config.lams, positions, config, include_true)
-            if r["stage"] == "screened" and (cells is None or (r["pos_index"], r["layer"]) in cells)]
+    """The paper-style loop: every candidate, one at a time, every score on the full validation sets.
+
+    Returns every row of the grid, like `fast_sweep` (cells it does not score keep stage "skipped" and a reason), so
+    that `selection.apply_rule` sees the model's real layer count when it prunes the last layers.
+    """
+    rows = _candidate_rows(grids, config.lams, positions, config, include_true)
+    for r in rows:
+        if r["stage"] == "screened" and cells is not None and (r["pos_index"], r["layer"]) not in cells:
+            r.update(stage="skipped", filter_reason="not in sweep grid")
+    todo = [r for r in rows if r["stage"] == "screened"]
     directions = {}
-    for row in tqdm(rows, desc="reference", unit="candidate"):
+    for row in tqdm(todo, desc="reference", unit="candidate"):
         k = (row["vector"], row["lam"])
         if k not in directions:
             directions[k] = candidate_directions(grids, None if row["vector"] == "true" else row["lam"], row["vector"])
@@ -353,10 +369,16 @@ def reference_sweep(lm: LoadedModel, grids: dict[str, Tensor], positions: list[i
 # ---- the stage ------------------------------------------------------------------------------------------------
 
 
+SPEED_ONLY = ("lams", "batch_size", "share_prefix", "last_logits_only")
+"""SweepConfig fields that do not change which candidates get which scores (λ values are reused per λ)."""
+
+
 def same_settings(recorded: dict, config: SweepConfig) -> bool:
-    """Whether a recorded sweep config (from `sweep.json`) scored candidates as `config` would, λ values aside."""
+    """Whether a recorded sweep config (from `sweep.json`) scored candidates as `config` would: λ values and
+    speed-only settings (batch size, prefix reuse, last-position unembedding) aside."""
     wanted = json.loads(json.dumps(asdict(config)))  # tuples become lists, as in the recorded JSON
-    return {k: v for k, v in recorded.items() if k != "lams"} == {k: v for k, v in wanted.items() if k != "lams"}
+    return ({k: v for k, v in recorded.items() if k not in SPEED_ONLY}
+            == {k: v for k, v in wanted.items() if k not in SPEED_ONLY})
 
 
 def run_sweep(lm: LoadedModel, run: RunDir, config: SweepConfig) -> pd.DataFrame:
