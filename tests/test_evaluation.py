@@ -88,8 +88,13 @@ def test_evaluation_bad_input(organism, selected_run, data_dir):
 
 
 def test_option_loglikelihoods_match_unpadded(organism):
-    from workbench.capability import (last_logits_from, mmlu_prompt, option_loglikelihoods, plain_forward,
-                                      plain_last_logits)
+    from workbench.capability import (
+        last_logits_from,
+        mmlu_prompt,
+        option_loglikelihoods,
+        plain_forward,
+        plain_last_logits,
+    )
     from workbench.data import MultipleChoice
     from workbench.export import plain_hf_model
 
