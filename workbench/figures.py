@@ -199,10 +199,11 @@ def alpha_lambda_grid(evaluation: pd.DataFrame, dataset: str = "harmful_test") -
                 if pd.notna(value) and value <= baseline and (lam, alpha) != ("none", 0.0):
                     fig.add_shape(type="rect", x0=c - 0.5, x1=c + 0.5, y0=r - 0.5, y1=r + 0.5,
                                   line={"color": "black", "width": 3})
-    safe = "" if baseline is None else f"<br><sup>outlined: as safe as the baseline (none, α = 0: {baseline:.2f})</sup>"
+    safe = ("" if baseline is None
+            else f"<br><sup>outlined: as safe as the baseline (none, α = 0: {baseline:.2f})</sup>")
     fig.update_layout(title=f"Ablate w′(λ) + add α·r: compliance on {dataset} (Fig. 5){safe}",
-                      xaxis_title="λ of the ablated w′ (none: r added alone)", yaxis_title="α", height=420,
-                      width=720)
+                      xaxis_title="λ of the ablated w′ (none: no ablation; at α = 0 the baseline)", yaxis_title="α",
+                      height=420, width=720)
     return fig
 
 
