@@ -13,7 +13,6 @@ shifts. Writes `capability.csv` (`task`, `intervention`, `metric`, `value`, `n`)
 
 from __future__ import annotations
 
-import inspect
 import json
 import random
 from collections.abc import Callable, Sequence
@@ -25,12 +24,13 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from workbench.chat import pad_token_rows
 from workbench.data import MultipleChoice, load_dataset
 from workbench.errors import WorkbenchError
 from workbench.io import atomic_write, write_json
 from workbench.models.loader import LoadedModel
 from workbench.run_dir import RunDir
-from workbench.scoring import windowed_perplexity
+from workbench.scoring import keep_last_logits_kwargs, windowed_perplexity
 
 Forward = Callable[[Int[Tensor, "batch seq"], Int[Tensor, "batch seq"]], Float[Tensor, "batch seq vocab"]]
 LastLogits = Callable[[Sequence[list[int]]], Float[Tensor, "batch vocab"]]
@@ -56,16 +56,6 @@ class CapabilityConfig:
     """ARC-Challenge test questions, a seeded sample."""
     batch_size: int = 8
     seed: int = 0
-
-
-def _pad_right(seqs: Sequence[list[int]], pad: int) -> tuple[Tensor, Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = 1
-    return ids, mask
 
 
 def mmlu_prompt(question: MultipleChoice, shots: Sequence[MultipleChoice]) -> str:
@@ -103,7 +93,7 @@ def option_loglikelihoods(forward: Forward, tokenizer, context: str, options: Se
     ctx = tokenizer.encode(context, add_special_tokens=False)
     conts = [tokenizer.encode(context + " " + o, add_special_tokens=False)[len(ctx):] for o in options]
     seqs = [ctx + c for c in conts]
-    ids, mask = _pad_right(seqs, tokenizer.pad_token_id or 0)
+    ids, mask = pad_token_rows(seqs, tokenizer.pad_token_id or 0, left=False)
     logprobs = torch.log_softmax(forward(ids, mask).double(), dim=-1)
     out = []
     for i, c in enumerate(conts):
@@ -156,7 +146,7 @@ def last_logits_from(forward: Forward, pad_id: int) -> LastLogits:
     """Last-position logits through a full forward on right-padded sequences (any `Forward`; unembeds everything)."""
 
     def last_logits(seqs):
-        ids, mask = _pad_right(seqs, pad_id)
+        ids, mask = pad_token_rows(seqs, pad_id, left=False)
         logits = forward(ids, mask)
         return logits[torch.arange(len(seqs)), (mask.sum(dim=1) - 1).to(logits.device)]
 
@@ -168,15 +158,10 @@ def plain_last_logits(model, pad_id: int) -> LastLogits:
     position unembedded (`logits_to_keep=1` where the model takes it). For 5-shot MMLU prompts (≈ 700 tokens) the
     full-vocabulary logits of every position were most of the cost."""
     device = next(model.parameters()).device
-    keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    keep = keep_last_logits_kwargs(model)
 
     def last_logits(seqs):
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, width - len(s) :] = torch.tensor(s)
-            mask[i, width - len(s) :] = 1
+        ids, mask = pad_token_rows(seqs, pad_id)
         position_ids = (mask.cumsum(dim=1) - 1).clamp_min(0)
         out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=position_ids.to(device),
                     **keep)

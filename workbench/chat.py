@@ -24,6 +24,19 @@ SystemPrompt = Literal["none", "default"] | str
 any other string: that text as the system turn."""
 
 
+def pad_token_rows(rows: Sequence[Sequence[int]], pad: int, left: bool = True
+                   ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
+    """Token-id rows padded to the longest one (on the left, or the right) and their attention mask."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        span = slice(width - len(r), width) if left else slice(0, len(r))
+        ids[i, span] = torch.tensor(list(r), dtype=torch.long)
+        mask[i, span] = 1
+    return ids, mask
+
+
 @dataclass(frozen=True)
 class TokenizedBatch:
     """Left-padded token ids with their attention mask; the last position of every row is the prompt's last token."""
@@ -94,10 +107,7 @@ class ChatFormat:
             if ids[: len(prefix)] != prefix or len(ids) == len(prefix):
                 return None
             rows.append(ids[len(prefix) :])
-        width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        input_ids, mask = pad_token_rows(rows, self.tokenizer.pad_token_id)
         return TokenizedBatch(input_ids.to(device), mask.to(device))
 
     def tokenize(self, instructions: Sequence[str], device: torch.device | str = "cpu") -> TokenizedBatch:

@@ -16,21 +16,23 @@ from workbench.models.loader import LoadedModel
 from workbench.refusal_math import refusal_score
 
 
-def last_only_kwargs(lm: LoadedModel, last_only: bool = True) -> dict:
-    """Forward kwargs that make the model unembed only the last position (`logits_to_keep=1`, which transformers'
-    causal LMs accept), or none when the model does not take it or `last_only` is off.
+def keep_last_logits_kwargs(hf_model) -> dict:
+    """Forward kwargs that make a transformers causal LM unembed only the last position (`logits_to_keep=1`), or
+    none when its forward does not take them.
 
     The unembedding is a large share of a small model's forward (SmolLM2-135M: a 49,152 × 576 matrix against
-    30 blocks of ≈ 4M weights each), and scoring needs only the last position's logits.
+    30 blocks of ≈ 4M weights each), and scoring often needs only the last position's logits.
     """
-    if not last_only:
-        return {}
-    hf_model = getattr(lm.model, "original_model", None)
     try:
         accepts = "logits_to_keep" in inspect.signature(hf_model.forward).parameters
-    except (TypeError, ValueError):
+    except (AttributeError, TypeError, ValueError):
         accepts = False
     return {"logits_to_keep": 1} if accepts else {}
+
+
+def last_only_kwargs(lm: LoadedModel, last_only: bool = True) -> dict:
+    """`keep_last_logits_kwargs` of the bridge's underlying model, or none when `last_only` is off."""
+    return keep_last_logits_kwargs(getattr(lm.model, "original_model", None)) if last_only else {}
 
 
 @torch.inference_mode()

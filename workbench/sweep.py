@@ -176,6 +176,7 @@ def _ablated_logits(lm: LoadedModel, prompts: list[str], directions: Tensor, gro
     full with its own direction (unembedding every position unless `last_only`).
     """
     groups_per_batch = max(1, batch_size // group_size)
+    extra = last_only_kwargs(lm, last_only)
     out = []
     for g in range(0, directions.shape[0], groups_per_batch):
         chunk_dirs = directions[g : g + groups_per_batch]
@@ -186,7 +187,7 @@ def _ablated_logits(lm: LoadedModel, prompts: list[str], directions: Tensor, gro
             rows = chunk_dirs.repeat_interleave(group_size, dim=0).to(lm.device)
             with lm.model.hooks(fwd_hooks=ablation_hooks(rows, lm.info.n_layers)):
                 logits = lm.model(batch.input_ids, attention_mask=batch.attention_mask,
-                                  **last_only_kwargs(lm, last_only))[:, -1, :].float().cpu()
+                                  **extra)[:, -1, :].float().cpu()
         out.append(logits)
     return torch.cat(out)
 
