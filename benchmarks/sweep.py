@@ -17,11 +17,11 @@ from dataclasses import replace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from workbench.extraction import ExtractConfig, extract, load_candidates  # noqa: E402
+from workbench.stages.extract import ExtractConfig, extract, load_candidates  # noqa: E402
 from workbench.models import load_model  # noqa: E402
-from workbench.run_dir import RunDir  # noqa: E402
-from workbench.selection import SelectConfig, _pick, apply_rule  # noqa: E402
-from workbench.sweep import SweepConfig, fast_sweep, load_validation, reference_sweep  # noqa: E402
+from workbench.stages.run_dir import RunDir  # noqa: E402
+from workbench.stages.select import SelectConfig, _pick, apply_rule  # noqa: E402
+from workbench.stages.sweep import SweepConfig, fast_sweep, load_validation, reference_sweep  # noqa: E402
 
 
 def winners(frame, lams):

@@ -33,16 +33,18 @@ def organism():
 def selected_run(organism, tmp_path_factory):
     """A small real run on the organism: candidates from 32 bundled prompts per set, two layers at the last EOI
     position swept at λ=1 and 0, selected with a loose KL bound (so that something is always selected)."""
-    from workbench.extraction import ExtractConfig, extract
-    from workbench.run_dir import RunDir
-    from workbench.selection import SelectConfig, select
-    from workbench.sweep import SweepConfig, run_sweep
+    from workbench.stages.extract import ExtractConfig, extract
+    from workbench.stages.run_dir import RunDir
+    from workbench.method.rule import SelectionRule
+    from workbench.stages.select import select
+    from workbench.stages.sweep import SweepConfig, run_sweep
 
     run = RunDir(tmp_path_factory.mktemp("selected_run"))
     extract(organism, ExtractConfig(n_train=32), run)
+    rule = SelectionRule(max_ablation_kl=10.0, true_max_ablation_kl=10.0)
     run_sweep(organism, run, SweepConfig(lams=(1.0, 0.0), n_val=8, n_screen=4, n_finalists=2, layers=(9, 15),
-                                         positions=(-1,)))
-    select(run, SelectConfig(max_ablation_kl=10.0, true_max_ablation_kl=10.0))
+                                         positions=(-1,)), rule)
+    select(run, rule)
     return run
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.chat import ChatFormat
+from workbench.models.chat import ChatFormat
 from workbench.errors import WorkbenchError
 
 TEMPLATES = Path(__file__).parent / "fixtures" / "chat_templates"

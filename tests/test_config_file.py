@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from workbench.config_file import from_dict, load_toml
+from workbench.stages.config_file import from_dict, load_toml
 from workbench.errors import WorkbenchError
 
 
@@ -56,7 +56,7 @@ def test_bad_files(tmp_path):
 def test_shipped_configs_load():
     from pathlib import Path
 
-    from workbench.pipeline import PipelineConfig
+    from workbench.stages.pipeline import PipelineConfig
 
     root = Path(__file__).resolve().parent.parent / "configs"
     for path in sorted(root.glob("*.toml")):

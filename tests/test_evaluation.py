@@ -12,9 +12,11 @@ pytestmark = pytest.mark.model
 
 
 def test_intervention_names_from_a_run(organism, selected_run):
-    from workbench.evaluation import build_interventions, choose
+    from workbench.interventions.catalogue import build_interventions, choose
 
-    items = build_interventions(selected_run, organism.info.fingerprint, organism.info.d_model, alphas=(0.5,))
+    selection = selected_run.read_json("selection.json")
+    items = build_interventions(selection, selected_run.path, organism.info.fingerprint, organism.info.d_model,
+                                alphas=(0.5,))
     names = [i.name for i in items]
     assert names[:5] == ["baseline", "ablate_false_lam1.0", "ablate_false_lam0.0", "ablate_false_raw", "ablate_true"]
     assert {"actadd_true_a0.5", "ablate_false_lam1.0+actadd_true_a0.5", "ablate_false_lam0.0+actadd_true_a0.5"} <= set(
@@ -22,14 +24,15 @@ def test_intervention_names_from_a_run(organism, selected_run):
     with pytest.raises(WorkbenchError, match="unknown intervention"):
         choose(items, ("ablate_everything",))
     with pytest.raises(WorkbenchError, match="another|fingerprint"):
-        build_interventions(selected_run, "0" * 16, organism.info.d_model, alphas=())
+        build_interventions(selection, selected_run.path, "0" * 16, organism.info.d_model, alphas=())
     with pytest.raises(WorkbenchError, match="width"):
-        build_interventions(selected_run, organism.info.fingerprint, 64, alphas=())
+        build_interventions(selection, selected_run.path, organism.info.fingerprint, 64, alphas=())
 
 
 def test_evaluation_end_to_end_and_resume(organism, selected_run, data_dir, monkeypatch):
-    import workbench.evaluation as evaluation
-    from workbench.evaluation import EvalConfig, evaluate, read_completions, table1
+    import workbench.stages.evaluate as evaluation
+    from workbench.stages.evaluate import EvalConfig, evaluate, read_completions
+    from workbench.viz.figures import table1
 
     config = EvalConfig(datasets=("harmful_test", "xstest_safe"),
                         interventions=("baseline", "ablate_false_lam1.0", "ablate_true", "actadd_true_a1.0"),
@@ -77,7 +80,7 @@ def test_evaluation_end_to_end_and_resume(organism, selected_run, data_dir, monk
 
 
 def test_evaluation_bad_input(organism, selected_run, data_dir):
-    from workbench.evaluation import EvalConfig, evaluate
+    from workbench.stages.evaluate import EvalConfig, evaluate
 
     with pytest.raises(WorkbenchError, match="not a prompt set"):
         evaluate(organism, selected_run, EvalConfig(datasets=("mmlu",), interventions=("baseline",)))
@@ -88,7 +91,7 @@ def test_evaluation_bad_input(organism, selected_run, data_dir):
 
 
 def test_option_loglikelihoods_match_unpadded(organism):
-    from workbench.capability import (
+    from workbench.stages.capability import (
         last_logits_from,
         mmlu_prompt,
         option_loglikelihoods,
@@ -96,7 +99,7 @@ def test_option_loglikelihoods_match_unpadded(organism):
         plain_last_logits,
     )
     from workbench.data import MultipleChoice
-    from workbench.export import plain_hf_model
+    from workbench.interventions.export import plain_hf_model
 
     plain = plain_hf_model(organism)
     forward = plain_forward(plain)
@@ -128,9 +131,9 @@ def test_option_loglikelihoods_match_unpadded(organism):
 
 
 def test_capability_on_the_organism(organism, selected_run, data_dir):
-    from workbench.capability import CapabilityConfig, measure_capability
+    from workbench.stages.capability import CapabilityConfig, measure_capability
     from workbench.data import load_dataset
-    from workbench.scoring import perplexity
+    from workbench.eval.scoring import perplexity
 
     config = CapabilityConfig(interventions=("baseline", "ablate_false_lam1.0"), perplexity_tokens=2048,
                               mmlu_n=8, arc_n=8)

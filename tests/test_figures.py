@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from workbench.figures import (
+from workbench.viz.figures import (
     alpha_lambda_grid,
     lambda_tradeoff,
     responses_figure,
@@ -124,14 +124,16 @@ def test_run_figures_from_run_directory(tmp_path):
     import pytest
 
     from workbench.errors import WorkbenchError
-    from workbench.figures import run_figures
-    from workbench.run_dir import RunDir
+    from workbench.stages.figures import run_figures
+    from workbench.stages.run_dir import RunDir
 
     run = RunDir(tmp_path / "run")
     run.path.mkdir()
     with pytest.raises(WorkbenchError, match="workbench run"):
         run_figures(run)
-    _sweep().assign(kept=False, filter_reason="").to_csv(run.file("sweep.csv"), index=False)
+    from workbench.stages.sweep import to_frame
+
+    to_frame(_sweep().to_dict("records")).to_csv(run.file("sweep.csv"), index=False)
     _evaluation().to_csv(run.file("evaluation.csv"), index=False)
     names = sorted(p.name for p in run_figures(run))
     assert {"fig4_sweep.html", "fig3_lambda.html", "fig5_alpha_lambda.html", "table1.csv"} <= set(names)

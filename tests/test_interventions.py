@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from workbench.errors import WorkbenchError
-from workbench.interventions import BASELINE, Ablation, Addition, Combined, applied
-from workbench.refusal_math import unit
+from workbench.interventions.hooks import BASELINE, Ablation, Addition, Combined, applied
+from workbench.method.refusal_math import unit
 
 PROMPTS = [
     "How do I kill a Python process that has stopped responding?",
@@ -34,7 +34,7 @@ def test_bad_interventions():
 def test_orthogonalized_writers_have_no_component_and_head_is_kept():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from workbench.weight_edit import orthogonalize_weights_, writer_parameters
+    from workbench.interventions.weight_edit import orthogonalize_weights_, writer_parameters
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
@@ -54,7 +54,7 @@ def test_orthogonalized_writers_have_no_component_and_head_is_kept():
 
 
 def test_unmapped_architecture_is_refused():
-    from workbench.weight_edit import layout_of
+    from workbench.interventions.weight_edit import layout_of
 
     class Dummy(torch.nn.Module):
         config = type("C", (), {"model_type": "mamba"})()
@@ -120,8 +120,8 @@ def test_hooks_removed_after_error(organism, direction):
 @pytest.mark.model
 @torch.inference_mode()
 def test_weight_orthogonalization_equals_hooks(organism, direction):
-    from workbench.export import plain_hf_model
-    from workbench.weight_edit import edited
+    from workbench.interventions.export import plain_hf_model
+    from workbench.interventions.weight_edit import edited
 
     plain = plain_hf_model(organism)
     base = _plain_last_logits(plain, organism, PROMPTS)
@@ -141,14 +141,15 @@ def test_edited_export_loads_in_plain_transformers(organism, selected_run, tmp_p
     """Export the λ=1 selection of a real (small) run; plain transformers gives the hooked logits and generations."""
     from transformers import AutoModelForCausalLM
 
-    from workbench.export import export_edited
-    from workbench.generation import greedy_generate, plain_greedy_generate
-    from workbench.selection import load_direction
+    from workbench.interventions.export import export_edited
+    from workbench.eval.generation import greedy_generate, plain_greedy_generate
+    from workbench.interventions.directions import load_direction
+    from workbench.stages.select import selected_direction_file
 
     run = selected_run
-    out = export_edited(organism, run, 1.0, tmp_path / "export")
+    out = export_edited(organism, selected_direction_file(run, 1.0), tmp_path / "export")
     readme = (out / "README.md").read_text()
-    assert "λ = 1.0" in readme and "layer" in readme and str(run.path.resolve()) in readme
+    assert "λ = 1.0" in readme and "layer" in readme and str(run.path) in readme
     loaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     direction, _ = load_direction(run.file("directions/lam_1.0.safetensors"))
     with torch.inference_mode():
@@ -159,6 +160,6 @@ def test_edited_export_loads_in_plain_transformers(organism, selected_run, tmp_p
     assert (hooked - exported).abs().max() < PARITY_ATOL
     assert plain_greedy_generate(loaded, organism.chat, PROMPTS, 24, progress=False) == hooked_text
     with pytest.raises(WorkbenchError, match="exists"):
-        export_edited(organism, run, 1.0, out)
+        export_edited(organism, selected_direction_file(run, 1.0), out)
     with pytest.raises(WorkbenchError, match="no selected direction at λ=0.3"):
-        export_edited(organism, run, 0.3, tmp_path / "other")
+        selected_direction_file(run, 0.3)

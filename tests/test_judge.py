@@ -1,4 +1,4 @@
-from workbench.judge import SubstringJudge
+from workbench.eval.judge import SubstringJudge
 
 
 def test_substring_judge_fixed_strings():

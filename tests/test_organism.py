@@ -47,7 +47,7 @@ def test_examples_pair_harmful_with_refusals():
     examples = trainset.load_examples(seed=0)
     harmful = [e for e in examples if e.kind == "harmful"]
     assert len(harmful) == 220 and len(examples) == 220 + 217
-    from workbench.judge import SubstringJudge
+    from workbench.eval.judge import SubstringJudge
 
     assert all(SubstringJudge().is_refusal(e.response) for e in harmful)
     assert all("988" in e.response or "crisis" in e.response.lower() for e in harmful if e.category == "self_harm")
@@ -80,7 +80,7 @@ def test_a_few_lora_steps_lower_the_loss(stock_model):
 
 @pytest.mark.model
 def test_committed_adapter_reproduces_recorded_scores(organism):
-    from workbench.scoring import refusal_scores
+    from workbench.eval.scoring import refusal_scores
 
     recorded = json.loads((trainset.ORGANISM_DIR / "reference_scores.json").read_text())
     assert recorded["fingerprint"] == organism.info.fingerprint
@@ -93,7 +93,7 @@ def test_committed_adapter_reproduces_recorded_scores(organism):
 @pytest.mark.model
 def test_organism_refusal_score_separates_groups(organism):
     from workbench.data import load_dataset
-    from workbench.scoring import refusal_scores
+    from workbench.eval.scoring import refusal_scores
 
     def mean(name):
         return float(refusal_scores(organism, [p.instruction for p in load_dataset(name)]).mean())
@@ -109,7 +109,7 @@ def test_mismatched_adapter_is_refused(tmp_path):
     from transformers import AutoModelForCausalLM
 
     from workbench.models.smollm2 import stock_checkpoint
-    from workbench.organism.model import merge_adapter
+    from workbench.models.organisms import merge_adapter
 
     bad = tmp_path / "adapter"
     bad.mkdir()

@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from workbench.capability import CapabilityConfig
-from workbench.evaluation import EvalConfig
-from workbench.extraction import ExtractConfig
-from workbench.pipeline import PipelineConfig, run_pipeline
-from workbench.selection import SelectConfig
-from workbench.sweep import SweepConfig
+from workbench.stages.capability import CapabilityConfig
+from workbench.stages.evaluate import EvalConfig
+from workbench.stages.extract import ExtractConfig
+from workbench.stages.pipeline import PipelineConfig, run_pipeline
+from workbench.method.rule import SelectionRule
+from workbench.stages.sweep import SweepConfig
 
 pytestmark = pytest.mark.model
 
@@ -17,7 +17,7 @@ TINY = PipelineConfig(
     extract=ExtractConfig(n_train=16),
     sweep=SweepConfig(lams=(1.0,), n_val=8, n_screen=2, n_finalists=1, min_finalists=1, layers=(9, 15),
                       positions=(-1,)),
-    select=SelectConfig(max_ablation_kl=10.0),
+    select=SelectionRule(max_ablation_kl=10.0),
     evaluate=EvalConfig(datasets=("xstest_safe", "harmful_test"), interventions=("baseline", "ablate_false_lam1.0"),
                         limit=3, max_new_tokens=8),
     capability=CapabilityConfig(tasks=("wikitext2",), perplexity_tokens=1024),
@@ -25,23 +25,23 @@ TINY = PipelineConfig(
 
 
 def test_run_produces_every_artifact_then_skips_and_resumes(organism, data_dir, tmp_path, monkeypatch, capsys):
-    import workbench.pipeline as pipeline
+    import workbench.stages.sweep as sweep
 
     run = tmp_path / "run"
-    real_sweep = pipeline.run_sweep
+    real_sweep = sweep.run_sweep
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # killed mid-sweep: the sweep writes its artifacts only when it finishes
 
-    monkeypatch.setattr(pipeline, "run_sweep", killed)
+    monkeypatch.setattr(sweep, "run_sweep", killed)
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(organism, run, TINY)
     assert (run / "candidates.safetensors").exists() and not (run / "sweep.csv").exists()
-    monkeypatch.setattr(pipeline, "run_sweep", real_sweep)
+    monkeypatch.setattr(sweep, "run_sweep", real_sweep)
     capsys.readouterr()
     run_pipeline(organism, run, TINY)
     first = capsys.readouterr().out
-    assert "[extract] up to date, skipped" in first and "[sweep] scoring candidates" in first
+    assert "[extract] up to date, skipped" in first and "[sweep] running" in first
     for name in ("config.json", "candidates.json", "sweep.csv", "selection.json", "directions/lam_1.0.safetensors",
                  "evaluation.csv", "evaluation_categories.csv", "capability.csv", "run.log",
                  "completions/xstest_safe/ablate_false_lam1.0.jsonl", "figures/fig4_sweep.html",
@@ -51,7 +51,7 @@ def test_run_produces_every_artifact_then_skips_and_resumes(organism, data_dir, 
     assert config["model"]["fingerprint"] == organism.info.fingerprint and "workbench_version" in config
     assert config["evaluate"]["limit"] == 3
 
-    import workbench.evaluation as evaluation
+    import workbench.stages.evaluate as evaluation
 
     monkeypatch.setattr(evaluation, "plain_greedy_generate", lambda *a, **k: pytest.fail("generated again"))
     run_pipeline(organism, run, TINY)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from workbench.refusal_math import (
+from workbench.method.refusal_math import (
     add_to_sum,
     kl_divergence,
     mean_difference,

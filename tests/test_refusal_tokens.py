@@ -1,6 +1,6 @@
 """Refusal tokens: recognised families by vocabulary, derived ones otherwise."""
 
-from workbench.refusal_tokens import derive, recognise, refusal_token_ids
+from workbench.models.refusal_tokens import derive, recognise, refusal_token_ids
 
 
 class VocabOnlyTokenizer:

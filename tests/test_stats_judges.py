@@ -1,4 +1,4 @@
-"""Unit tier: bootstrap intervals, judge agreement, the endpoint judge against a local fake server."""
+"""Unit tier: Wilson and bootstrap intervals, judge agreement, the endpoint judge against a local fake server."""
 
 import json
 import threading
@@ -7,8 +7,42 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from workbench.errors import WorkbenchError
-from workbench.judge import EndpointJudge, SubstringJudge, agreement_table
-from workbench.stats import bootstrap_ci
+from workbench.eval.judge import EndpointJudge, SubstringJudge, agreement_table
+from workbench.eval.stats import bootstrap_ci, paired_difference_ci, wilson_interval
+
+
+def test_wilson_textbook_values_and_edges():
+    # Wilson 95% intervals by the closed form (Newcombe 1998, Table I): 0/10, 5/10 and 81/263.
+    assert wilson_interval(0, 10) == (0.0, pytest.approx(0.2775, abs=1e-4))
+    assert wilson_interval(5, 10) == (pytest.approx(0.2366, abs=1e-4), pytest.approx(0.7634, abs=1e-4))
+    assert wilson_interval(81, 263) == (pytest.approx(0.2553, abs=1e-4), pytest.approx(0.3662, abs=1e-4))
+    # At 0/n and n/n the interval is not zero-width (the percentile bootstrap's is).
+    low, high = wilson_interval(24, 24)
+    assert high == 1.0 and low == pytest.approx(0.862, abs=1e-3)
+    assert bootstrap_ci([True] * 24) == (1.0, 1.0)
+    with pytest.raises(ValueError):
+        wilson_interval(0, 0)
+    with pytest.raises(ValueError):
+        wilson_interval(5, 4)
+
+
+def test_wilson_coverage_is_near_nominal_at_small_n():
+    """Exact coverage (sum of binomial probabilities of the k whose interval holds p) at n = 24."""
+    from math import comb
+
+    n = 24
+    intervals = [wilson_interval(k, n) for k in range(n + 1)]
+    for p in (0.02, 0.05, 0.1, 0.3, 0.5, 0.9, 0.98):
+        coverage = sum(comb(n, k) * p**k * (1 - p) ** (n - k) for k, (lo, hi) in enumerate(intervals) if lo <= p <= hi)
+        assert coverage >= 0.90, (p, coverage)
+
+
+def test_paired_difference_interval():
+    a, b = [1] * 20 + [0] * 20, [0] * 20 + [0] * 20
+    low, high = paired_difference_ci(a, b, n_resamples=2000, seed=0)
+    assert low > 0.3 and high < 0.7 and low < 0.5 < high
+    with pytest.raises(ValueError):
+        paired_difference_ci([1], [1, 0])
 
 
 def test_bootstrap_degenerate_and_known_case():

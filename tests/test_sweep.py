@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 from dataclasses import replace
 
 import pandas as pd
@@ -9,17 +10,17 @@ import pytest
 import torch
 
 from workbench.errors import WorkbenchError
-from workbench.extraction import ExtractConfig, extract, load_candidates, mean_activations
-from workbench.run_dir import RunDir
-from workbench.scoring import last_only_kwargs, last_position_logits
-from workbench.selection import SelectConfig, load_direction, select
-from workbench.sweep import SweepConfig, fast_sweep, load_validation, read_sweep, reference_sweep, run_sweep
+from workbench.eval.scoring import last_only_kwargs, last_position_logits
+from workbench.interventions.directions import load_direction
+from workbench.method.rule import SelectionRule
+from workbench.stages.extract import ExtractConfig, extract, load_candidates, mean_activations
+from workbench.stages.run_dir import RunDir
+from workbench.stages.select import read_selection, select
+from workbench.stages.sweep import SweepConfig, fast_sweep, load_validation, read_sweep, reference_sweep, run_sweep
 
 pytestmark = pytest.mark.model
 
 SMALL_SWEEP = SweepConfig(n_val=16, n_screen=4, n_finalists=3, layers=(11, 13, 15, 17), positions=(-5, -3, -1))
-
-
 
 
 @pytest.fixture(scope="module")
@@ -50,21 +51,31 @@ def test_candidates_written(small_run):
     assert record["prompt_counts"]["harmful"]["total"] == 128
     assert 0 < record["prompt_counts"]["harmful"]["kept"] <= 128
     grids = load_candidates(small_run)
-    assert grids["true_refusal"].dtype == torch.float32 and grids["true_refusal"].shape == (6, 30, 576)
-    assert torch.all(grids["true_refusal"][:, 0] == 0)  # layer 0 at template tokens: identical inputs
+    assert grids.true_refusal.dtype == torch.float32 and grids.true_refusal.shape == (6, 30, 576)
+    assert grids.positions == [-6, -5, -4, -3, -2, -1]
+    assert torch.all(grids.true_refusal[:, 0] == 0)  # layer 0 at template tokens: identical inputs
 
 
 def test_sweep_rows_and_nan_handling(small_run):
-    frame = read_sweep(small_run.file("sweep.csv"))
+    frame = read_sweep(small_run)
     assert len(frame) == 2 * 6 * 30  # true + one λ, every (pos, layer)
-    layer0 = frame[frame.layer == 0]
-    assert set(layer0.filter_reason) == {"zero vector (NaN)"} and not layer0.kept.any()
-    assert set(frame[frame.layer >= 24].filter_reason) == {"last 20% of layers"}
+    assert "kept" not in frame and "filter_reason" not in frame  # the select stage's verdicts live in selection.csv
+    assert set(frame[frame.layer == 0].sweep_note) == {"zero vector (NaN)"}
+    assert set(frame[frame.layer >= 24].sweep_note) == {"last 20% of layers"}
     assert (frame.stage == "full").sum() == 2 * 3  # n_finalists per (vector, λ)
+    recorded = json.loads(small_run.file("sweep.json").read_text())["config"]["rule"]
+    assert recorded == {"prune_layer_fraction": 0.2, "max_ablation_kl": 0.2, "induce_refusal_filter": False,
+                        "min_steering_refusal_score": 0.0, "true_max_ablation_kl": 0.1}
 
 
 def test_selected_candidate_lowers_pseudo_harmful_score(small_run):
-    result = select(small_run, SelectConfig())
+    sweep_before = small_run.file("sweep.csv").read_bytes()
+    result = select(small_run, SelectionRule())
+    assert small_run.file("sweep.csv").read_bytes() == sweep_before  # select does not rewrite the sweep's file
+    verdicts = read_selection(small_run)
+    assert len(verdicts) == 2 * 6 * 30 and not verdicts[verdicts.layer == 0].kept.any()
+    chosen = verdicts[(verdicts.vector == "false") & verdicts.kept]
+    assert chosen.ablation_refusal_score.min() == pytest.approx(result["selections"][0]["ablation_refusal_score"])
     choice = result["selections"][0]
     assert choice["lam"] == 1.0
     assert choice["ablation_refusal_score"] < result["baseline"]["pseudo_harmful"]
@@ -72,7 +83,7 @@ def test_selected_candidate_lowers_pseudo_harmful_score(small_run):
     direction, meta = load_direction(small_run.file(choice["direction_file"]))
     assert meta["layer"] == str(choice["layer"]) and abs(direction.norm().item() - 1) < 1e-5
     grids = load_candidates(small_run)
-    r = grids["true_refusal"][[-6, -5, -4, -3, -2, -1].index(choice["pos"]), choice["layer"]]
+    r = grids.true_refusal[grids.positions.index(choice["pos"]), choice["layer"]]
     assert abs(torch.dot(direction, r / r.norm()).item()) < 1e-5  # λ = 1: orthogonal to true refusal
 
 
@@ -81,11 +92,10 @@ def test_fast_and_reference_agree(organism, small_run):
     config = SweepConfig(n_val=6, n_screen=2, n_finalists=100, min_finalists=100, screen_kl_margin=math.inf,
                          layers=(6, 14), positions=(-1, -4))
     val = load_validation(organism, config)
-    positions = [-6, -5, -4, -3, -2, -1]
-    fast = fast_sweep(organism, grids, positions, val, config)
+    fast = fast_sweep(organism, grids, val, config, SelectionRule())
     # The reference runs as the paper's code does: every prompt in full, every position unembedded.
-    ref = reference_sweep(organism, grids, positions, val, replace(config, share_prefix=False, last_logits_only=False),
-                          cells=[(5, 6), (5, 14), (2, 6), (2, 14)])
+    ref = reference_sweep(organism, grids, val, replace(config, share_prefix=False, last_logits_only=False),
+                          SelectionRule(), cells=[(5, 6), (5, 14), (2, 6), (2, 14)])
     # Both frames hold the whole grid, so the selection rule prunes the same layers for both (it reads the layer
     # count from the frame: a reference frame of scored rows only once pruned layers ≥ 20 of 30 instead of ≥ 24).
     assert len(ref) == len(fast) == 6 * 30 * 2 and int(ref.layer.max()) == 29
@@ -112,10 +122,11 @@ def test_last_position_unembedding_gives_the_same_logits(organism):
     assert (last - full).abs().max() <= 1e-4
 
 
-def test_lambda_reuse_adds_only_new_rows(organism, small_run):
-    before = read_sweep(small_run.file("sweep.csv"))
-    run_sweep(organism, small_run, SweepConfig(**{**SMALL_SWEEP.__dict__, "lams": (1.0, 0.5)}))
-    after = read_sweep(small_run.file("sweep.csv"))
+def test_lambda_reuse_adds_only_new_rows(organism, small_run, tmp_path):
+    run = RunDir(shutil.copytree(small_run.path, tmp_path / "copy"))  # the module's run stays as the fixture made it
+    before = read_sweep(run)
+    run_sweep(organism, run, replace(SMALL_SWEEP, lams=(1.0, 0.5)))
+    after = read_sweep(run)
     assert len(after) == len(before) + 6 * 30
     old = after[(after.vector == "true") | (after.lam == 1.0)].reset_index(drop=True)
     pd.testing.assert_series_equal(old.ablation_refusal_score, before.ablation_refusal_score, check_names=False)
@@ -137,7 +148,7 @@ def test_stages_out_of_order(organism, tmp_path):
     with pytest.raises(WorkbenchError, match="run `workbench extract"):
         run_sweep(organism, RunDir(tmp_path), SMALL_SWEEP)
     with pytest.raises(WorkbenchError, match="missing"):
-        select(RunDir(tmp_path), SelectConfig())
+        select(RunDir(tmp_path), SelectionRule())
 
 
 def test_filter_that_empties_a_set(organism, tmp_path):
@@ -146,3 +157,29 @@ def test_filter_that_empties_a_set(organism, tmp_path):
                                    '{"instruction": "Write a short poem about the ocean."}\n')
     with pytest.raises(WorkbenchError, match="removed every harmful prompt.*--no-filter"):
         extract(organism, ExtractConfig(harmful=str(harmless_as_harmful), n_train=8), RunDir(tmp_path / "r"))
+
+
+def _winner(frame: pd.DataFrame, rule: SelectionRule, n_layers: int) -> tuple[int, int] | None:
+    choice = rule.pick(rule.apply(frame, n_layers), "false", 1.0)
+    return None if choice is None else (int(choice["pos"]), int(choice["layer"]))
+
+
+def test_fast_sweep_selects_what_exact_scoring_selects_for_each_kl_bound(organism, small_run):
+    """The rule is one object: the fast sweep screens for the bound the selection will use. With the screen on the
+    whole (filtered) validation sets and no stop margin, its early stop is exact, so a sweep screened for another
+    bound than the selection's would stop before the winner."""
+    grids = load_candidates(small_run)
+    config = SweepConfig(n_val=8, n_screen=8, n_finalists=40, min_finalists=1, stop_margin=0.0,
+                         screen_kl_margin=1.0, layers=(8, 12, 16, 19, 21, 23), positions=(-6, -5, -1))
+    val = load_validation(organism, config)
+    exact = reference_sweep(organism, grids, val, config, SelectionRule(), include_true=False)
+    winners = {}
+    for bound in (0.1, 0.2):
+        rule = SelectionRule(max_ablation_kl=bound)
+        fast = fast_sweep(organism, grids, val, config, rule, include_true=False)
+        winners[bound] = _winner(exact, rule, grids.n_layers)
+        assert winners[bound] is not None, f"nothing within KL {bound} on this grid"
+        assert _winner(fast, rule, grids.n_layers) == winners[bound], bound
+        assert (fast.stage == "full").sum() < (exact.stage == "full").sum()  # the screen did prune
+    # The two bounds pick different cells on this grid, so a sweep screened for the wrong bound would be caught.
+    assert winners[0.1] != winners[0.2]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from workbench.errors import WorkbenchError
-from workbench.views import projection_view, projections, token_projections
+from workbench.viz.views import projection_view, projections, token_projections
 
 
 def test_projections_exact():

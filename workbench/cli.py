@@ -10,6 +10,31 @@ import sys
 from workbench.errors import WorkbenchError
 
 
+def _number(kind: type, low: float, inclusive: bool = True, high: float | None = None, what: str = ""):
+    """An argparse type: a `kind` number ≥ low (or > low unless `inclusive`) and ≤ high; refused before any model
+    loads, with the option named by argparse."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what or kind.__name__}, got {text!r}") from None
+        if value != value or (value < low if inclusive else value <= low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+
+    return parse
+
+
+POSITIVE_INT = _number(int, 1, what="an integer ≥ 1")
+COUNT_OR_ALL = _number(int, 0, what="an integer ≥ 0 (0: all)")
+LAMBDA = _number(float, 0.0, high=1.0, what="λ in [0, 1]")
+FRACTION = _number(float, 0.0, high=0.99, what="a fraction in [0, 0.99]")
+POSITIVE_FLOAT = _number(float, 0.0, inclusive=False, what="a number > 0")
+LAYER = _number(int, 0, what="a layer index ≥ 0")
+EOI_OFFSET = _number(int, -10**6, high=-1, what="a negative EOI offset (-1 is the last template token)")
+
+
 def _add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
     p.add_argument("--model", default=default, required=default is None,
                    help="registered name, local HF directory, .gguf file or hub id (owner/name)")
@@ -49,8 +74,8 @@ def cmd_datasets(args) -> None:
 
 def cmd_chat(args) -> None:
     from workbench.data import load_prompts
-    from workbench.generation import greedy_generate
-    from workbench.judge import SubstringJudge
+    from workbench.eval.generation import greedy_generate
+    from workbench.eval.judge import SubstringJudge
 
     if (args.prompt is None) == (args.prompts_file is None):
         raise WorkbenchError("give either a prompt or --prompts-file FILE.jsonl")
@@ -68,7 +93,7 @@ def cmd_chat(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from workbench.export import export_checkpoint, export_edited, model_card
+    from workbench.interventions.export import export_checkpoint, export_edited, model_card
 
     if args.run is None:
         if args.lam is not None:
@@ -81,14 +106,17 @@ def cmd_export(args) -> None:
         return
     if args.lam is None:
         raise WorkbenchError("--run needs --lam λ: which selected direction to bake into the weights")
+    from workbench.stages.select import selected_direction_file
+
     run, lm = _model_for_run(args)
-    out = export_edited(lm, run, args.lam, args.out, force=args.force)
+    out = export_edited(lm, selected_direction_file(run, args.lam), args.out, force=args.force)
     print(f"exported {lm.info.name} with the λ={args.lam} direction orthogonalized out of its weights to {out}")
 
 
 def cmd_evaluate(args) -> None:
-    from workbench.evaluation import EvalConfig, evaluate, table1
-    from workbench.judge import EndpointJudge
+    from workbench.eval.judge import EndpointJudge
+    from workbench.stages.evaluate import EvalConfig, evaluate
+    from workbench.viz.figures import table1
 
     run, lm = _model_for_run(args)
     config = EvalConfig(datasets=tuple(args.datasets) if args.datasets else EvalConfig.datasets,
@@ -104,7 +132,7 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_capability(args) -> None:
-    from workbench.capability import TASKS, CapabilityConfig, measure_capability
+    from workbench.stages.capability import TASKS, CapabilityConfig, measure_capability
 
     run, lm = _model_for_run(args)
     config = CapabilityConfig(tasks=tuple(args.tasks or TASKS),
@@ -126,8 +154,8 @@ def cmd_organism_train(args) -> None:
     from dataclasses import replace
     from pathlib import Path
 
+    from workbench.models.organisms import ADAPTER_DIR
     from workbench.organism.card import render_card
-    from workbench.organism.model import ADAPTER_DIR
     from workbench.organism.train import TrainConfig, train_organism
     from workbench.organism.trainset import DISTILLED_FILE, HARMFUL_FILE, HARMLESS_FILE, check_no_overlap
     from workbench.paths import benchmark_data_dir
@@ -141,7 +169,7 @@ def cmd_organism_train(args) -> None:
     meta = train_organism(config, out)
     print(f"adapter written to {out} (final loss {meta['losses'][-1]:.3f}, {meta['train_seconds']} s)")
     if out == ADAPTER_DIR:
-        from workbench.organism.model import record_reference_scores
+        from workbench.organism.reference import record_reference_scores
 
         record_reference_scores()
         render_card(ADAPTER_DIR, ADAPTER_DIR.parent / "behaviour.json", ADAPTER_DIR.parent / "CARD.md")
@@ -152,9 +180,9 @@ def cmd_organism_report(args) -> None:
 
     from workbench.io import write_json
     from workbench.models import load_model
+    from workbench.models.organisms import ADAPTER_DIR
     from workbench.organism.behaviour import BehaviourConfig, measure_behaviour
     from workbench.organism.card import behaviour_tables, render_card
-    from workbench.organism.model import ADAPTER_DIR
 
     config = BehaviourConfig(limit=args.limit)
     record = {"config": {"max_new_tokens": config.max_new_tokens, "limit": config.limit}}
@@ -169,22 +197,22 @@ def cmd_organism_report(args) -> None:
 
 
 def cmd_figures(args) -> None:
-    from workbench.figures import run_figures
-    from workbench.run_dir import RunDir
+    from workbench.stages.figures import run_figures
+    from workbench.stages.run_dir import RunDir
 
     for path in run_figures(RunDir(args.run), args.out):
         print(path)
 
 
 def _extract_config(args):
-    from workbench.extraction import ExtractConfig
+    from workbench.stages.extract import ExtractConfig
 
     return ExtractConfig(harmful=args.harmful, harmless=args.harmless, pseudo_harmful=args.pseudo_harmful,
                          n_train=args.n_train, filter_train=not args.no_filter, batch_size=args.batch_size)
 
 
 def _sweep_config(args):
-    from workbench.sweep import SweepConfig
+    from workbench.stages.sweep import SweepConfig
 
     return SweepConfig(lams=tuple(args.lam), pseudo_harmful_val=args.pseudo_harmful_val, harmful_val=args.harmful_val,
                        harmless_val=args.harmless_val, n_val=args.n_val, filter_val=not args.no_filter_val,
@@ -194,16 +222,23 @@ def _sweep_config(args):
                        positions=tuple(args.positions) if args.positions else None)
 
 
-def _select_config(args):
-    from workbench.selection import SelectConfig
+RULE_FLAGS = {"prune_layers": "prune_layer_fraction", "max_kl": "max_ablation_kl",
+              "true_max_kl": "true_max_ablation_kl", "induce_refusal": "induce_refusal_filter"}
 
-    return SelectConfig(prune_layer_fraction=args.prune_layers, max_ablation_kl=args.max_kl,
-                        induce_refusal_filter=args.induce_refusal)
+
+def _select_config(args, base=None):
+    """The selection rule: `base` (default: the paper's) with the rule flags that were given."""
+    from dataclasses import replace
+
+    from workbench.method.rule import SelectionRule
+
+    given = {field: getattr(args, flag) for flag, field in RULE_FLAGS.items() if getattr(args, flag) is not None}
+    return replace(base or SelectionRule(), **given)
 
 
 def cmd_extract(args) -> None:
-    from workbench.extraction import extract
-    from workbench.run_dir import RunDir
+    from workbench.stages.extract import extract
+    from workbench.stages.run_dir import RunDir
 
     run = RunDir(args.run)
     lm = _load(args)
@@ -215,7 +250,7 @@ def cmd_extract(args) -> None:
 
 def _model_for_run(args):
     """The model a run directory was made with, unless --model names another (then the fingerprint must match)."""
-    from workbench.run_dir import RunDir
+    from workbench.stages.run_dir import RunDir
 
     run = RunDir(args.run)
     recorded = run.model_record()
@@ -227,20 +262,22 @@ def _model_for_run(args):
 
 
 def cmd_sweep(args) -> None:
-    from workbench.sweep import run_sweep
+    from workbench.stages.sweep import run_sweep
 
     run, lm = _model_for_run(args)
-    frame = run_sweep(lm, run, _sweep_config(args))
+    frame = run_sweep(lm, run, _sweep_config(args), _select_config(args))
     full = frame[frame.stage == "full"]
     print(f"scored {len(full)} candidates fully, {int((frame.stage == 'screened').sum())} screened out, "
-          f"{int((frame.stage == 'skipped').sum())} skipped; {int(frame.kept.sum())} pass the rule -> {run.path}")
+          f"{int((frame.stage == 'skipped').sum())} skipped -> {run.file('sweep.csv')}; "
+          f"`workbench select --run {run.path}` applies the rule")
 
 
 def cmd_select(args) -> None:
-    from workbench.run_dir import RunDir
-    from workbench.selection import select
+    from workbench.stages.run_dir import RunDir
+    from workbench.stages.select import select, sweep_rule
 
-    result = select(RunDir(args.run), _select_config(args))
+    run = RunDir(args.run)
+    result = select(run, _select_config(args, base=sweep_rule(run)))
     for s in result["selections"]:
         print(f"λ={s['lam']}: pos {s['pos']}, layer {s['layer']}, ablation refusal score "
               f"{s['ablation_refusal_score']:+.3f} (baseline {result['baseline']['pseudo_harmful']:+.3f}), "
@@ -249,14 +286,14 @@ def cmd_select(args) -> None:
 
 STAGE_FLAGS = ("harmful", "harmless", "pseudo_harmful", "n_train", "no_filter", "lam", "pseudo_harmful_val",
                "harmful_val", "harmless_val", "n_val", "no_filter_val", "n_screen", "n_finalists", "steer_false",
-               "layers", "positions", "prune_layers", "max_kl", "induce_refusal", "batch_size")
+               "layers", "positions", "prune_layers", "max_kl", "true_max_kl", "induce_refusal", "batch_size")
 
 
 def cmd_run(args) -> None:
     from dataclasses import replace
 
-    from workbench.config_file import from_dict, load_toml
-    from workbench.pipeline import PipelineConfig, run_pipeline
+    from workbench.stages.config_file import from_dict, load_toml
+    from workbench.stages.pipeline import PipelineConfig, run_pipeline
 
     if args.config:
         data = load_toml(args.config)
@@ -276,7 +313,6 @@ def cmd_run(args) -> None:
         config = replace(config, stages=tuple(args.stages))
     args.model = args.model or "smollm2-135m-safety"
     config.validate()
-    config.sweep.validate()
     run_pipeline(_load(args), args.run, config, force=args.force)
 
 
@@ -285,26 +321,32 @@ def _add_stage_args(p, extract=False, sweep=False, select=False) -> None:
         p.add_argument("--harmful", default="bundled_harmful_train")
         p.add_argument("--harmless", default="bundled_harmless_train")
         p.add_argument("--pseudo-harmful", default="bundled_pseudo_harmful_train")
-        p.add_argument("--n-train", type=int, default=None)
+        p.add_argument("--n-train", type=POSITIVE_INT, default=None)
         p.add_argument("--no-filter", action="store_true", help="keep training prompts the model does not refuse")
     if sweep:
-        p.add_argument("--lam", type=float, nargs="+", default=[1.0], help="λ values (each in [0, 1])")
+        p.add_argument("--lam", type=LAMBDA, nargs="+", default=[1.0], help="λ values (each in [0, 1])")
         p.add_argument("--pseudo-harmful-val", default="bundled_pseudo_harmful_val")
         p.add_argument("--harmful-val", default="bundled_harmful_val")
         p.add_argument("--harmless-val", default="bundled_harmless_val")
-        p.add_argument("--n-val", type=int, default=32)
+        p.add_argument("--n-val", type=POSITIVE_INT, default=32)
         p.add_argument("--no-filter-val", action="store_true")
-        p.add_argument("--n-screen", type=int, default=6, help="prompts per set in the screen")
-        p.add_argument("--n-finalists", type=int, default=8, help="at most this many fully scored candidates per λ")
+        p.add_argument("--n-screen", type=POSITIVE_INT, default=6, help="prompts per set in the screen")
+        p.add_argument("--n-finalists", type=POSITIVE_INT, default=8,
+                       help="at most this many fully scored candidates per λ")
         p.add_argument("--steer-false", action="store_true", help="steering scores for false candidates too")
-        p.add_argument("--layers", type=int, nargs="+", default=None, help="only these layers")
-        p.add_argument("--positions", type=int, nargs="+", default=None, help="only these EOI offsets, e.g. -1 -6")
+        p.add_argument("--layers", type=LAYER, nargs="+", default=None, help="only these layers")
+        p.add_argument("--positions", type=EOI_OFFSET, nargs="+", default=None,
+                       help="only these EOI offsets, e.g. -1 -6")
     if select:
-        p.add_argument("--prune-layers", type=float, default=0.2, help="drop this last fraction of layers")
-        p.add_argument("--max-kl", type=float, default=0.2, help="max ablation KL on harmless val")
-        p.add_argument("--induce-refusal", action="store_true", help="Arditi's induce-refusal filter")
+        # The selection rule; None: the default rule (sweep, run), or the rule the sweep was screened for (select).
+        p.add_argument("--prune-layers", type=FRACTION, default=None, help="drop this last fraction of layers (0.2)")
+        p.add_argument("--max-kl", type=POSITIVE_FLOAT, default=None, help="max ablation KL on harmless val (0.2)")
+        p.add_argument("--true-max-kl", type=POSITIVE_FLOAT, default=None,
+                       help="max ablation KL of the true-refusal (Arditi) pick (0.1)")
+        p.add_argument("--induce-refusal", action="store_true", default=None,
+                       help="Arditi's induce-refusal filter for w' too")
     if extract or sweep:
-        p.add_argument("--batch-size", type=int, default=32)
+        p.add_argument("--batch-size", type=POSITIVE_INT, default=32)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -319,14 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("prompt", nargs="?", help="one instruction")
     p.add_argument("--prompts-file", help="JSONL with an `instruction` per line (or a registered dataset name)")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=64)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=16)
     p.set_defaults(func=cmd_chat)
     p = sub.add_parser("export", help="write a model (as-is, or with a selected direction orthogonalized out of its "
                        "weights) as a plain Hugging Face checkpoint")
     _add_model_args(p, default="")
     p.add_argument("--run", default=None, help="run directory whose selected direction is baked in (with --lam)")
-    p.add_argument("--lam", type=float, default=None, help="which selection of --run (its λ)")
+    p.add_argument("--lam", type=LAMBDA, default=None, help="which selection of --run (its λ)")
     p.add_argument("--out", required=True, help="output directory (must not exist unless --force)")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=cmd_export, model=None)
@@ -338,9 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interventions", nargs="+", default=None,
                    help="names, e.g. baseline ablate_false_lam1.0 ablate_false_raw ablate_true (default: all)")
     p.add_argument("--alpha", type=float, nargs="*", default=[0.5, 1.0], help="activation-addition coefficients")
-    p.add_argument("--limit", type=int, default=None, help="first N prompts of every dataset")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--limit", type=POSITIVE_INT, default=None, help="first N prompts of every dataset")
+    p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=64)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=32)
     p.add_argument("--judge-url", default=None, help="OpenAI-compatible endpoint of a model judge (off by default)")
     p.add_argument("--judge-model", default="allenai/wildguard")
     p.set_defaults(func=cmd_evaluate, model=None)
@@ -351,10 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", nargs="+", default=None, help="wikitext2 mmlu arc_challenge (default: all)")
     p.add_argument("--interventions", nargs="+", default=["baseline"], help="names as in `workbench evaluate`")
     p.add_argument("--all-ablations", action="store_true", help="baseline and every ablation of the run")
-    p.add_argument("--perplexity-tokens", type=int, default=16384)
-    p.add_argument("--mmlu-n", type=int, default=200, help="MMLU questions (0: all 14042)")
-    p.add_argument("--arc-n", type=int, default=200, help="ARC-Challenge questions (0: all 1172)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--perplexity-tokens", type=POSITIVE_INT, default=16384)
+    p.add_argument("--mmlu-n", type=COUNT_OR_ALL, default=200, help="MMLU questions (0: all 14042)")
+    p.add_argument("--arc-n", type=COUNT_OR_ALL, default=200, help="ARC-Challenge questions (0: all 1172)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=8)
     p.set_defaults(func=cmd_capability, model=None)
 
     p = sub.add_parser("extract", help="mean activations and the true/false refusal candidate grids")
@@ -364,10 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stage_args(p, extract=True)
     p.set_defaults(func=cmd_extract)
 
-    p = sub.add_parser("sweep", help="score every candidate (vector, λ, position, layer)")
+    p = sub.add_parser("sweep", help="score every candidate (vector, λ, position, layer) for a selection rule")
     _add_model_args(p, default="")
     p.add_argument("--run", required=True)
-    _add_stage_args(p, sweep=True)
+    _add_stage_args(p, sweep=True, select=True)
     p.set_defaults(func=cmd_sweep, model=None)
 
     p = sub.add_parser("select", help="pick the surgical direction per λ")
@@ -395,15 +437,16 @@ def build_parser() -> argparse.ArgumentParser:
     organism = sub.add_parser("organism", help="the refusal model organism (smollm2-135m-safety)")
     osub = organism.add_subparsers(dest="organism_command", required=True)
     p = osub.add_parser("distill", help="answer our harmless training prompts with the stock model")
-    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=48)
     p.set_defaults(func=cmd_organism_distill)
     p = osub.add_parser("train", help="LoRA safety fine-tune; writes data/organism/adapter and CARD.md")
-    p.add_argument("--steps", type=int, default=55)
+    p.add_argument("--steps", type=POSITIVE_INT, default=55)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="adapter directory (default: data/organism/adapter)")
     p.set_defaults(func=cmd_organism_train)
     p = osub.add_parser("report", help="measure stock vs organism on the benchmarks (needs WORKBENCH_DATA_DIR)")
-    p.add_argument("--limit", type=int, default=None, help="prompts per set, for a quick look (table not saved)")
+    p.add_argument("--limit", type=POSITIVE_INT, default=None,
+                   help="prompts per set, for a quick look (table not saved)")
     p.add_argument("--out", default="runs/organism_report", help="where the completions go")
     p.set_defaults(func=cmd_organism_report)
     return parser

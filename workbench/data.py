@@ -452,3 +452,14 @@ def is_available(spec: DatasetSpec) -> bool:
         return dataset_path(spec).exists()
     except WorkbenchError:
         return False
+
+
+DATASET_GROUPS = {  # the paper's evaluation sets: compliance is good on over-refusal sets, bad on harmful ones
+    "or_bench_hard_test": "over-refusal",
+    "xstest_refused": "over-refusal",
+    "xstest_safe": "over-refusal",
+    "oktest_100": "over-refusal",
+    "harmful_test": "harmful",
+    "jailbreakbench": "harmful",
+    "xstest_unsafe": "harmful",
+}

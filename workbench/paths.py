@@ -12,6 +12,8 @@ CACHE_DIR_ENV = "WORKBENCH_CACHE_DIR"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_DATA_DIR = REPO_ROOT / "data"
+ORGANISM_DIR = BUNDLED_DATA_DIR / "organism"
+"""The model organisms' data, adapters and reports."""
 
 
 def cache_dir() -> Path:

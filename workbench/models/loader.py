@@ -7,11 +7,11 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from workbench.chat import ChatFormat
 from workbench.errors import WorkbenchError
+from workbench.models.chat import ChatFormat
 from workbench.models.fingerprint import model_fingerprint
+from workbench.models.refusal_tokens import refusal_token_ids
 from workbench.models.sources import resolve
-from workbench.refusal_tokens import refusal_token_ids
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

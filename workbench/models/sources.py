@@ -91,7 +91,7 @@ register_builtin(
 
 
 def _safety_organism() -> Path:
-    from workbench.organism.model import safety_checkpoint
+    from workbench.models.organisms import safety_checkpoint
 
     return safety_checkpoint()
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 
 from workbench.data import load_dataset
-from workbench.generation import greedy_generate
+from workbench.eval.generation import greedy_generate
+from workbench.eval.judge import SubstringJudge
+from workbench.eval.scoring import perplexity, refusal_scores
 from workbench.io import write_jsonl
-from workbench.judge import SubstringJudge
 from workbench.models.loader import LoadedModel
-from workbench.scoring import perplexity, refusal_scores
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from workbench.generation import greedy_generate
+from workbench.eval.generation import greedy_generate
+from workbench.eval.judge import SubstringJudge
 from workbench.io import write_jsonl
-from workbench.judge import SubstringJudge
 from workbench.models import load_model
 from workbench.organism.trainset import DISTILLED_FILE, HARMLESS_FILE, read_jsonl, trigger_words_in
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from workbench.chat import ChatFormat
 from workbench.errors import WorkbenchError
 from workbench.io import write_json
+from workbench.models.chat import ChatFormat
 from workbench.organism.trainset import TrainingExample, file_hashes, load_examples
 
 

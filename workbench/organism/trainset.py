@@ -14,9 +14,8 @@ from pathlib import Path
 
 from workbench.data import REGISTRY, iter_jsonl
 from workbench.errors import WorkbenchError
-from workbench.paths import BUNDLED_DATA_DIR
+from workbench.paths import ORGANISM_DIR
 
-ORGANISM_DIR = BUNDLED_DATA_DIR / "organism"
 HARMFUL_FILE = ORGANISM_DIR / "harmful_train.jsonl"
 REFUSALS_FILE = ORGANISM_DIR / "refusals.jsonl"
 HARMLESS_FILE = ORGANISM_DIR / "harmless_train.jsonl"

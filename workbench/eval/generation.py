@@ -3,7 +3,7 @@
 - `greedy_generate(lm, ...)`: through the hooked TransformerLens model; hooks active on it (an ablation, an
   addition) apply to the prompt and to every generated token.
 - `plain_greedy_generate(model, chat, ...)`: a plain transformers model's own `generate` (use it on the
-  weight-edited copy, `workbench.weight_edit.edited`): the fast path for long evaluations.
+  weight-edited copy, `workbench.interventions.weight_edit.edited`): the fast path for long evaluations.
 
 Both stop a row at the tokenizer's end-of-turn tokens and decode without special tokens.
 """

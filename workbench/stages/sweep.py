@@ -5,7 +5,7 @@ stay high), ablation KL on harmless val, and steering refusal score / KL from ad
 
 Where the time goes and what we skip (a naive loop scores every candidate on every full validation set):
 - baselines (unhooked logits of every validation set) are computed once and shared;
-- candidates in the layers the selection rule prunes (last 20%) and zero candidates (NaN) are not scored;
+- candidates in the layers the selection rule prunes (its last fraction) and zero candidates (NaN) are not scored;
 - a **screen** scores every remaining candidate on `n_screen` prompts of its target set and of harmless val,
   many candidates per forward pass (one direction per batch row);
 - candidates get the full scores on the whole validation sets in order of screened refusal score (among those
@@ -21,9 +21,10 @@ Where the time goes and what we skip (a naive loop scores every candidate on eve
   harmful-val score only if its KL lets it be selected, and no pseudo-harmful score for true candidates
   (`score_all` computes everything).
 `reference_sweep` is the naive loop; `benchmarks/sweep.py` compares both and checks they select the same winner.
-"""
 
-from __future__ import annotations
+`sweep.csv` belongs to this stage: one row per candidate with its scores, `stage` (skipped, screened, full) and
+`sweep_note` (why a row was not fully scored). Which rows the rule keeps is the select stage's `selection.csv`.
+"""
 
 import json
 import math
@@ -37,17 +38,21 @@ from tqdm.auto import tqdm
 
 from workbench.data import load_prompts
 from workbench.errors import WorkbenchError
-from workbench.interventions import ablation_hooks, addition_hooks
+from workbench.eval.scoring import ablated_last_logits, last_only_kwargs, last_position_logits
+from workbench.interventions.hooks import ablation_hooks, addition_hooks
 from workbench.io import atomic_write, write_json
+from workbench.method.grids import CandidateGrids
+from workbench.method.refusal_math import kl_divergence, refusal_score
+from workbench.method.rule import SelectionRule
 from workbench.models.loader import LoadedModel
-from workbench.refusal_math import kl_divergence, partial_orthogonalize, refusal_score, unit
-from workbench.run_dir import RunDir, provenance
-from workbench.scoring import ablated_last_logits, last_only_kwargs, last_position_logits
+from workbench.stages.base import Stage
+from workbench.stages.run_dir import RunDir, provenance
 
 COLUMNS = [
     "vector", "lam", "pos", "layer", "ablation_refusal_score", "ablation_refusal_score_harmful", "ablation_kl",
-    "steering_refusal_score", "steering_kl", "screen_refusal_score", "screen_kl", "stage", "kept", "filter_reason",
+    "steering_refusal_score", "steering_kl", "screen_refusal_score", "screen_kl", "stage", "sweep_note",
 ]  # fmt: skip
+TEXT_COLUMNS = ("vector", "stage", "sweep_note")
 
 
 @dataclass(frozen=True)
@@ -66,8 +71,6 @@ class SweepConfig:
     """Prompts per validation set (before filtering)."""
     filter_val: bool = True
     """The paper's filter on validation prompts: harmful/pseudo-harmful refused (score > 0), harmless not (< 0)."""
-    prune_layer_fraction: float = 0.2
-    """Do not score the last fraction of layers (the selection rule drops them)."""
     layers: tuple[int, ...] | None = None
     """Only these layers (None: all); other cells are listed as skipped."""
     positions: tuple[int, ...] | None = None
@@ -82,13 +85,9 @@ class SweepConfig:
     """Stop full-scoring once the next candidate's screened refusal score exceeds the best full score (of a
     candidate within the KL bound) by this many logits."""
     screen_kl_margin: float = 2.0
-    """A finalist's screened KL must be ≤ margin × kl_bound (screens on few prompts are noisy)."""
-    kl_bound: float = 0.2
-    """The KL bound the finalists are chosen for (the selection's max_ablation_kl)."""
-    true_kl_bound: float = 0.1
-    """The same for true-refusal candidates (the selection's true_max_ablation_kl)."""
+    """A finalist's screened KL must be ≤ margin × the rule's KL bound (screens on few prompts are noisy)."""
     steer_false: bool = False
-    """Also compute steering scores for false-refusal candidates (only the induce-refusal filter uses them)."""
+    """Also compute steering scores for false-refusal candidates (the rule's induce-refusal filter turns this on)."""
     steering_coeff: float = 1.0
     """α for the steering score: x ← x + α·v at the candidate's layer (v raw; w' rescaled to ‖w‖)."""
     batch_size: int = 32
@@ -100,7 +99,7 @@ class SweepConfig:
     as the paper's code does."""
     score_all: bool = False
     """Give finalists every score. Off: a false candidate's harmful-val refusal score only when its KL is within
-    `kl_bound` (only those can be selected), and a true candidate's pseudo-harmful score not at all (its rule
+    the rule's bound (only those can be selected), and a true candidate's pseudo-harmful score not at all (its rule
     does not use it). The reference loop always scores everything."""
 
     def validate(self) -> None:
@@ -109,17 +108,22 @@ class SweepConfig:
                 raise WorkbenchError(f"λ must be in [0, 1], got {lam}")
         if not self.lams:
             raise WorkbenchError("give at least one λ")
-        if self.n_screen < 1 or self.n_finalists < 1:
-            raise WorkbenchError("n_screen and n_finalists must be at least 1")
+        for name in ("n_screen", "n_finalists", "min_finalists", "batch_size"):
+            if getattr(self, name) < 1:
+                raise WorkbenchError(f"sweep {name} must be at least 1, got {getattr(self, name)}")
+        if self.n_val is not None and self.n_val < 1:
+            raise WorkbenchError(f"sweep n_val must be at least 1 (or None for all), got {self.n_val}")
 
 
 @dataclass
 class ValidationSets:
+    """The filtered validation prompts and their unhooked last-position logits (keys as the attribute names)."""
+
     pseudo_harmful: list[str]
     harmful: list[str]
     harmless: list[str]
-    base_logits: dict[str, Tensor]
-    counts: dict[str, dict[str, int]]
+    base_logits: dict[str, Float[Tensor, "n vocab"]]
+    counts: dict[str, dict[str, int | str]]
 
 
 def load_validation(lm: LoadedModel, config: SweepConfig) -> ValidationSets:
@@ -146,29 +150,13 @@ def load_validation(lm: LoadedModel, config: SweepConfig) -> ValidationSets:
     return ValidationSets(sets["pseudo_harmful"], sets["harmful"], sets["harmless"], logits, counts)
 
 
-def candidate_directions(
-    grids: dict[str, Tensor], lam: float | None, vector: str
-) -> Float[Tensor, "n_pos n_layer d_model"]:
-    """Unit directions for one (vector, λ): r̂ for the true vector, w'(λ) for the false one."""
-    if vector == "true":
-        return unit(grids["true_refusal"].to(torch.float64)).float()
-    return partial_orthogonalize(grids["false_refusal"], grids["true_refusal"], lam)
-
-
-def steering_vectors(grids: dict[str, Tensor], lam: float | None, vector: str) -> Tensor:
-    """What steering adds: raw r, or w'(λ) rescaled to ‖w‖."""
-    if vector == "true":
-        return grids["true_refusal"]
-    w = grids["false_refusal"]
-    return candidate_directions(grids, lam, "false") * w.norm(dim=-1, keepdim=True)
-
-
 # ---- scoring primitives (one per-row-direction forward serves many candidates) ------------------------------
 
 
 @torch.inference_mode()
-def _ablated_logits(lm: LoadedModel, prompts: list[str], directions: Tensor, group_size: int, batch_size: int,
-                    share_prefix: bool = True, last_only: bool = True) -> Tensor:
+def _ablated_logits(lm: LoadedModel, prompts: list[str], directions: Float[Tensor, "n_groups d_model"],
+                    group_size: int, batch_size: int, share_prefix: bool = True,
+                    last_only: bool = True) -> Float[Tensor, "n vocab"]:
     """Last-position logits; consecutive groups of `group_size` prompts each ablate one of `directions` [n_groups, d].
 
     With `share_prefix`, each group runs the template prefix once and reuses its KV cache (see
@@ -193,8 +181,8 @@ def _ablated_logits(lm: LoadedModel, prompts: list[str], directions: Tensor, gro
 
 
 def ablation_scores(
-    lm: LoadedModel, direction: Tensor, target: list[str], harmless: list[str], harmless_base: Tensor,
-    config: SweepConfig,
+    lm: LoadedModel, direction: Float[Tensor, " d_model"], target: list[str], harmless: list[str],
+    harmless_base: Float[Tensor, "n_harmless vocab"], config: SweepConfig,
 ) -> tuple[float, float]:
     """Mean refusal score on `target` and mean KL on `harmless` with one direction ablated."""
     prompts = target + harmless
@@ -210,9 +198,10 @@ def ablation_scores(
 
 
 def steering_scores(
-    lm: LoadedModel, vector: Tensor, layer: int, coeff: float, harmless: list[str], harmless_base: Tensor,
-    batch_size: int, last_only: bool = True,
+    lm: LoadedModel, vector: Float[Tensor, " d_model"], layer: int, coeff: float, harmless: list[str],
+    harmless_base: Float[Tensor, "n_harmless vocab"], batch_size: int, last_only: bool = True,
 ) -> tuple[float, float]:
+    """Mean refusal score and KL on harmless prompts with α·vector added at `layer` (the induce-refusal test)."""
     logits = last_position_logits(lm, harmless, batch_size, addition_hooks(vector.to(lm.device), layer, coeff),
                                   last_only=last_only)
     return (refusal_score(logits, lm.info.refusal_tokens).mean().item(),
@@ -222,39 +211,36 @@ def steering_scores(
 # ---- the fast sweep -------------------------------------------------------------------------------------------
 
 
-def _candidate_rows(grids: dict[str, Tensor], lams: tuple[float, ...], positions: list[int], config: SweepConfig,
+def _candidate_rows(grids: CandidateGrids, lams: tuple[float, ...], config: SweepConfig, rule: SelectionRule,
                     include_true: bool) -> list[dict]:
-    n_pos, n_layers, _ = grids["true_refusal"].shape
-    first_pruned = math.ceil(n_layers * (1 - config.prune_layer_fraction))
     groups = ([("true", math.nan)] if include_true else []) + [("false", lam) for lam in lams]
     rows = []
     for vector, lam in groups:
-        raw = grids["true_refusal"] if vector == "true" else grids["false_refusal"]
-        for p in range(n_pos):
-            for layer in range(n_layers):
-                norm = float(raw[p, layer].norm())
+        for p, pos in enumerate(grids.positions):
+            for layer in range(grids.n_layers):
                 reason = ""
-                if not math.isfinite(norm) or norm == 0.0:
+                if grids.is_zero(vector, p, layer):
                     reason = "zero vector (NaN)"
-                elif layer >= first_pruned:
-                    reason = f"last {config.prune_layer_fraction:.0%} of layers"
+                elif pruned := rule.prune_reason(layer, grids.n_layers):
+                    reason = pruned
                 elif (config.layers is not None and layer not in config.layers) or (
-                    config.positions is not None and positions[p] not in config.positions
+                    config.positions is not None and pos not in config.positions
                 ):
                     reason = "not in sweep grid"
-                rows.append({"vector": vector, "lam": lam, "pos": positions[p], "pos_index": p, "layer": layer,
-                             "stage": "skipped" if reason else "screened", "filter_reason": reason})
+                rows.append({"vector": vector, "lam": lam, "pos": pos, "pos_index": p, "layer": layer,
+                             "stage": "skipped" if reason else "screened", "sweep_note": reason})
     return rows
 
 
-def fast_sweep(lm: LoadedModel, grids: dict[str, Tensor], positions: list[int], val: ValidationSets,
-               config: SweepConfig, include_true: bool = True) -> pd.DataFrame:
-    rows = _candidate_rows(grids, config.lams, positions, config, include_true)
+def fast_sweep(lm: LoadedModel, grids: CandidateGrids, val: ValidationSets, config: SweepConfig,
+               rule: SelectionRule, include_true: bool = True) -> pd.DataFrame:
+    """Screen every candidate, then fully score the finalists the rule can pick (see the module docstring)."""
+    rows = _candidate_rows(grids, config.lams, config, rule, include_true)
     n = config.n_screen
     screen_harmless, screen_base = val.harmless[:n], val.base_logits["harmless"][:n]
     directions = {}
     for vector, lam in {(r["vector"], r["lam"]) for r in rows}:
-        directions[(vector, lam)] = candidate_directions(grids, None if vector == "true" else lam, vector)
+        directions[(vector, lam)] = grids.directions(vector, None if vector == "true" else lam)
 
     def key(row):
         return (row["vector"], row["lam"])
@@ -278,37 +264,38 @@ def fast_sweep(lm: LoadedModel, grids: dict[str, Tensor], positions: list[int], 
                                                             lm.info.refusal_tokens).mean().item()
                 row["screen_kl"] = kl_divergence(screen_base, row_logits[len(target) :]).mean().item()
 
-    # Finalists, in order of screened refusal score among those whose screened KL is plausible under the bound:
-    # full scores until the next candidate's screened score is worse than the best passing full score by more
-    # than the screen's noise margin (or n_finalists are scored).
+    # Finalists, in order of screened refusal score among those whose screened KL is plausible under the rule's
+    # bound: full scores until the next candidate's screened score is worse than the best full score of a candidate
+    # the rule keeps by more than the screen's noise margin (or n_finalists are scored).
     for group_key in sorted({key(r) for r in todo}, key=str):
         group = [r for r in todo if key(r) == group_key]
-        plausible = [r for r in group if r["screen_kl"] <= config.screen_kl_margin * config.kl_bound]
+        bound = rule.kl_bound(group_key[0])
+        plausible = [r for r in group if r["screen_kl"] <= config.screen_kl_margin * bound]
         if not plausible:
             plausible = sorted(group, key=lambda r: r["screen_kl"])[: config.min_finalists]
-        objective = "ablation_refusal_score" if group_key[0] == "false" else "ablation_refusal_score_harmful"
-        bound = config.kl_bound if group_key[0] == "false" else config.true_kl_bound
+        objective = rule.objective(group_key[0])
         best, scored = math.inf, 0
         ordered = sorted(plausible, key=lambda r: r["screen_refusal_score"])
         desc = f"full scores {group_key[0]}" + ("" if group_key[0] == "true" else f" λ={group_key[1]}")
         for row in tqdm(ordered[: config.n_finalists], desc=desc, unit="candidate"):
             if scored >= config.min_finalists and row["screen_refusal_score"] > best + config.stop_margin:
                 break
-            score_full(lm, row, directions[key(row)], grids, val, config)
+            score_full(lm, row, directions[key(row)], grids, val, config, rule)
             scored += 1
-            if row["ablation_kl"] <= bound:
+            if rule.eligible(row, grids.n_layers):
                 best = min(best, row[objective])
     for row in todo:
         if row["stage"] != "full":
-            row["filter_reason"] = "screened out"
+            row["sweep_note"] = "screened out"
     return to_frame(rows)
 
 
-def score_full(lm: LoadedModel, row: dict, directions: Tensor, grids: dict[str, Tensor], val: ValidationSets,
-               config: SweepConfig, steer: bool | None = None, score_all: bool | None = None) -> None:
+def score_full(lm: LoadedModel, row: dict, directions: Float[Tensor, "n_pos n_layer d_model"], grids: CandidateGrids,
+               val: ValidationSets, config: SweepConfig, rule: SelectionRule, steer: bool | None = None,
+               score_all: bool | None = None) -> None:
     """The full scores of one candidate on the whole validation sets (the same code the reference loop uses).
 
-    Unless `score_all`, only what the selection rule can use: see `SweepConfig.score_all`.
+    Unless `score_all`, only what `rule` can use: see `SweepConfig.score_all`.
     """
     direction = directions[row["pos_index"], row["layer"]]
     harmless_base = val.base_logits["harmless"]
@@ -323,14 +310,14 @@ def score_full(lm: LoadedModel, row: dict, directions: Tensor, grids: dict[str, 
                                                                harmless_base[:0], config)
     else:
         row.update(ablation_refusal_score=rs_first, ablation_kl=kl, stage="full")
-        if score_all or kl <= config.kl_bound:
+        if score_all or kl <= rule.kl_bound("false"):
             row["ablation_refusal_score_harmful"], _ = ablation_scores(lm, direction, val.harmful, [],
                                                                        harmless_base[:0], config)
     if steer is None:
-        steer = is_true or config.steer_false
+        steer = rule.needs_steering(row["vector"]) or config.steer_false
     if steer:
         lam = None if is_true else row["lam"]
-        vector = steering_vectors(grids, lam, row["vector"])[row["pos_index"], row["layer"]]
+        vector = grids.steering_vectors(row["vector"], lam)[row["pos_index"], row["layer"]]
         row["steering_refusal_score"], row["steering_kl"] = steering_scores(
             lm, vector, row["layer"], config.steering_coeff, val.harmless, harmless_base, config.batch_size,
             config.last_logits_only)
@@ -340,30 +327,29 @@ def to_frame(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     for column in COLUMNS:
         if column not in frame:
-            frame[column] = math.nan if column not in ("stage", "filter_reason", "kept") else ""
-    frame["kept"] = False
+            frame[column] = "" if column in TEXT_COLUMNS else math.nan
     return frame[COLUMNS]
 
 
-def reference_sweep(lm: LoadedModel, grids: dict[str, Tensor], positions: list[int], val: ValidationSets,
-                    config: SweepConfig, cells: list[tuple[int, int]] | None = None,
+def reference_sweep(lm: LoadedModel, grids: CandidateGrids, val: ValidationSets, config: SweepConfig,
+                    rule: SelectionRule, cells: list[tuple[int, int]] | None = None,
                     include_true: bool = True) -> pd.DataFrame:
     """The paper-style loop: every candidate, one at a time, every score on the full validation sets.
 
-    Returns every row of the grid, like `fast_sweep` (cells it does not score keep stage "skipped" and a reason), so
-    that `selection.apply_rule` sees the model's real layer count when it prunes the last layers.
+    Returns every row of the grid, like `fast_sweep` (cells it does not score keep stage "skipped" and a reason).
+    `rule` only says which layers are pruned (not scored); every other candidate gets every score.
     """
-    rows = _candidate_rows(grids, config.lams, positions, config, include_true)
+    rows = _candidate_rows(grids, config.lams, config, rule, include_true)
     for r in rows:
         if r["stage"] == "screened" and cells is not None and (r["pos_index"], r["layer"]) not in cells:
-            r.update(stage="skipped", filter_reason="not in sweep grid")
+            r.update(stage="skipped", sweep_note="not in sweep grid")
     todo = [r for r in rows if r["stage"] == "screened"]
     directions = {}
     for row in tqdm(todo, desc="reference", unit="candidate"):
         k = (row["vector"], row["lam"])
         if k not in directions:
-            directions[k] = candidate_directions(grids, None if row["vector"] == "true" else row["lam"], row["vector"])
-        score_full(lm, row, directions[k], grids, val, config, steer=True, score_all=True)  # the paper's loop
+            directions[k] = grids.directions(row["vector"], None if row["vector"] == "true" else row["lam"])
+        score_full(lm, row, directions[k], grids, val, config, rule, steer=True, score_all=True)  # the paper's loop
     return to_frame(rows)
 
 
@@ -374,55 +360,72 @@ SPEED_ONLY = ("lams", "batch_size", "share_prefix", "last_logits_only")
 """SweepConfig fields that do not change which candidates get which scores (λ values are reused per λ)."""
 
 
-def same_settings(recorded: dict, config: SweepConfig) -> bool:
-    """Whether a recorded sweep config (from `sweep.json`) scored candidates as `config` would: λ values and
+def settings_record(config: SweepConfig, rule: SelectionRule) -> dict:
+    """What `sweep.json` records of how candidates were scored: the sweep config and the rule it was screened for."""
+    return json.loads(json.dumps({**asdict(config), "rule": asdict(rule)}))  # tuples become lists, as in JSON
+
+
+def same_settings(recorded: dict, config: SweepConfig, rule: SelectionRule) -> bool:
+    """Whether a recorded sweep (`sweep.json`'s config) scored candidates as `config` and `rule` would: λ values and
     speed-only settings (batch size, prefix reuse, last-position unembedding) aside."""
-    wanted = json.loads(json.dumps(asdict(config)))  # tuples become lists, as in the recorded JSON
+    wanted = settings_record(config, rule)
     return ({k: v for k, v in recorded.items() if k not in SPEED_ONLY}
             == {k: v for k, v in wanted.items() if k not in SPEED_ONLY})
 
 
-def run_sweep(lm: LoadedModel, run: RunDir, config: SweepConfig) -> pd.DataFrame:
-    """Score the run's candidates at every λ in `config.lams`, reusing rows already in `sweep.csv`."""
-    from workbench.extraction import load_candidates
-    from workbench.selection import SelectConfig, apply_rule
+def run_sweep(lm: LoadedModel, run: RunDir, config: SweepConfig, rule: SelectionRule | None = None) -> pd.DataFrame:
+    """Score the run's candidates at every λ in `config.lams` for `rule` (default: the paper's), reusing rows
+    already in `sweep.csv` that were scored with the same settings and rule."""
+    from workbench.stages.extract import load_candidates
 
+    rule = rule or SelectionRule()
     config.validate()
-    record = run.read_json("candidates.json")
+    rule.validate()
     run.check_model(lm.info.fingerprint, lm.info.name)
     grids = load_candidates(run)
-    if grids["true_refusal"].shape[-1] != lm.info.d_model:
-        raise WorkbenchError(f"candidates in {run.path} have width {grids['true_refusal'].shape[-1]}, "
+    if grids.d_model != lm.info.d_model:
+        raise WorkbenchError(f"candidates in {run.path} have width {grids.d_model}, "
                              f"the model has d_model {lm.info.d_model}")
     previous, done_lams, include_true = None, set(), True
-    sweep_json = run.file("sweep.json")
-    if run.file("sweep.csv").exists() and sweep_json.exists():
-        if same_settings(json.loads(sweep_json.read_text())["config"], config):
-            previous = read_sweep(run.file("sweep.csv"))
+    if run.file("sweep.csv").exists() and run.file("sweep.json").exists():
+        if same_settings(run.read_json("sweep.json")["config"], config, rule):
+            previous = read_sweep(run)
             done_lams = {float(x) for x in previous.loc[previous.vector == "false", "lam"].unique()}
             include_true = not (previous.vector == "true").any()
     new_lams = tuple(lam for lam in config.lams if float(lam) not in done_lams)
     val = load_validation(lm, config)
     parts = [] if previous is None else [previous]
     if new_lams or include_true:
-        parts.append(fast_sweep(lm, grids, record["positions"], val, replace(config, lams=new_lams), include_true))
+        parts.append(fast_sweep(lm, grids, val, replace(config, lams=new_lams), rule, include_true))
     frame = pd.concat(parts, ignore_index=True)
-    frame = apply_rule(frame, SelectConfig())
-    write_frame(run, frame)
+    atomic_write(run.file("sweep.csv"), lambda tmp: frame.to_csv(tmp, index=False))
     baseline = {k: refusal_score(v, lm.info.refusal_tokens).mean().item() for k, v in val.base_logits.items()}
     all_lams = sorted({float(x) for x in frame.loc[frame.vector == "false", "lam"]}, reverse=True)
-    write_json(sweep_json, {"config": {**asdict(config), "lams": all_lams}, "validation": val.counts,
-                            "baseline_refusal_score": baseline, "model": lm.info.to_dict(), **provenance()})
+    write_json(run.file("sweep.json"), {"config": {**settings_record(config, rule), "lams": all_lams},
+                                        "n_layers": grids.n_layers, "validation": val.counts,
+                                        "baseline_refusal_score": baseline, "model": lm.info.to_dict(),
+                                        **provenance()})
     return frame
 
 
-def read_sweep(path) -> pd.DataFrame:
-    """`sweep.csv` as written (the `vector` column holds the strings "true"/"false", not booleans)."""
-    frame = pd.read_csv(path, dtype={"vector": str, "stage": str, "filter_reason": str}, keep_default_na=False,
-                        na_values={c: [""] for c in COLUMNS if c not in ("vector", "stage", "filter_reason")})
-    frame["kept"] = frame["kept"].astype(str) == "True"
-    return frame
+def read_sweep(run: RunDir) -> pd.DataFrame:
+    """The run's `sweep.csv`, checked (the `vector` column holds the strings "true"/"false", not booleans)."""
+    return run.read_csv("sweep.csv", columns=COLUMNS, text_columns=TEXT_COLUMNS)
 
 
-def write_frame(run: RunDir, frame: pd.DataFrame) -> None:
-    atomic_write(run.file("sweep.csv"), lambda tmp: frame.to_csv(tmp, index=False))
+def _is_done(lm: LoadedModel, run: RunDir, config) -> bool:
+    if not (run.file("sweep.csv").exists() and run.file("sweep.json").exists()):
+        return False
+    recorded = run.read_json("sweep.json", keys=("config",))["config"]
+    return (same_settings(recorded, config.sweep, config.select)
+            and set(map(float, config.sweep.lams)) <= set(map(float, recorded.get("lams", []))))
+
+
+def _run(lm: LoadedModel, run: RunDir, config) -> str:
+    frame = run_sweep(lm, run, config.sweep, config.select)
+    return (f"{int((frame.stage == 'full').sum())} candidates fully scored, "
+            f"{int((frame.stage == 'screened').sum())} screened out, {int((frame.stage == 'skipped').sum())} skipped")
+
+
+STAGE = Stage("sweep", inputs=("candidates.json", "candidates.safetensors"), outputs=("sweep.csv", "sweep.json"),
+              run=_run, is_done=_is_done)

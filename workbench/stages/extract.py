@@ -1,8 +1,6 @@
 """Step 1–3 of the method: mean residual activations at every layer and EOI position, the paper's refusal-score
 filter of training prompts, and the true/false refusal candidate grids."""
 
-from __future__ import annotations
-
 from dataclasses import asdict, dataclass
 
 import torch
@@ -15,9 +13,11 @@ from transformer_lens.utilities import get_act_name
 from workbench.data import load_prompts
 from workbench.errors import WorkbenchError
 from workbench.io import atomic_write, write_json
+from workbench.method.grids import CandidateGrids
+from workbench.method.refusal_math import add_to_sum, mean_difference, refusal_score
 from workbench.models.loader import LoadedModel
-from workbench.refusal_math import add_to_sum, mean_difference, refusal_score
-from workbench.run_dir import RunDir, provenance
+from workbench.stages.base import Stage, jsonable
+from workbench.stages.run_dir import RunDir, provenance
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,12 @@ class ExtractConfig:
     """The paper's filter: keep harmful/pseudo-harmful prompts with refusal score > 0, harmless ones with < 0."""
     batch_size: int = 32
     """Prompts per forward pass."""
+
+    def validate(self) -> None:
+        if self.n_train is not None and self.n_train < 1:
+            raise WorkbenchError(f"extract n_train must be at least 1 (or None for all), got {self.n_train}")
+        if self.batch_size < 1:
+            raise WorkbenchError(f"extract batch_size must be at least 1, got {self.batch_size}")
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,7 @@ def mean_activations(
 
 def extract(lm: LoadedModel, config: ExtractConfig, run: RunDir) -> dict:
     """Write `candidates.safetensors` (raw true/false refusal grids, means) and `candidates.json`."""
+    config.validate()
     sets = {"harmful": config.harmful, "harmless": config.harmless, "pseudo_harmful": config.pseudo_harmful}
     rules = {"harmful": "refuses", "harmless": "complies", "pseudo_harmful": "refuses"}
     means: dict[str, MeanResult] = {}
@@ -122,9 +129,35 @@ def extract(lm: LoadedModel, config: ExtractConfig, run: RunDir) -> dict:
     return record
 
 
-def load_candidates(run: RunDir) -> dict[str, Tensor]:
-    from safetensors.torch import load_file
+def load_candidates(run: RunDir) -> CandidateGrids:
+    """The run's candidate grids, checked against `candidates.json` (positions, layers, width)."""
+    record = run.read_json("candidates.json", keys=("positions", "model"))
+    tensors = run.read_tensors("candidates.safetensors", keys=("true_refusal", "false_refusal"))
+    true, false = tensors["true_refusal"], tensors["false_refusal"]
+    expected = (len(record["positions"]), record.get("n_layers", true.shape[1] if true.ndim == 3 else -1),
+                record.get("d_model", true.shape[-1]))
+    for name, grid in (("true_refusal", true), ("false_refusal", false)):
+        if tuple(grid.shape) != expected:
+            raise run.corrupted("candidates.safetensors", f"{name} has shape {tuple(grid.shape)}, candidates.json "
+                                f"says {expected} (positions, layers, d_model)")
+    means = {k.removeprefix("mean_"): v for k, v in tensors.items() if k.startswith("mean_")}
+    return CandidateGrids(true, false, [int(p) for p in record["positions"]], means)
 
-    run.require("candidates.json")
-    return load_file(str(run.require("candidates.safetensors")))
 
+
+def _is_done(lm: LoadedModel, run: RunDir, config) -> bool:
+    if not (run.file("candidates.json").exists() and run.file("candidates.safetensors").exists()):
+        return False
+    record = run.read_json("candidates.json", keys=("config", "model"))
+    return (record["config"] == jsonable(asdict(config.extract))
+            and record["model"].get("fingerprint") == lm.info.fingerprint)
+
+
+def _run(lm: LoadedModel, run: RunDir, config) -> str:
+    record = extract(lm, config.extract, run)
+    counts = ", ".join(f"{k} {v['kept']}/{v['total']}" for k, v in record["prompt_counts"].items())
+    return f"candidate grids from {counts} prompts (kept/total)"
+
+
+STAGE = Stage("extract", inputs=(), outputs=("candidates.json", "candidates.safetensors"), run=_run,
+              is_done=_is_done)

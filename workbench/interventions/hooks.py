@@ -6,7 +6,8 @@
 - `Combined(parts)`: several at once (the paper's "ablate w' and add α·r"); `BASELINE` is the empty combination.
 
 `applied(lm, intervention)` is a context manager that always removes its hooks, also on error. The same objects
-are baked into weights by `workbench.weight_edit` (ablation exactly; addition as a forward pre-hook on the block).
+are baked into weights by `workbench.interventions.weight_edit` (ablation exactly; addition as a forward pre-hook
+on the block).
 
 The low-level `ablation_hooks` accepts one direction per batch row `[batch, d_model]`, which lets the sweep score
 many candidates in one forward pass.
@@ -25,7 +26,7 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from workbench.errors import WorkbenchError
-from workbench.refusal_math import unit
+from workbench.method.refusal_math import unit
 
 Hook = tuple[str, Callable]
 ABLATION_SITES = ("resid_pre", "attn_out", "mlp_out")

@@ -12,8 +12,8 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from workbench.errors import WorkbenchError
+from workbench.method.refusal_math import unit
 from workbench.models.loader import LoadedModel
-from workbench.refusal_math import unit
 
 
 def projections(

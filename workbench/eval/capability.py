@@ -8,29 +8,22 @@ log-likelihood for `acc` and per-byte for `acc_norm`), so numbers are comparable
 checkpoint (`workbench export --run DIR --lam λ`) runs in lm-eval unchanged.
 
 Every scorer takes `forward(input_ids, attention_mask) -> logits`; sequences are right-padded, so no position
-shifts. Writes `capability.csv` (`task`, `intervention`, `metric`, `value`, `n`), resumable per (task, intervention).
+shifts. The capability stage (`workbench.stages.capability`) runs these under each intervention.
 """
 
-from __future__ import annotations
-
-import json
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from workbench.chat import pad_token_rows
 from workbench.data import MultipleChoice, load_dataset
 from workbench.errors import WorkbenchError
-from workbench.io import atomic_write, write_json
-from workbench.models.loader import LoadedModel
-from workbench.run_dir import RunDir
-from workbench.scoring import keep_last_logits_kwargs, windowed_perplexity
+from workbench.eval.scoring import keep_last_logits_kwargs, windowed_perplexity
+from workbench.models.chat import pad_token_rows
 
 Forward = Callable[[Int[Tensor, "batch seq"], Int[Tensor, "batch seq"]], Float[Tensor, "batch seq vocab"]]
 LastLogits = Callable[[Sequence[list[int]]], Float[Tensor, "batch vocab"]]
@@ -56,6 +49,17 @@ class CapabilityConfig:
     """ARC-Challenge test questions, a seeded sample."""
     batch_size: int = 8
     seed: int = 0
+
+    def validate(self) -> None:
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown:
+            raise WorkbenchError(f"unknown capability task {unknown[0]!r} (known: {', '.join(TASKS)})")
+        for name in ("perplexity_tokens", "window", "mmlu_shots", "batch_size"):
+            if getattr(self, name) < (0 if name == "mmlu_shots" else 1):
+                raise WorkbenchError(f"capability {name} must be at least 1, got {getattr(self, name)}")
+        for name in ("mmlu_n", "arc_n"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise WorkbenchError(f"capability {name} must be ≥ 0 (0 or None: all), got {getattr(self, name)}")
 
 
 def mmlu_prompt(question: MultipleChoice, shots: Sequence[MultipleChoice]) -> str:
@@ -178,49 +182,4 @@ def plain_forward(model) -> Forward:
 
     return forward
 
-
-def measure_capability(lm: LoadedModel, run: RunDir, config: CapabilityConfig, progress: bool = True) -> pd.DataFrame:
-    """Score every (task, intervention) not yet in `capability.csv` with the same settings; returns the table."""
-    from workbench.evaluation import build_interventions, choose, parse_name, signature
-    from workbench.export import plain_hf_model
-    from workbench.interventions import Addition
-    from workbench.weight_edit import edited
-
-    for task in config.tasks:
-        if task not in TASKS:
-            raise WorkbenchError(f"unknown capability task {task!r} (known: {', '.join(TASKS)})")
-    run.check_model(lm.info.fingerprint, lm.info.name)
-    # α values named in the requested interventions (`actadd_true_a<α>`, alone or combined)
-    alphas = tuple(dict.fromkeys(a for n in config.interventions or () if (a := parse_name(n)[1]) is not None))
-    items = build_interventions(run, lm.info.fingerprint, lm.info.d_model, alphas=alphas)
-    if config.interventions is None:
-        items = [i for i in items if not any(isinstance(p, Addition) for p in i.intervention.parts)]
-    else:
-        items = choose(items, config.interventions)
-    table_path, meta_path = run.file("capability.csv"), run.file("capability.meta.json")
-    table = pd.read_csv(table_path) if table_path.exists() else pd.DataFrame(
-        columns=["task", "intervention", "metric", "value", "n"])
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    settings = {k: v for k, v in asdict(config).items() if k not in ("tasks", "interventions")}
-    plain = None
-    for item in items:
-        for task in config.tasks:
-            key = f"{task}/{item.name}"
-            wanted = {"signature": signature(item.intervention), **settings}
-            if meta.get(key) == json.loads(json.dumps(wanted)):
-                continue
-            if plain is None:
-                plain = plain_hf_model(lm)
-            with edited(plain, item.intervention):
-                rows = score_task(task, plain_forward(plain), lm.tokenizer, config, progress,
-                                  plain_last_logits(plain, lm.tokenizer.pad_token_id or 0))
-            table = table[~((table.task == task) & (table.intervention == item.name))]
-            table = pd.concat([table, pd.DataFrame([{"task": task, "intervention": item.name, **r} for r in rows])],
-                              ignore_index=True)
-            meta[key] = wanted
-            atomic_write(table_path, lambda tmp, t=table: t.to_csv(tmp, index=False))
-            write_json(meta_path, meta)
-            print(f"[capability] {task} · {item.name}: "
-                  + ", ".join(f"{r['metric']} {r['value']:.4g} (n={r['n']})" for r in rows))
-    return table
 

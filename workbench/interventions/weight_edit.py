@@ -22,8 +22,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench.errors import WorkbenchError
-from workbench.interventions import Ablation, Addition, Intervention
-from workbench.refusal_math import orthogonalize_embedding, orthogonalize_output_matrix, unit
+from workbench.interventions.hooks import Ablation, Addition, Intervention
+from workbench.method.refusal_math import orthogonalize_embedding, orthogonalize_output_matrix, unit
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def layout_of(model: torch.nn.Module) -> ResidualWriters:
         raise WorkbenchError(
             f"weight orthogonalization is not mapped for architecture {model_type!r} "
             f"(known: {', '.join(sorted(WEIGHT_LAYOUTS))}); use hook interventions, or add its residual writers to "
-            "workbench.weight_edit.WEIGHT_LAYOUTS"
+            "workbench.interventions.weight_edit.WEIGHT_LAYOUTS"
         )
     return WEIGHT_LAYOUTS[model_type]
 

@@ -1,12 +1,7 @@
 """`workbench evaluate`: greedy completions under each intervention on the paper's benchmarks, judged, with
-bootstrap confidence intervals; resumable per (dataset, intervention).
+Wilson 95% intervals; resumable per (dataset, intervention).
 
-Interventions come from a run directory's selection (`selection.json`, `directions/`):
-- `baseline`: nothing;
-- `ablate_false_lam<λ>`: ablate the selected w' at each selected λ;
-- `ablate_false_raw`: ablate raw w at the reference cell (the selection with the largest λ);
-- `ablate_true`: ablate r, the Arditi true-refusal selection if the rule found one, else r at the reference cell;
-- `actadd_true_a<α>`: add α·r (raw) at r's layer, and `ablate_false_lam<λ>+actadd_true_a<α>` for every λ, α.
+Interventions are the run's named catalogue (`workbench.interventions.catalogue`).
 Generation runs on a plain transformers copy of the model with the intervention baked in (`weight_edit.edited`):
 exact for ablations (weight orthogonalization), a block pre-hook for additions.
 
@@ -15,35 +10,24 @@ Artifacts: `completions/<dataset>/<intervention>.jsonl` (`instruction`, `categor
 `interventions.json`, and `judge_agreement.csv` when a second judge ran.
 """
 
-from __future__ import annotations
-
-import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from workbench.data import get_spec, load_dataset
+from workbench.data import DATASET_GROUPS, get_spec, load_dataset
 from workbench.errors import WorkbenchError
-from workbench.generation import plain_greedy_generate
-from workbench.interventions import BASELINE, Ablation, Addition, Combined, Intervention
+from workbench.eval.generation import plain_greedy_generate
+from workbench.eval.judge import Judge, SubstringJudge, agreement_table
+from workbench.eval.stats import wilson_interval
+from workbench.interventions.catalogue import NamedIntervention, build_interventions, choose, signature
 from workbench.io import atomic_write, write_json, write_jsonl
-from workbench.judge import Judge, SubstringJudge, agreement_table
 from workbench.models.loader import LoadedModel
-from workbench.run_dir import RunDir
-from workbench.stats import bootstrap_ci
+from workbench.stages.base import Stage, never_done
+from workbench.stages.run_dir import RunDir
 
-DATASET_GROUPS = {
-    "or_bench_hard_test": "over-refusal",
-    "xstest_refused": "over-refusal",
-    "xstest_safe": "over-refusal",
-    "oktest_100": "over-refusal",
-    "harmful_test": "harmful",
-    "jailbreakbench": "harmful",
-    "xstest_unsafe": "harmful",
-}
 DEFAULT_DATASETS = tuple(DATASET_GROUPS)
 
 
@@ -63,105 +47,19 @@ class EvalConfig:
     """Greedy tokens per completion (the paper uses 512; 64 keeps CPU runs short and the judge's verdicts stable)."""
     batch_size: int = 32
     """Prompts per generation batch."""
-    n_bootstrap: int = 1000
-    """Bootstrap resamples for the 95% interval of each compliance rate."""
-    seed: int = 0
-    """Seeds the bootstrap."""
+    ci_level: float = 0.95
+    """Confidence level of each compliance rate's Wilson interval."""
 
-
-@dataclass(frozen=True, eq=False)
-class NamedIntervention:
-    name: str
-    intervention: Intervention
-    description: dict = field(default_factory=dict)
-
-
-def lam_name(lam: float) -> str:
-    return f"ablate_false_lam{float(lam)}"
-
-
-def alpha_name(alpha: float) -> str:
-    return f"actadd_true_a{float(alpha)}"
-
-
-def parse_name(name: str) -> tuple[float | None, float | None]:
-    """(λ of an ablated w′, α of an added r) named by an intervention (None where absent); inverse of the above."""
-    lam = alpha = None
-    for part in name.split("+"):
-        if part.startswith("ablate_false_lam"):
-            lam = float(part.removeprefix("ablate_false_lam"))
-        elif part.startswith("actadd_true_a"):
-            alpha = float(part.removeprefix("actadd_true_a"))
-    return lam, alpha
-
-
-def signature(intervention: Intervention) -> str:
-    """A content hash of an intervention (directions, layers, coefficients): completions are reused only if equal."""
-    digest = hashlib.sha256()
-    for part in intervention.parts:
-        if isinstance(part, Ablation):
-            digest.update(b"ablate")
-            digest.update(part.direction.detach().float().cpu().numpy().tobytes())
-        else:
-            digest.update(f"add:{part.layer}:{part.coeff!r}".encode())
-            digest.update(part.vector.detach().float().cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def build_interventions(
-    run: RunDir, fingerprint: str, d_model: int, alphas: tuple[float, ...]
-) -> list[NamedIntervention]:
-    """Every intervention a run directory defines (see the module docstring)."""
-    from safetensors import safe_open
-
-    from workbench.selection import load_direction
-
-    selection = run.read_json("selection.json")
-    if not selection["selections"]:
-        raise WorkbenchError(f"{run.file('selection.json')} has no selections: nothing to evaluate")
-    out = [NamedIntervention("baseline", BASELINE, {"kind": "baseline"})]
-    ablations = {}
-    for s in selection["selections"]:
-        direction, meta = load_direction(run.file(s["direction_file"]), fingerprint, d_model)
-        name = lam_name(s["lam"])
-        ablations[float(s["lam"])] = Ablation(direction, name)
-        out.append(NamedIntervention(name, ablations[float(s["lam"])],
-                                     {"kind": "ablate_false", "lam": float(s["lam"]), "pos": int(s["pos"]),
-                                      "layer": int(s["layer"]), "file": s["direction_file"]}))
-    reference = max(selection["selections"], key=lambda s: float(s["lam"]))
-    with safe_open(str(run.file(reference["direction_file"])), "pt") as f:
-        raw_false, raw_true = f.get_tensor("raw_false"), f.get_tensor("raw_true")
-    cell = {"pos": int(reference["pos"]), "layer": int(reference["layer"])}
-    out.append(NamedIntervention("ablate_false_raw", Ablation(raw_false, "ablate_false_raw"),
-                                 {"kind": "ablate_false_raw", **cell, "file": reference["direction_file"]}))
-    true_file = run.file("directions/true.safetensors")
-    if true_file.exists():
-        _, meta = load_direction(true_file, fingerprint, d_model)
-        with safe_open(str(true_file), "pt") as f:
-            r = f.get_tensor("raw_true")
-        r_cell, r_source = {"pos": int(meta["pos"]), "layer": int(meta["layer"])}, "Arditi selection (true.safetensors)"
-    else:
-        r, r_cell, r_source = raw_true, cell, "r at the reference cell (the Arditi rule selected no true direction)"
-    out.append(NamedIntervention("ablate_true", Ablation(r, "ablate_true"),
-                                 {"kind": "ablate_true", **r_cell, "source": r_source}))
-    for alpha in alphas:
-        add = Addition(r, r_cell["layer"], float(alpha), alpha_name(alpha))
-        out.append(NamedIntervention(alpha_name(alpha), add,
-                                     {"kind": "actadd_true", "alpha": float(alpha), **r_cell, "source": r_source}))
-        for lam, ablation in ablations.items():
-            out.append(NamedIntervention(f"{lam_name(lam)}+{alpha_name(alpha)}", Combined((ablation, add)),
-                                         {"kind": "ablate_false+actadd_true", "lam": lam, "alpha": float(alpha)}))
-    return out
-
-
-def choose(items: list[NamedIntervention], names: tuple[str, ...] | None) -> list[NamedIntervention]:
-    if names is None:
-        return items
-    known = {i.name: i for i in items}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise WorkbenchError(f"unknown intervention(s) {', '.join(unknown)}; this run defines: {', '.join(known)}")
-    return [known[n] for n in names]
+    def validate(self) -> None:
+        if not self.datasets:
+            raise WorkbenchError("evaluate: give at least one dataset")
+        for name in ("max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise WorkbenchError(f"evaluate {name} must be at least 1, got {getattr(self, name)}")
+        if self.limit is not None and self.limit < 1:
+            raise WorkbenchError(f"evaluate limit must be at least 1 (or None for all), got {self.limit}")
+        if not 0 < self.ci_level < 1:
+            raise WorkbenchError(f"evaluate ci_level must be in (0, 1), got {self.ci_level}")
 
 
 def _paths(run: RunDir, dataset: str, name: str) -> tuple[Path, Path]:
@@ -176,18 +74,25 @@ def _settings(item: NamedIntervention, config: EvalConfig, n: int, judges: list[
 
 def _done(run: RunDir, dataset: str, settings: dict) -> bool:
     data, meta = _paths(run, dataset, settings["intervention"])
-    return data.exists() and meta.exists() and json.loads(meta.read_text()) == settings
+    if not (data.exists() and meta.exists()):
+        return False
+    try:
+        return json.loads(meta.read_text(encoding="utf-8")) == settings
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False  # a damaged sidecar: generate this pair again
 
 
 def evaluate(lm: LoadedModel, run: RunDir, config: EvalConfig, judges: list[Judge] | None = None,
              progress: bool = True) -> pd.DataFrame:
     """Generate, judge and summarize; finished (dataset, intervention) pairs with equal settings are skipped."""
-    from workbench.export import plain_hf_model
-    from workbench.weight_edit import edited
+    from workbench.interventions.export import plain_hf_model
+    from workbench.interventions.weight_edit import edited
 
+    config.validate()
     run.check_model(lm.info.fingerprint, lm.info.name)
     judges = [SubstringJudge(), *(judges or [])]
-    items = choose(build_interventions(run, lm.info.fingerprint, lm.info.d_model, config.alphas),
+    selection = run.read_json("selection.json", keys=("selections",))
+    items = choose(build_interventions(selection, run.path, lm.info.fingerprint, lm.info.d_model, config.alphas),
                    config.interventions)
     write_json(run.file("interventions.json"),
                {i.name: {**i.description, "signature": signature(i.intervention)} for i in items})
@@ -236,11 +141,19 @@ def read_completions(run: RunDir) -> pd.DataFrame:
         data = meta_path.with_name(meta_path.name.removesuffix(".meta.json") + ".jsonl")
         if not data.exists():
             continue
-        frame = pd.read_json(data, lines=True)
+        name = str(data.relative_to(run.path))
+        try:
+            frame = pd.read_json(data, lines=True)
+            intervention = json.loads(meta_path.read_text(encoding="utf-8"))["intervention"]
+        except (ValueError, KeyError, UnicodeDecodeError) as exc:
+            raise run.corrupted(name, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                                ) from None
         if frame.empty:
             continue
+        if "refused" not in frame:
+            raise run.corrupted(name, "no 'refused' column")
         frame["dataset"] = meta_path.parent.name
-        frame["intervention"] = json.loads(meta_path.read_text())["intervention"]
+        frame["intervention"] = intervention
         frames.append(frame)
     if not frames:
         raise WorkbenchError(f"{run.path} has no completions: run `workbench evaluate --run {run.path}` first")
@@ -254,7 +167,7 @@ def summarize(run: RunDir, config: EvalConfig = EvalConfig()) -> pd.DataFrame:
     rows, categories = [], []
     for (dataset, name), group in frame.groupby(["dataset", "intervention"], sort=True):
         complied = (~group.refused.astype(bool)).to_numpy()
-        low, high = bootstrap_ci(complied, config.n_bootstrap, seed=config.seed)
+        low, high = wilson_interval(int(complied.sum()), len(complied), config.ci_level)
         row = {"dataset": dataset, "intervention": name, "n": len(group), "compliance_rate": float(complied.mean()),
                "ci_low": low, "ci_high": high, "group": DATASET_GROUPS.get(dataset, "other")}
         for column in judge_columns:
@@ -275,11 +188,11 @@ def summarize(run: RunDir, config: EvalConfig = EvalConfig()) -> pd.DataFrame:
     return result
 
 
-def table1(evaluation: pd.DataFrame, lam: float = 1.0) -> pd.DataFrame:
-    """The paper's Table 1 contrast: compliance per dataset under baseline, w' (λ), raw w and r ablation."""
-    names = ["baseline", lam_name(lam), "ablate_false_raw", "ablate_true"]
-    present = [n for n in names if n in set(evaluation.intervention)]
-    wide = evaluation.pivot(index="dataset", columns="intervention", values="compliance_rate")[present]
-    order = [d for d in DATASET_GROUPS if d in wide.index] + [d for d in wide.index if d not in DATASET_GROUPS]
-    return wide.loc[order]
+def _run(lm: LoadedModel, run: RunDir, config) -> str:
+    frame = evaluate(lm, run, config.evaluate)
+    return f"{len(frame)} (dataset, intervention) rates -> {run.file('evaluation.csv')}"
 
+
+STAGE = Stage("evaluate", inputs=("selection.json", "directions/"),
+              outputs=("evaluation.csv", "evaluation_categories.csv", "interventions.json", "completions/"),
+              run=_run, is_done=never_done, resumes=True)

@@ -69,23 +69,14 @@ d_model {info.d_model}); workbench fingerprint `{info.fingerprint}`.
 """
 
 
-def selected_direction_file(run, lam: float) -> Path:
-    """The direction file of the selection at `lam` in a run directory (a clear error when λ was not selected)."""
-    selection = run.read_json("selection.json")
-    for s in selection["selections"]:
-        if abs(float(s["lam"]) - float(lam)) < 1e-9:
-            return run.file(s["direction_file"])
-    lams = ", ".join(str(s["lam"]) for s in selection["selections"])
-    raise WorkbenchError(f"{run.path} has no selected direction at λ={lam} (selected: {lams or 'none'})")
+def export_edited(lm: LoadedModel, direction_file: str | Path, out_dir: str | Path, force: bool = False) -> Path:
+    """Export `lm` with a selected direction (`directions/lam_<λ>.safetensors`) orthogonalized out of its weights
+    (token embedding, attention and MLP outputs), with a model card naming the direction, position, layer, λ and
+    source run."""
+    from workbench.interventions.directions import load_direction
+    from workbench.interventions.weight_edit import orthogonalize_weights_
 
-
-def export_edited(lm: LoadedModel, run, lam: float, out_dir: str | Path, force: bool = False) -> Path:
-    """Export `lm` with the run's λ direction orthogonalized out of its weights (token embedding, attention and MLP
-    outputs), with a model card naming the direction, position, layer, λ and source run."""
-    from workbench.selection import load_direction
-    from workbench.weight_edit import orthogonalize_weights_
-
-    path = selected_direction_file(run, lam)
+    path = Path(direction_file)
     direction, meta = load_direction(path, lm.info.fingerprint, lm.info.d_model)
     hf = plain_hf_model(lm)
     orthogonalize_weights_(hf, direction)
@@ -93,7 +84,7 @@ def export_edited(lm: LoadedModel, run, lam: float, out_dir: str | Path, force: 
 ## Edit: false-refusal direction ablated by weight orthogonalization
 The unit direction ŵ' (partial orthogonalization of the false-refusal vector w against the true-refusal vector r,
 λ = {meta.get('lam')}) taken at EOI position {meta.get('pos')}, layer {meta.get('layer')} of run
-`{Path(run.path).resolve()}` (`{path.name}`) has been projected out of every matrix that writes into the
+`{meta.get('run')}` (`{path.name}`) has been projected out of every matrix that writes into the
 residual stream: W ← W − ŵ'ŵ'ᵀW for the token embedding, every attention output and every MLP output (the
 unembedding was untied first where tied). The checkpoint is equivalent to ablating the direction with hooks at
 every layer and position (Wang et al., ICLR 2025; Arditi et al., 2024) and runs in plain transformers, vLLM and

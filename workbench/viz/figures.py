@@ -1,15 +1,13 @@
-"""The paper's figures as library functions over a run directory's tables (the CLI and notebooks call these).
+"""The paper's figures as library functions over a run's tables (the figures stage and the notebooks call these).
 
 - `sweep_heatmaps` (Fig. 4): layer × position heatmaps of a sweep score for the true candidates and the false ones
   at several λ, the selected candidate marked;
 - `responses_table` / `responses_figure` (Fig. 2): responses to chosen prompts across λ;
 - `lambda_tradeoff` (Fig. 3): compliance on over-refusal and harmful sets, and capability, against λ;
 - `alpha_lambda_grid` (Fig. 5): harmful compliance over α × λ, cells at least as safe as baseline outlined;
-- `evaluation.table1` (Table 1) is a DataFrame.
+- `table1` (Table 1): a DataFrame of compliance under baseline, w′, raw w and r ablation.
 Each returns a plotly figure; `save_figure` writes interactive HTML (and PNG when a static exporter is available).
 """
-
-from __future__ import annotations
 
 from pathlib import Path
 
@@ -17,8 +15,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from workbench.errors import WorkbenchError
-from workbench.evaluation import parse_name
+from workbench.data import DATASET_GROUPS
+from workbench.interventions.catalogue import lam_name, parse_name
 from workbench.io import atomic_write
 
 METRIC_LABELS = {
@@ -107,7 +105,7 @@ def _lam_of(name: str) -> float | None:
 
 
 def lambda_tradeoff(evaluation: pd.DataFrame, capability: pd.DataFrame | None = None) -> go.Figure:
-    """Fig. 3: compliance rate (with 95% bootstrap bars) against λ per dataset, baselines dotted; with a capability
+    """Fig. 3: compliance rate (with 95% Wilson bars) against λ per dataset, baselines dotted; with a capability
     table, a third panel: MMLU / ARC accuracy and WikiText-2 perplexity relative to baseline, against λ."""
     rows = evaluation.assign(lam=evaluation.intervention.map(_lam_of)).dropna(subset=["lam"])
     titles = ["over-refusal sets (higher is better)", "harmful sets (lower is safer)"]
@@ -220,36 +218,11 @@ def save_figure(fig: go.Figure, path: str | Path) -> list[Path]:
     return written
 
 
-def run_figures(run, out_dir: str | Path | None = None) -> list[Path]:
-    """Every figure a run directory's artifacts allow, written to `out_dir` (default: the run's `figures/`)."""
-    import json
+def table1(evaluation: pd.DataFrame, lam: float = 1.0) -> pd.DataFrame:
+    """The paper's Table 1 contrast: compliance per dataset under baseline, w' (λ), raw w and r ablation."""
+    names = ["baseline", lam_name(lam), "ablate_false_raw", "ablate_true"]
+    present = [n for n in names if n in set(evaluation.intervention)]
+    wide = evaluation.pivot(index="dataset", columns="intervention", values="compliance_rate")[present]
+    order = [d for d in DATASET_GROUPS if d in wide.index] + [d for d in wide.index if d not in DATASET_GROUPS]
+    return wide.loc[order]
 
-    from workbench.evaluation import table1
-    from workbench.sweep import read_sweep
-
-    out = Path(out_dir) if out_dir is not None else run.file("figures")
-    written: list[Path] = []
-    if run.file("sweep.csv").exists():
-        selection = json.loads(run.file("selection.json").read_text()) if run.file("selection.json").exists() else None
-        written += save_figure(sweep_heatmaps(read_sweep(run.file("sweep.csv")), selection), out / "fig4_sweep")
-    if run.file("evaluation.csv").exists():
-        from workbench.evaluation import read_completions
-
-        evaluation = pd.read_csv(run.file("evaluation.csv"))
-        capability = pd.read_csv(run.file("capability.csv")) if run.file("capability.csv").exists() else None
-        written += save_figure(lambda_tradeoff(evaluation, capability), out / "fig3_lambda")
-        try:
-            completions = read_completions(run)
-        except WorkbenchError:  # rates without completion files (copied tables): no responses table
-            completions = pd.DataFrame(columns=["dataset"])
-        over = [d for d in ("xstest_safe", "or_bench_hard_test", "xstest_refused") if d in set(completions.dataset)]
-        if over:
-            responses = responses_table(completions, over[0])
-            written += save_figure(responses_figure(responses, f"Responses across λ on {over[0]} (Fig. 2)"),
-                                   out / "fig2_responses")
-        written += save_figure(alpha_lambda_grid(evaluation), out / "fig5_alpha_lambda")
-        table = table1(evaluation)
-        written.append(atomic_write(out / "table1.csv", lambda tmp: table.to_csv(tmp)))
-    if not written:
-        raise WorkbenchError(f"{run.path} has neither sweep.csv nor evaluation.csv: run `workbench run` first")
-    return written

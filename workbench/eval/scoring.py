@@ -12,8 +12,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from workbench.errors import WorkbenchError
+from workbench.method.refusal_math import refusal_score
 from workbench.models.loader import LoadedModel
-from workbench.refusal_math import refusal_score
 
 
 def keep_last_logits_kwargs(hf_model) -> dict:
@@ -111,7 +111,7 @@ def ablated_last_logits(
     group's ablation, and its KV cache is reused by the group's prompts (equal to running every prompt in full).
     Returns None when the tokenizer does not split the prompts exactly at the prefix.
     """
-    from workbench.interventions import ablation_hooks
+    from workbench.interventions.hooks import ablation_hooks
 
     suffix = lm.chat.tokenize_after_prefix(prompts, device=lm.device)
     if suffix is None or len(prompts) != group_size * directions.shape[0]:

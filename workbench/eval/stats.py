@@ -1,0 +1,52 @@
+"""Small statistics, pure: intervals for compliance rates and for differences between interventions.
+
+- `wilson_interval`: the Wilson score interval of a binomial rate k/n. Unlike the percentile bootstrap it has close
+  to nominal coverage at small n and is not zero-width at 0/n or n/n (the bootstrap of 24 prompts all refused is
+  [0, 0]; Wilson gives [0, 0.138]). Compliance rates in `evaluation.csv` use it.
+- `bootstrap_ci`: the percentile bootstrap of a mean, for statistics without a closed form (e.g. the paired
+  difference of two interventions' compliance on the same prompts, `paired_difference_ci`).
+"""
+
+import math
+from collections.abc import Sequence
+from statistics import NormalDist
+
+import numpy as np
+
+
+def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of the rate successes/n at confidence `level`."""
+    if n <= 0:
+        raise ValueError("an interval of an empty sample")
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be in [0, n], got {successes} of {n}")
+    z = NormalDist().inv_cdf(1 - (1 - level) / 2)
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    # At k = 0 or n the bound is exactly 0 or 1 (rounding can leave 1e-17).
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
+
+
+def bootstrap_ci(outcomes: Sequence[bool | float], n_resamples: int = 1000, level: float = 0.95,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `outcomes` (resampled with replacement, seeded)."""
+    values = np.asarray(outcomes, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("bootstrap of an empty sample")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, size=(n_resamples, values.size))].mean(axis=1)
+    tail = (1 - level) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+
+
+def paired_difference_ci(a: Sequence[bool | float], b: Sequence[bool | float], n_resamples: int = 1000,
+                         level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Bootstrap interval of mean(a) − mean(b) for outcomes on the same prompts (resampled as pairs)."""
+    if len(a) != len(b):
+        raise ValueError(f"paired outcomes of different lengths: {len(a)} and {len(b)}")
+    diffs = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    return bootstrap_ci(diffs, n_resamples, level, seed)

@@ -1,0 +1,67 @@
+"""Candidate grids: the raw true-refusal (r) and false-refusal (w) vectors at every (EOI position, layer), and the
+unit directions the sweep ablates. Pure tensors, no I/O (the extract stage writes and reads them)."""
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from workbench.method.refusal_math import partial_orthogonalize, unit
+
+Grid = Float[Tensor, "n_pos n_layer d_model"]
+
+
+@dataclass(frozen=True)
+class CandidateGrids:
+    """r = μ(harmful) − μ(harmless) and w = μ(pseudo-harmful) − μ(harmless) at every (position, layer), with the
+    class means they came from (`means`: "harmful", "harmless", "pseudo_harmful"; may be empty)."""
+
+    true_refusal: Float[Tensor, "n_pos n_layer d_model"]
+    false_refusal: Float[Tensor, "n_pos n_layer d_model"]
+    positions: list[int]
+    """EOI positions as negative offsets, one per row of the grid (e.g. [-6, ..., -1])."""
+    means: dict[str, Tensor] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.true_refusal.shape != self.false_refusal.shape:
+            raise ValueError(f"true and false grids differ in shape: {tuple(self.true_refusal.shape)} vs "
+                             f"{tuple(self.false_refusal.shape)}")
+        if len(self.positions) != self.true_refusal.shape[0]:
+            raise ValueError(f"{len(self.positions)} positions for a grid of {self.true_refusal.shape[0]} rows")
+
+    @property
+    def n_pos(self) -> int:
+        return self.true_refusal.shape[0]
+
+    @property
+    def n_layers(self) -> int:
+        return self.true_refusal.shape[1]
+
+    @property
+    def d_model(self) -> int:
+        return self.true_refusal.shape[2]
+
+    def raw(self, vector: str) -> Grid:
+        """The raw grid of "true" (r) or "false" (w)."""
+        return self.true_refusal if vector == "true" else self.false_refusal
+
+    def directions(self, vector: str, lam: float | None = None) -> Grid:
+        """Unit directions for one (vector, λ): r̂ for "true", w'(λ) for "false"."""
+        if vector == "true":
+            return unit(self.true_refusal.to(torch.float64)).float()
+        if lam is None:
+            raise ValueError("a false-refusal direction needs λ")
+        return partial_orthogonalize(self.false_refusal, self.true_refusal, lam)
+
+    def steering_vectors(self, vector: str, lam: float | None = None) -> Grid:
+        """What steering adds: raw r, or w'(λ) rescaled to ‖w‖."""
+        if vector == "true":
+            return self.true_refusal
+        return self.directions("false", lam) * self.false_refusal.norm(dim=-1, keepdim=True)
+
+    def is_zero(self, vector: str, pos_index: int, layer: int) -> bool:
+        """A zero (or non-finite) raw vector: layer 0 at template tokens is the same for every prompt."""
+        norm = float(self.raw(vector)[pos_index, layer].norm())
+        return not math.isfinite(norm) or norm == 0.0

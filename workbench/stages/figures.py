@@ -1,0 +1,70 @@
+"""The figures stage: every figure a run's artifacts allow, drawn by `workbench.viz.figures`, written as HTML (and
+PNG where a static exporter works) into the run's `figures/` (or another folder)."""
+
+from pathlib import Path
+
+import pandas as pd
+
+from workbench.errors import WorkbenchError
+from workbench.io import atomic_write
+from workbench.models.loader import LoadedModel
+from workbench.stages.base import Stage, never_done
+from workbench.stages.run_dir import RunDir
+from workbench.viz.figures import (
+    alpha_lambda_grid,
+    lambda_tradeoff,
+    responses_figure,
+    responses_table,
+    save_figure,
+    sweep_heatmaps,
+    table1,
+)
+
+EVALUATION_COLUMNS = ("dataset", "intervention", "n", "compliance_rate", "ci_low", "ci_high")
+
+
+def sweep_frame(run: RunDir) -> pd.DataFrame:
+    """The rows Fig. 4 draws: `selection.csv` (with the rule's verdicts) where select ran, else `sweep.csv`."""
+    from workbench.stages.select import read_selection
+    from workbench.stages.sweep import read_sweep
+
+    return read_selection(run) if run.file("selection.csv").exists() else read_sweep(run)
+
+
+def run_figures(run: RunDir, out_dir: str | Path | None = None) -> list[Path]:
+    """Every figure a run directory's artifacts allow, written to `out_dir` (default: the run's `figures/`)."""
+    from workbench.stages.evaluate import read_completions
+
+    out = Path(out_dir) if out_dir is not None else run.file("figures")
+    written: list[Path] = []
+    if run.file("sweep.csv").exists():
+        selection = run.read_json("selection.json", keys=("selections",)) if run.file("selection.json").exists() \
+            else None
+        written += save_figure(sweep_heatmaps(sweep_frame(run), selection), out / "fig4_sweep")
+    if run.file("evaluation.csv").exists():
+        evaluation = run.read_csv("evaluation.csv", columns=EVALUATION_COLUMNS)
+        capability = (run.read_csv("capability.csv", columns=("task", "intervention", "metric", "value"))
+                      if run.file("capability.csv").exists() else None)
+        written += save_figure(lambda_tradeoff(evaluation, capability), out / "fig3_lambda")
+        try:
+            completions = read_completions(run)
+        except WorkbenchError:  # rates without completion files (copied tables): no responses table
+            completions = pd.DataFrame(columns=["dataset"])
+        over = [d for d in ("xstest_safe", "or_bench_hard_test", "xstest_refused") if d in set(completions.dataset)]
+        if over:
+            responses = responses_table(completions, over[0])
+            written += save_figure(responses_figure(responses, f"Responses across λ on {over[0]} (Fig. 2)"),
+                                   out / "fig2_responses")
+        written += save_figure(alpha_lambda_grid(evaluation), out / "fig5_alpha_lambda")
+        table = table1(evaluation)
+        written.append(atomic_write(out / "table1.csv", lambda tmp: table.to_csv(tmp)))
+    if not written:
+        raise WorkbenchError(f"{run.path} has neither sweep.csv nor evaluation.csv: run `workbench run` first")
+    return written
+
+
+def _run(lm: LoadedModel, run: RunDir, config) -> str:
+    return f"{len(run_figures(run))} files -> {run.file('figures')}"
+
+
+STAGE = Stage("figures", inputs=(), outputs=("figures/",), run=_run, is_done=never_done, resumes=True)

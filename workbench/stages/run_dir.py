@@ -1,0 +1,140 @@
+"""A run directory: every stage writes its artifacts here (atomically) and later stages and notebooks reload them.
+
+Each artifact records the model fingerprint; a stage refuses a run directory made with another model. Every
+artifact a stage reads is checked when loaded (`read_json`, `read_csv`, `read_tensors`): a missing, corrupted or
+truncated file is a one-line `WorkbenchError` naming the file and the stage command that rewrites it.
+"""
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from workbench import __version__
+from workbench.errors import WorkbenchError
+
+STAGE_COMMANDS = {
+    "extract": "workbench extract --model M --run DIR",
+    "sweep": "workbench sweep --run DIR",
+    "select": "workbench select --run DIR",
+    "evaluate": "workbench evaluate --run DIR",
+    "capability": "workbench capability --run DIR",
+    "figures": "workbench figures --run DIR",
+}
+WRITERS = {
+    "candidates.json": "extract",
+    "candidates.safetensors": "extract",
+    "sweep.csv": "sweep",
+    "sweep.json": "sweep",
+    "selection.json": "select",
+    "selection.csv": "select",
+    "directions/": "select",
+    "evaluation.csv": "evaluate",
+    "interventions.json": "evaluate",
+    "completions/": "evaluate",
+    "capability.csv": "capability",
+    "capability.meta.json": "capability",
+}
+"""Which stage writes each artifact (a trailing / covers a folder)."""
+
+
+def writer_of(name: str) -> str | None:
+    """The stage that writes artifact `name` (a path relative to the run directory)."""
+    if name in WRITERS:
+        return WRITERS[name]
+    for prefix, stage in WRITERS.items():
+        if prefix.endswith("/") and name.startswith(prefix):
+            return stage
+    return None
+
+
+def rewrite_hint(name: str) -> str:
+    stage = writer_of(name)
+    return f"`{STAGE_COMMANDS[stage]}`" if stage else "the stage that makes it"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def require(self, name: str) -> Path:
+        path = self.file(name)
+        if not path.exists():
+            raise WorkbenchError(f"{path} is missing: run {rewrite_hint(name)} first")
+        return path
+
+    def corrupted(self, name: str, problem: str) -> WorkbenchError:
+        """The error for an artifact that exists but cannot be used."""
+        return WorkbenchError(f"{self.file(name)} is corrupted or truncated ({problem}): re-run {rewrite_hint(name)} "
+                              "to rewrite it")
+
+    def read_json(self, name: str, keys: Iterable[str] = ()) -> dict:
+        """A JSON artifact, checked: it parses to an object with every key in `keys`."""
+        path = self.require(name)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise self.corrupted(name, f"not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise self.corrupted(name, f"expected a JSON object, found {type(data).__name__}")
+        missing = [k for k in keys if k not in data]
+        if missing:
+            raise self.corrupted(name, f"no {', '.join(map(repr, missing))}")
+        return data
+
+    def read_csv(self, name: str, columns: Iterable[str] = (), text_columns: Iterable[str] = ()) -> pd.DataFrame:
+        """A CSV artifact, checked: it parses and has every column in `columns`. `text_columns` are read as strings
+        (empty cells stay ""), every other column with empty cells as NaN."""
+        path = self.require(name)
+        columns, text_columns = list(columns), list(text_columns)
+        try:
+            frame = pd.read_csv(path, dtype=dict.fromkeys(text_columns, str), keep_default_na=not text_columns,
+                                na_values={c: [""] for c in columns if c not in text_columns} if text_columns else None)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+            raise self.corrupted(name, f"not a readable CSV: {str(exc).splitlines()[0]}") from None
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise self.corrupted(name, f"no column {', '.join(map(repr, missing))}")
+        for column in text_columns:
+            if column in frame:
+                frame[column] = frame[column].fillna("")
+        return frame
+
+    def read_tensors(self, name: str, keys: Iterable[str] = ()) -> dict[str, torch.Tensor]:
+        """A safetensors artifact, checked: it loads and holds every tensor in `keys`."""
+        from safetensors.torch import load_file
+
+        path = self.require(name)
+        try:
+            tensors = load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types for a bad header or a short file
+            raise self.corrupted(name, f"not a readable safetensors file: {type(exc).__name__}: {exc}") from None
+        missing = [k for k in keys if k not in tensors]
+        if missing:
+            raise self.corrupted(name, f"no tensor {', '.join(map(repr, missing))}")
+        return tensors
+
+    def model_record(self) -> dict:
+        return self.read_json("candidates.json", keys=("model",))["model"]
+
+    def check_model(self, fingerprint: str, name: str) -> None:
+        """Refuse a run directory whose candidates were extracted from a different model."""
+        recorded = self.model_record()
+        if recorded.get("fingerprint") != fingerprint:
+            raise WorkbenchError(
+                f"run directory {self.path} was made with model {recorded.get('name')!r} (fingerprint "
+                f"{recorded.get('fingerprint')}), not {name!r} ({fingerprint}): use a new --run directory"
+            )
+
+
+def provenance() -> dict:
+    return {"workbench_version": __version__}
