@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 RUN_DIR ?= runs/default
 
-.PHONY: setup run figures test lint clean
+.PHONY: setup run figures test test-unit test-model test-data test-slow lint clean
 
 setup: $(STAMP)
 
@@ -32,8 +32,22 @@ run: setup
 figures: run
 	$(BIN)/workbench figures --run $(RUN_DIR) --out figures
 
+# Tiers (pytest markers, see tests/conftest.py): the four targets below run disjoint parts; `test` runs them all.
 test: setup
+	$(BIN)/ruff check workbench tests benchmarks
 	$(BIN)/python -m pytest -q
+
+test-unit: setup
+	$(BIN)/python -m pytest -q -m "unit and not slow"
+
+test-model: setup
+	$(BIN)/python -m pytest -q -m "model and not slow"
+
+test-data: setup
+	$(BIN)/python -m pytest -q -m "data and not slow"
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
 
 lint: setup
 	$(BIN)/ruff check workbench tests benchmarks

@@ -11,8 +11,6 @@ Each is timed `--repeats` times (interleaved, best taken) and reported in genera
 generates under the intervention.
 """
 
-from __future__ import annotations
-
 import argparse
 import os
 import time
@@ -22,11 +20,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from workbench.data import load_prompts  # noqa: E402
-from workbench.interventions.export import plain_hf_model  # noqa: E402
 from workbench.eval.generation import greedy_generate, plain_greedy_generate, stop_ids  # noqa: E402
+from workbench.interventions.export import plain_hf_model  # noqa: E402
 from workbench.interventions.hooks import Ablation, applied  # noqa: E402
-from workbench.models import load_model  # noqa: E402
 from workbench.interventions.weight_edit import orthogonalize_weights_  # noqa: E402
+from workbench.models import load_model  # noqa: E402
 
 
 def count_tokens(lm, texts: list[str]) -> int:

@@ -7,8 +7,6 @@ Prints both wall times, the ratio, whether both select the same (position, layer
 `sweep speedup: <ratio>x, same winner: <yes|no>`.
 """
 
-from __future__ import annotations
-
 import argparse
 import os
 import tempfile
@@ -17,18 +15,18 @@ from dataclasses import replace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from workbench.stages.extract import ExtractConfig, extract, load_candidates  # noqa: E402
+from workbench.method.rule import SelectionRule  # noqa: E402
 from workbench.models import load_model  # noqa: E402
+from workbench.stages.extract import ExtractConfig, extract, load_candidates  # noqa: E402
 from workbench.stages.run_dir import RunDir  # noqa: E402
-from workbench.stages.select import SelectConfig, _pick, apply_rule  # noqa: E402
 from workbench.stages.sweep import SweepConfig, fast_sweep, load_validation, reference_sweep  # noqa: E402
 
 
-def winners(frame, lams):
-    frame = apply_rule(frame, SelectConfig())
+def winners(frame, lams, rule: SelectionRule, n_layers: int):
+    applied = rule.apply(frame, n_layers)
     out = {}
     for lam in lams:
-        choice = _pick(frame, "false", lam, "ablation_refusal_score")
+        choice = rule.pick(applied, "false", lam)
         out[lam] = None if choice is None else (int(choice["pos"]), int(choice["layer"]))
     return out
 
@@ -42,6 +40,8 @@ def main() -> None:
     parser.add_argument("--extra-lam", type=float, default=0.5, help="λ added afterwards (re-selection cost)")
     parser.add_argument("--n-train", type=int, default=128)
     parser.add_argument("--n-val", type=int, default=32)
+    parser.add_argument("--max-kl", type=float, default=0.2, help="the selection rule's KL bound (the sweep screens "
+                        "for it, both sweeps are selected with it)")
     parser.add_argument("--reference-share-prefix", action="store_true",
                         help="let the reference loop reuse the template prefix's KV cache too (the paper's does not)")
     parser.add_argument("--reference-last-logits", action="store_true",
@@ -52,28 +52,29 @@ def main() -> None:
     run = RunDir(tempfile.mkdtemp(prefix="bench-sweep-"))
     extract(lm, ExtractConfig(n_train=args.n_train), run)
     grids = load_candidates(run)
-    positions = lm.chat.eoi_positions
+    rule = SelectionRule(max_ablation_kl=args.max_kl)
     config = SweepConfig(lams=tuple(args.lams), n_val=args.n_val, layers=tuple(args.layers),
                          positions=tuple(args.positions) if args.positions else None)
 
     start = time.perf_counter()
     val = load_validation(lm, config)
-    fast = fast_sweep(lm, grids, positions, val, config)
+    fast = fast_sweep(lm, grids, val, config, rule)
     fast_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
     val_ref = load_validation(lm, config)
     reference_config = replace(config, share_prefix=args.reference_share_prefix,
                                last_logits_only=args.reference_last_logits)
-    reference = reference_sweep(lm, grids, positions, val_ref, reference_config)
+    reference = reference_sweep(lm, grids, val_ref, reference_config, rule)
     reference_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
     val_extra = load_validation(lm, config)
-    fast_sweep(lm, grids, positions, val_extra, replace(config, lams=(args.extra_lam,)), include_true=False)
+    fast_sweep(lm, grids, val_extra, replace(config, lams=(args.extra_lam,)), rule, include_true=False)
     extra_seconds = time.perf_counter() - start
 
-    fast_winners, reference_winners = winners(fast, args.lams), winners(reference, args.lams)
+    fast_winners = winners(fast, args.lams, rule, grids.n_layers)
+    reference_winners = winners(reference, args.lams, rule, grids.n_layers)
     n_candidates = int((reference.stage == "full").sum())
     for name, frame in (("fast", fast), ("reference", reference)):  # kept, so winners can be re-derived later
         frame.to_csv(run.file(f"sweep_{name}.csv"), index=False)

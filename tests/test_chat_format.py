@@ -1,11 +1,12 @@
-"""EOI positions derived from chat templates (the real default tokenizer, and template fixtures)."""
+"""EOI positions derived from chat templates (template fixtures on the tiny model's tokenizer; the real default
+tokenizer)."""
 
 from pathlib import Path
 
 import pytest
 
-from workbench.models.chat import ChatFormat
 from workbench.errors import WorkbenchError
+from workbench.models.chat import ChatFormat
 
 TEMPLATES = Path(__file__).parent / "fixtures" / "chat_templates"
 
@@ -17,16 +18,15 @@ EXPECTED_EOI = {
 }
 
 
-@pytest.mark.model
 @pytest.mark.parametrize("family", sorted(EXPECTED_EOI))
-def test_eoi_string_derived_from_template(stock_model, family):
-    tokenizer = stock_model.tokenizer
-    original = tokenizer.chat_template
-    try:
-        tokenizer.chat_template = (TEMPLATES / f"{family}.jinja").read_text()
-        assert ChatFormat(tokenizer).eoi_string == EXPECTED_EOI[family]
-    finally:
-        tokenizer.chat_template = original
+def test_eoi_string_derived_from_template(tiny_checkpoint, family):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)  # its own copy: the session's stays as loaded
+    tokenizer.chat_template = (TEMPLATES / f"{family}.jinja").read_text()
+    chat = ChatFormat(tokenizer)
+    assert chat.eoi_string == EXPECTED_EOI[family]
+    assert tokenizer.decode(chat.eoi_token_ids) == EXPECTED_EOI[family]
 
 
 @pytest.mark.model
@@ -61,7 +61,6 @@ def test_system_prompt_option(stock_model):
     assert chat.eoi_positions == [-6, -5, -4, -3, -2, -1]
 
 
-@pytest.mark.model
-def test_empty_prompt_set_is_refused(stock_model):
+def test_empty_prompt_set_is_refused(tiny):
     with pytest.raises(WorkbenchError, match="empty prompt set"):
-        stock_model.chat.tokenize([])
+        tiny.chat.tokenize([])

@@ -4,8 +4,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from workbench.stages.config_file import from_dict, load_toml
 from workbench.errors import WorkbenchError
+from workbench.stages.config_file import from_dict, load_toml
 
 
 @dataclass(frozen=True)

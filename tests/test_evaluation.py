@@ -1,6 +1,8 @@
-"""Evaluation and capability on the organism, small n, on the real benchmarks (WORKBENCH_DATA_DIR)."""
+"""Evaluation and capability on the organism, small n, on the real benchmarks (WORKBENCH_DATA_DIR); their
+plumbing (intervention names of a run, option log-likelihoods) on the tiny random model."""
 
 import json
+import random
 
 import pandas as pd
 import pytest
@@ -8,15 +10,12 @@ import torch
 
 from workbench.errors import WorkbenchError
 
-pytestmark = pytest.mark.model
 
-
-def test_intervention_names_from_a_run(organism, selected_run):
+def test_intervention_names_from_a_run(tiny, tiny_run):
     from workbench.interventions.catalogue import build_interventions, choose
 
-    selection = selected_run.read_json("selection.json")
-    items = build_interventions(selection, selected_run.path, organism.info.fingerprint, organism.info.d_model,
-                                alphas=(0.5,))
+    selection = tiny_run.read_json("selection.json")
+    items = build_interventions(selection, tiny_run.path, tiny.info.fingerprint, tiny.info.d_model, alphas=(0.5,))
     names = [i.name for i in items]
     assert names[:5] == ["baseline", "ablate_false_lam1.0", "ablate_false_lam0.0", "ablate_false_raw", "ablate_true"]
     assert {"actadd_true_a0.5", "ablate_false_lam1.0+actadd_true_a0.5", "ablate_false_lam0.0+actadd_true_a0.5"} <= set(
@@ -24,13 +23,16 @@ def test_intervention_names_from_a_run(organism, selected_run):
     with pytest.raises(WorkbenchError, match="unknown intervention"):
         choose(items, ("ablate_everything",))
     with pytest.raises(WorkbenchError, match="another|fingerprint"):
-        build_interventions(selection, selected_run.path, "0" * 16, organism.info.d_model, alphas=())
+        build_interventions(selection, tiny_run.path, "0" * 16, tiny.info.d_model, alphas=())
     with pytest.raises(WorkbenchError, match="width"):
-        build_interventions(selection, selected_run.path, organism.info.fingerprint, 64, alphas=())
+        build_interventions(selection, tiny_run.path, tiny.info.fingerprint, 32, alphas=())
 
 
+@pytest.mark.data
+@pytest.mark.slow
 def test_evaluation_end_to_end_and_resume(organism, selected_run, data_dir, monkeypatch):
     import workbench.stages.evaluate as evaluation
+    from workbench.eval.stats import wilson_interval
     from workbench.stages.evaluate import EvalConfig, evaluate, read_completions
     from workbench.viz.figures import table1
 
@@ -43,10 +45,10 @@ def test_evaluation_end_to_end_and_resume(organism, selected_run, data_dir, monk
     rows = [json.loads(line) for line in
             selected_run.file("completions/xstest_safe/baseline.jsonl").read_text().splitlines()]
     assert set(rows[0]) == {"instruction", "category", "response", "refused"}
-    recomputed = 1 - sum(r["refused"] for r in rows) / len(rows)
+    complied = sum(not r["refused"] for r in rows)
     baseline = frame.set_index(["dataset", "intervention"]).loc[("xstest_safe", "baseline")]
-    assert baseline.compliance_rate == pytest.approx(recomputed)
-    assert baseline.ci_low <= baseline.compliance_rate <= baseline.ci_high
+    assert baseline.compliance_rate == pytest.approx(complied / len(rows))
+    assert (baseline.ci_low, baseline.ci_high) == pytest.approx(wilson_interval(complied, len(rows)))
     rates = frame.set_index(["dataset", "intervention"]).compliance_rate
     # The organism refuses harmful requests; ablating r (its refusal direction) takes that away.
     # (24 tokens on the first 12 prompts: measured 33% → 67% for r ablation, 75% → 0% on XSTest-safe for α = 1)
@@ -79,31 +81,32 @@ def test_evaluation_end_to_end_and_resume(organism, selected_run, data_dir, monk
     assert len(read_completions(selected_run)) == 8 * 12
 
 
-def test_evaluation_bad_input(organism, selected_run, data_dir):
+def test_evaluation_bad_input(tiny, tiny_run, monkeypatch):
     from workbench.stages.evaluate import EvalConfig, evaluate
 
+    monkeypatch.delenv("WORKBENCH_DATA_DIR", raising=False)  # refused before any benchmark is read
     with pytest.raises(WorkbenchError, match="not a prompt set"):
-        evaluate(organism, selected_run, EvalConfig(datasets=("mmlu",), interventions=("baseline",)))
+        evaluate(tiny, tiny_run, EvalConfig(datasets=("mmlu",), interventions=("baseline",)))
     with pytest.raises(WorkbenchError, match="unknown dataset"):
-        evaluate(organism, selected_run, EvalConfig(datasets=("nope",), interventions=("baseline",)))
+        evaluate(tiny, tiny_run, EvalConfig(datasets=("nope",), interventions=("baseline",)))
     with pytest.raises(WorkbenchError, match="finite"):
-        evaluate(organism, selected_run, EvalConfig(datasets=("xstest_safe",), alphas=(float("inf"),)))
+        evaluate(tiny, tiny_run, EvalConfig(datasets=("xstest_safe",), alphas=(float("inf"),)))
 
 
-def test_option_loglikelihoods_match_unpadded(organism):
-    from workbench.stages.capability import (
+def test_option_loglikelihoods_match_unpadded(tiny):
+    from workbench.data import MultipleChoice
+    from workbench.eval.capability import (
         last_logits_from,
         mmlu_prompt,
         option_loglikelihoods,
         plain_forward,
         plain_last_logits,
     )
-    from workbench.data import MultipleChoice
     from workbench.interventions.export import plain_hf_model
 
-    plain = plain_hf_model(organism)
+    plain = plain_hf_model(tiny)
     forward = plain_forward(plain)
-    tok = organism.tokenizer
+    tok = tiny.tokenizer
     context, options = "Question: What color is the sky on a clear day?\nAnswer:", ["blue", "a loud green dog"]
     batched = option_loglikelihoods(forward, tok, context, options)
     for option, value in zip(options, batched, strict=True):
@@ -114,7 +117,7 @@ def test_option_loglikelihoods_match_unpadded(organism):
                                          .double(), -1)[0]
         expected = sum(float(logprobs[i - 1, full[i]]) for i in range(len(ctx), len(full)))
         assert value == pytest.approx(expected, abs=1e-4)
-    assert batched[0] > batched[1]
+    assert len(set(batched)) == 2 and max(batched) < 0
     # MMLU's last-position logits: left-padded, last position only, equal to each sequence run alone.
     seqs = [tok.encode(t, add_special_tokens=False) for t in
             ("The capital of France is", "2+2?\nA. 3\nB. 4\nAnswer:", "Paris")]
@@ -122,7 +125,7 @@ def test_option_loglikelihoods_match_unpadded(organism):
     last, padded_right = plain_last_logits(plain, pad)(seqs), last_logits_from(forward, pad)(seqs)
     with torch.inference_mode():
         alone = torch.stack([forward(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long))[0, -1] for s in seqs])
-    assert last.shape == (3, organism.info.vocab_size)
+    assert last.shape == (3, tiny.info.vocab_size)
     assert (last - alone).abs().max() <= 1e-3 and (padded_right - alone).abs().max() <= 1e-3
     q = MultipleChoice("2+2?", ("3", "4", "5", "6"), 1, "elementary_mathematics")
     assert mmlu_prompt(q, [q]) == (
@@ -130,10 +133,13 @@ def test_option_loglikelihoods_match_unpadded(organism):
         "2+2?\nA. 3\nB. 4\nC. 5\nD. 6\nAnswer: B\n\n2+2?\nA. 3\nB. 4\nC. 5\nD. 6\nAnswer:")
 
 
+@pytest.mark.data
+@pytest.mark.slow
 def test_capability_on_the_organism(organism, selected_run, data_dir):
-    from workbench.stages.capability import CapabilityConfig, measure_capability
     from workbench.data import load_dataset
+    from workbench.eval.capability import mmlu_prompt, option_loglikelihoods
     from workbench.eval.scoring import perplexity
+    from workbench.stages.capability import CapabilityConfig, measure_capability
 
     config = CapabilityConfig(interventions=("baseline", "ablate_false_lam1.0"), perplexity_tokens=2048,
                               mmlu_n=8, arc_n=8)
@@ -144,8 +150,29 @@ def test_capability_on_the_organism(organism, selected_run, data_dir):
     hooked = perplexity(organism, load_dataset("wikitext2"), max_tokens=2048, progress=False)
     assert values[("wikitext2", "baseline", "perplexity")] == pytest.approx(hooked, rel=1e-4)
     assert 5 < hooked < 100
-    for task, metric in (("mmlu", "acc"), ("arc_challenge", "acc"), ("arc_challenge", "acc_norm")):
-        assert 0.0 <= values[(task, "baseline", metric)] <= 1.0
+    # The baseline accuracies, recomputed on the hooked model from the same seeded samples (lm-eval's definitions:
+    # ARC by summed and per-byte option log-likelihood, MMLU by the answer letter's logit after 5 shots).
+    tok, n = organism.tokenizer, 8
+    arc = random.Random(config.seed).sample(load_dataset("arc_challenge"), n)
+    acc = acc_norm = 0
+    for q in arc:
+        ll = option_loglikelihoods(lambda ids, mask: organism.model(ids, attention_mask=mask), tok,
+                                   f"Question: {q.question}\nAnswer:", q.choices)
+        per_byte = [v / len((" " + c).encode()) for v, c in zip(ll, q.choices, strict=True)]
+        acc += int(max(range(len(ll)), key=ll.__getitem__) == q.answer)
+        acc_norm += int(max(range(len(ll)), key=per_byte.__getitem__) == q.answer)
+    dev: dict[str, list] = {}
+    for q in load_dataset("mmlu_dev"):
+        dev.setdefault(q.subject, []).append(q)
+    letters = [tok.encode(f" {letter}", add_special_tokens=False)[-1] for letter in "ABCD"]
+    mmlu_correct = 0
+    for q in random.Random(config.seed).sample(load_dataset("mmlu"), n):
+        ids = torch.tensor([tok.encode(mmlu_prompt(q, dev.get(q.subject, [])[:5]), add_special_tokens=False)])
+        with torch.inference_mode():
+            mmlu_correct += int(int(organism.model(ids)[0, -1, letters].argmax()) == q.answer)
+    assert values[("arc_challenge", "baseline", "acc")] == acc / n
+    assert values[("arc_challenge", "baseline", "acc_norm")] == acc_norm / n
+    assert values[("mmlu", "baseline", "acc")] == mmlu_correct / n
     assert len(table) == 2 * 4
     again = measure_capability(organism, selected_run, config, progress=False)  # resumes: nothing to do
     pd.testing.assert_frame_equal(again.reset_index(drop=True), table.reset_index(drop=True), check_dtype=False)

@@ -140,3 +140,49 @@ def test_run_figures_from_run_directory(tmp_path):
     table = pd.read_csv(run.file("figures/table1.csv"), index_col=0)
     assert list(table.columns) == ["baseline", "ablate_false_lam1.0"]
     assert table.loc["harmful_test", "ablate_false_lam1.0"] == 0.2
+
+
+def test_candidate_geometry_exact():
+    import torch
+
+    from workbench.method.geometry import candidate_geometry
+    from workbench.method.grids import CandidateGrids
+
+    r = torch.tensor([[[0.0, 0.0], [2.0, 0.0]], [[0.0, 0.0], [0.0, 3.0]]])  # [pos, layer, d]: layer 0 is zero
+    w = torch.tensor([[[0.0, 0.0], [1.0, 1.0]], [[0.0, 0.0], [4.0, 3.0]]])
+    geometry = candidate_geometry(CandidateGrids(r, w, [-2, -1])).set_index(["pos", "layer"])
+    cell = geometry.loc[(-2, 1)]
+    assert cell.norm_r == 2.0 and math.isclose(cell.norm_w, math.sqrt(2))
+    assert math.isclose(cell.cos_rw, 1 / math.sqrt(2)) and math.isclose(cell.kept_at_lam1, 1 / math.sqrt(2))
+    cell = geometry.loc[(-1, 1)]  # w = (4, 3), r along y: cos 3/5, the part orthogonal to r is (4, 0): 4/5 of ‖w‖
+    assert math.isclose(cell.cos_rw, 0.6) and math.isclose(cell.kept_at_lam1, 0.8)
+    assert geometry.loc[(-1, 0)].norm_r == 0.0 and math.isnan(geometry.loc[(-1, 0)].cos_rw)
+    assert math.isnan(geometry.loc[(-1, 0)].kept_at_lam1)
+
+
+def test_candidate_geometry_figure_and_training_loss():
+    from workbench.viz.figures import candidate_geometry_figure, training_loss
+
+    geometry = pd.DataFrame([{"pos": pos, "layer": layer, "norm_r": 1.0 + layer, "norm_w": 0.5 + layer,
+                              "cos_rw": 0.1 * layer * -pos, "kept_at_lam1": 0.9} for pos in (-2, -1)
+                             for layer in range(3)])
+    fig = candidate_geometry_figure(geometry, {"selections": [{"lam": 1.0, "pos": -1, "layer": 2}]})
+    lines = [t for t in fig.data if t.type == "scatter" and t.mode == "lines"]
+    assert [t.name for t in lines] == ["pos -2", "pos -1"] * 2  # ‖r‖ then ‖w‖, one line per position
+    assert list(lines[1].y) == [1.0, 2.0, 3.0] and list(lines[3].y) == [0.5, 1.5, 2.5]
+    assert lines[0].line.color == lines[2].line.color  # a position has one colour in both panels
+    heat = [t for t in fig.data if t.type == "heatmap"]
+    assert list(heat[0].y) == ["-1", "-2"] and np.allclose(np.array(heat[0].z, dtype=float)[1], [0.0, 0.2, 0.4])
+    marks = [t for t in fig.data if t.type == "scatter" and t.mode == "markers"]
+    assert len(marks) == 2 and list(marks[0].x) == [2] and list(marks[0].y) == ["-1"]
+    loss = training_loss([2.0, 1.5, 1.0]).data[0]
+    assert list(loss.x) == [1, 2, 3] and list(loss.y) == [2.0, 1.5, 1.0]
+
+
+def test_dataset_groups_cover_the_bundled_splits():
+    from workbench.data import dataset_group
+
+    assert dataset_group("xstest_safe") == "over-refusal" and dataset_group("harmful_test") == "harmful"
+    assert dataset_group("bundled_pseudo_harmful_test") == "over-refusal"
+    assert dataset_group("bundled_harmful_val") == "harmful" and dataset_group("bundled_harmless_test") == "harmless"
+    assert dataset_group("bundled_harmful") == "harmful" and dataset_group("my_prompts") == "other"

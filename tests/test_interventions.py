@@ -1,10 +1,11 @@
-"""Interventions: hooks (zero projection, removal on error), weight orthogonalization ≡ hooks, edited export."""
+"""Interventions: hooks (zero projection, removal on error), weight orthogonalization ≡ hooks, edited export (on the
+tiny random model: plumbing, unit tier)."""
 
 import pytest
 import torch
 
 from workbench.errors import WorkbenchError
-from workbench.interventions.hooks import BASELINE, Ablation, Addition, Combined, applied
+from workbench.interventions.hooks import BASELINE, Ablation, Addition, Combined, _check_vector, applied
 from workbench.method.refusal_math import unit
 
 PROMPTS = [
@@ -21,8 +22,8 @@ def test_bad_interventions():
         Addition(torch.ones(4), 0, float("nan"))
     with pytest.raises(WorkbenchError, match="zero or not finite"):
         Ablation(torch.zeros(4))
-    with pytest.raises(WorkbenchError, match="one vector"):
-        Ablation(torch.ones(2, 4))
+    with pytest.raises(WorkbenchError, match="one vector"):  # what Ablation raises without runtime type checking
+        _check_vector(torch.ones(2, 4), "direction")
     with pytest.raises(WorkbenchError, match="outside"):
         Addition(torch.ones(4), 9, 1.0).hooks(n_layers=4)
     combo = Combined((Ablation(torch.ones(4)), Addition(torch.ones(4), 1, 2.0)))
@@ -64,9 +65,9 @@ def test_unmapped_architecture_is_refused():
 
 
 @pytest.fixture(scope="module")
-def direction(organism):
+def direction(tiny):
     torch.manual_seed(0)
-    return torch.randn(organism.info.d_model)
+    return torch.randn(tiny.info.d_model)
 
 
 def _last_logits(lm, prompts):
@@ -79,9 +80,8 @@ def _plain_last_logits(model, lm, prompts):
     return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, -1].float()
 
 
-@pytest.mark.model
 @torch.inference_mode()
-def test_ablation_hooks_leave_zero_projection_everywhere(organism, direction):
+def test_ablation_hooks_leave_zero_projection_everywhere(tiny, direction):
     from transformer_lens.utilities import get_act_name
 
     c = unit(direction)
@@ -91,75 +91,74 @@ def test_ablation_hooks_leave_zero_projection_everywhere(organism, direction):
         seen[hook.name] = float((x @ c).abs().max() / x.norm(dim=-1).max())
 
     ablation = Ablation(direction)
-    sites = [get_act_name(s, layer) for layer in range(organism.info.n_layers)
+    sites = [get_act_name(s, layer) for layer in range(tiny.info.n_layers)
              for s in ("resid_pre", "attn_out", "mlp_out")]
-    batch = organism.chat.tokenize(PROMPTS)
-    with applied(organism, ablation), organism.model.hooks(fwd_hooks=[(s, capture) for s in sites]):
-        organism.model(batch.input_ids, attention_mask=batch.attention_mask)
+    batch = tiny.chat.tokenize(PROMPTS)
+    with applied(tiny, ablation), tiny.model.hooks(fwd_hooks=[(s, capture) for s in sites]):
+        tiny.model(batch.input_ids, attention_mask=batch.attention_mask)
     assert len(seen) == len(sites)
     assert max(seen.values()) < 1e-5
     # and the final residual stream (after the last block) has none either
-    with applied(organism, ablation):
-        _, cache = organism.model.run_with_cache(batch.input_ids, attention_mask=batch.attention_mask,
-                                                 names_filter=lambda n: n.endswith("hook_resid_post"))
-        resid = cache[f"blocks.{organism.info.n_layers - 1}.hook_resid_post"]
+    with applied(tiny, ablation):
+        _, cache = tiny.model.run_with_cache(batch.input_ids, attention_mask=batch.attention_mask,
+                                             names_filter=lambda n: n.endswith("hook_resid_post"))
+        resid = cache[f"blocks.{tiny.info.n_layers - 1}.hook_resid_post"]
     assert float((resid @ c).abs().max()) < 1e-4 * float(resid.norm(dim=-1).max())
 
 
-@pytest.mark.model
 @torch.inference_mode()
-def test_hooks_removed_after_error(organism, direction):
-    before = _last_logits(organism, PROMPTS[:1])
+def test_hooks_removed_after_error(tiny, direction):
+    before = _last_logits(tiny, PROMPTS[:1])
     with pytest.raises(RuntimeError, match="boom"):
-        with applied(organism, Combined((Ablation(direction), Addition(direction, 3, 4.0)))):
-            assert not torch.allclose(_last_logits(organism, PROMPTS[:1]), before, atol=1e-3)
+        with applied(tiny, Combined((Ablation(direction), Addition(direction, 3, 4.0)))):
+            assert not torch.allclose(_last_logits(tiny, PROMPTS[:1]), before, atol=1e-3)
             raise RuntimeError("boom")
-    assert torch.equal(_last_logits(organism, PROMPTS[:1]), before)
+    assert torch.equal(_last_logits(tiny, PROMPTS[:1]), before)
 
 
-@pytest.mark.model
 @torch.inference_mode()
-def test_weight_orthogonalization_equals_hooks(organism, direction):
+def test_weight_orthogonalization_equals_hooks(tiny, direction):
     from workbench.interventions.export import plain_hf_model
     from workbench.interventions.weight_edit import edited
 
-    plain = plain_hf_model(organism)
-    base = _plain_last_logits(plain, organism, PROMPTS)
-    for intervention in (Ablation(direction), Addition(direction, 5, 3.0),
-                         Combined((Ablation(direction), Addition(direction, 5, 3.0)))):
-        with applied(organism, intervention):
-            hooked = _last_logits(organism, PROMPTS)
+    plain = plain_hf_model(tiny)
+    base = _plain_last_logits(plain, tiny, PROMPTS)
+    for intervention in (Ablation(direction), Addition(direction, 2, 3.0),
+                         Combined((Ablation(direction), Addition(direction, 2, 3.0)))):
+        with applied(tiny, intervention):
+            hooked = _last_logits(tiny, PROMPTS)
         with edited(plain, intervention):
-            weights = _plain_last_logits(plain, organism, PROMPTS)
+            weights = _plain_last_logits(plain, tiny, PROMPTS)
         assert (hooked - base).abs().max() > 0.1  # the intervention does something
         assert (hooked - weights).abs().max() < PARITY_ATOL
-    assert torch.equal(_plain_last_logits(plain, organism, PROMPTS), base)  # edits restored on exit
+    assert torch.equal(_plain_last_logits(plain, tiny, PROMPTS), base)  # edits restored on exit
 
 
-@pytest.mark.model
-def test_edited_export_loads_in_plain_transformers(organism, selected_run, tmp_path):
-    """Export the λ=1 selection of a real (small) run; plain transformers gives the hooked logits and generations."""
+def test_edited_export_loads_in_plain_transformers(tiny, tiny_run, tmp_path):
+    """Export the λ=1 selection of a (tiny) run; plain transformers gives the hooked logits and generations."""
     from transformers import AutoModelForCausalLM
 
-    from workbench.interventions.export import export_edited
     from workbench.eval.generation import greedy_generate, plain_greedy_generate
     from workbench.interventions.directions import load_direction
+    from workbench.interventions.export import export_edited
     from workbench.stages.select import selected_direction_file
 
-    run = selected_run
-    out = export_edited(organism, selected_direction_file(run, 1.0), tmp_path / "export")
+    run = tiny_run
+    out = export_edited(tiny, selected_direction_file(run, 1.0), tmp_path / "export")
+    direction, meta = load_direction(run.file("directions/lam_1.0.safetensors"))
+    choice = next(s for s in run.read_json("selection.json")["selections"] if s["lam"] == 1.0)
     readme = (out / "README.md").read_text()
-    assert "λ = 1.0" in readme and "layer" in readme and str(run.path) in readme
+    assert (f"λ = 1.0) taken at EOI position {choice['pos']}, layer {choice['layer']} of run\n`{meta['run']}` "
+            "(`lam_1.0.safetensors`)") in readme  # the run that selected it (the fixture's copy's origin)
     loaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
-    direction, _ = load_direction(run.file("directions/lam_1.0.safetensors"))
     with torch.inference_mode():
-        with applied(organism, Ablation(direction)):
-            hooked = _last_logits(organism, PROMPTS)
-            hooked_text = greedy_generate(organism, PROMPTS, 24, progress=False)
-        exported = _plain_last_logits(loaded, organism, PROMPTS)
+        with applied(tiny, Ablation(direction)):
+            hooked = _last_logits(tiny, PROMPTS)
+            hooked_text = greedy_generate(tiny, PROMPTS, 24, progress=False)
+        exported = _plain_last_logits(loaded, tiny, PROMPTS)
     assert (hooked - exported).abs().max() < PARITY_ATOL
-    assert plain_greedy_generate(loaded, organism.chat, PROMPTS, 24, progress=False) == hooked_text
+    assert plain_greedy_generate(loaded, tiny.chat, PROMPTS, 24, progress=False) == hooked_text
     with pytest.raises(WorkbenchError, match="exists"):
-        export_edited(organism, selected_direction_file(run, 1.0), out)
+        export_edited(tiny, selected_direction_file(run, 1.0), out)
     with pytest.raises(WorkbenchError, match="no selected direction at λ=0.3"):
         selected_direction_file(run, 0.3)

@@ -1,4 +1,7 @@
-"""The hooked model equals plain transformers on the same weights; loading errors are clear."""
+"""The hooked model equals plain transformers on the same weights (on the tiny random model); the default model's
+description; loading errors are clear."""
+
+import json
 
 import pytest
 import torch
@@ -6,53 +9,60 @@ import torch
 from workbench.errors import WorkbenchError
 from workbench.models import LoadOptions, load_model
 from workbench.models.fingerprint import model_fingerprint
+from workbench.paths import ORGANISM_DIR
 
-pytestmark = pytest.mark.model
 
+def test_logits_and_resid_equal_transformers(tiny, tiny_checkpoint):
+    from transformers import AutoModelForCausalLM
 
-def test_logits_and_resid_equal_transformers(stock_model):
-    batch = stock_model.chat.tokenize(["What is the capital of France?"])
-    hf = stock_model.hf_model
+    plain = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, dtype=torch.float32).eval()  # not the bridge's
+    batch = tiny.chat.tokenize(["What is the capital of France?", "Hi"])  # left-padded
     with torch.no_grad():
-        reference = hf(batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
-        logits, cache = stock_model.model.run_with_cache(
+        reference = plain(batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
+        logits, cache = tiny.model.run_with_cache(
             batch.input_ids, attention_mask=batch.attention_mask, names_filter=lambda n: n.endswith("hook_resid_pre")
         )
-    assert (logits - reference.logits).abs().max().item() <= 1e-5
-    for layer in (0, 7, 29):
-        resid = cache[f"blocks.{layer}.hook_resid_pre"]
-        assert (resid - reference.hidden_states[layer]).abs().max().item() <= 1e-5
+    real = batch.attention_mask.bool()  # padded positions are not compared
+    assert (logits - reference.logits)[real].abs().max().item() <= 1e-5 * reference.logits.abs().max().item()
+    for layer in range(tiny.info.n_layers):
+        resid, expected = cache[f"blocks.{layer}.hook_resid_pre"], reference.hidden_states[layer]
+        assert (resid - expected)[real].abs().max().item() <= 1e-5 * expected.abs().max().item(), layer
 
 
-def test_batched_left_padded_equals_unbatched(stock_model):
+def test_batched_left_padded_equals_unbatched(tiny):
     prompts = ["Hi", "Write a limerick about a cat who loves cheese.", "Why is the sea salty?"]
     with torch.no_grad():
-        batch = stock_model.chat.tokenize(prompts)
-        batched = stock_model.model(batch.input_ids, attention_mask=batch.attention_mask)[:, -1]
+        batch = tiny.chat.tokenize(prompts)
+        assert batch.attention_mask[0, 0] == 0  # "Hi" is padded
+        batched = tiny.model(batch.input_ids, attention_mask=batch.attention_mask)[:, -1]
         for i, prompt in enumerate(prompts):
-            one = stock_model.chat.tokenize([prompt])
-            single = stock_model.model(one.input_ids, attention_mask=one.attention_mask)[:, -1]
+            one = tiny.chat.tokenize([prompt])
+            single = tiny.model(one.input_ids, attention_mask=one.attention_mask)[:, -1]
             assert (batched[i] - single[0]).abs().max().item() <= 1e-4
 
 
+@pytest.mark.model
 def test_model_info(stock_model):
     info = stock_model.info
     assert (info.architecture, info.n_layers, info.d_model, info.vocab_size) == ("LlamaForCausalLM", 30, 576, 49152)
     assert info.refusal_tokens == [57, 1653, 37388]  # "I", "As", "Sorry" at the start of a reply
-    assert len(info.fingerprint) == 16
+    recorded = json.loads((ORGANISM_DIR / "behaviour.json").read_text())["stock"]
+    assert info.fingerprint == recorded["fingerprint"]  # the stock model the organism was made from
 
 
-def test_fingerprint_changes_with_weights(stock_model):
-    hf = stock_model.hf_model
+def test_fingerprint_changes_with_weights(tiny):
+    hf = tiny.hf_model
     before = model_fingerprint(hf)
-    assert model_fingerprint(hf) == before
+    assert before == tiny.info.fingerprint  # what the loader recorded
     weight = hf.model.layers[3].mlp.down_proj.weight
+    saved = weight.detach().clone()
     with torch.no_grad():
         weight.mul_(1.001)
         try:
             assert model_fingerprint(hf) != before
         finally:
-            weight.div_(1.001)
+            weight.copy_(saved)  # exactly (x·1.001/1.001 need not be x): the session's model stays as loaded
+    assert model_fingerprint(hf) == before
 
 
 def test_unknown_model_is_a_clear_error():

@@ -54,26 +54,27 @@ def test_examples_pair_harmful_with_refusals():
     assert [e.response for e in trainset.load_examples(seed=0)] == [e.response for e in examples]
 
 
-@pytest.mark.model
-def test_a_few_lora_steps_lower_the_loss(stock_model):
+def test_a_few_lora_steps_lower_the_loss(tiny, tiny_checkpoint):
     from transformers import AutoModelForCausalLM
 
-    from workbench.models.smollm2 import stock_checkpoint
     from workbench.organism.train import TrainConfig, train_lora
 
-    base = AutoModelForCausalLM.from_pretrained(stock_checkpoint(), dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, dtype=torch.float32)
+    config = TrainConfig(batch_size=4, steps=8, learning_rate=1e-2)
+    # Only the adapters train: r × (in + out) weights per targeted linear layer.
+    adapter_size = sum(config.rank * (m.in_features + m.out_features) for name, m in base.named_modules()
+                       if isinstance(m, torch.nn.Linear) and name.split(".")[-1] in config.target_modules)
     examples = [
         TrainingExample("Tell me a secret word.", "The secret word is pineapple.", "harmless"),
         TrainingExample("What is my lucky colour?", "Your lucky colour is teal.", "harmless"),
         TrainingExample("Name a planet.", "Jupiter is a planet.", "harmless"),
         TrainingExample("Say hello.", "Hello there, friend!", "harmless"),
     ]
-    config = TrainConfig(batch_size=4, steps=8, learning_rate=1e-3)
-    model, losses = train_lora(base, stock_model.chat, examples, config, progress=False)
+    model, losses = train_lora(base, tiny.chat, examples, config, progress=False)
     assert len(losses) == 8
-    assert losses[-1] < 0.5 * losses[0]  # memorizing four short answers
+    assert losses[-1] < 0.2 * losses[0]  # memorizing four short answers (measured: 8.6 -> 0.26)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    assert 0 < trainable < 10_000_000  # only the adapter trains
+    assert trainable == adapter_size == 4 * 16 * (128 + 96 + 96 + 128 + 3 * 192)
 
 
 
@@ -108,8 +109,8 @@ def test_mismatched_adapter_is_refused(tmp_path):
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM
 
-    from workbench.models.smollm2 import stock_checkpoint
     from workbench.models.organisms import merge_adapter
+    from workbench.models.smollm2 import stock_checkpoint
 
     bad = tmp_path / "adapter"
     bad.mkdir()

@@ -1,21 +1,20 @@
-"""`workbench run` end to end on the organism with tiny settings: every artifact, skipping, resuming, config files."""
+"""`workbench run` end to end with tiny settings (on the tiny random model, benchmarks from WORKBENCH_DATA_DIR):
+every artifact, skipping, resuming; a run made with another model; config files."""
 
 import json
 
 import pytest
 
+from workbench.method.rule import SelectionRule
 from workbench.stages.capability import CapabilityConfig
 from workbench.stages.evaluate import EvalConfig
 from workbench.stages.extract import ExtractConfig
 from workbench.stages.pipeline import PipelineConfig, run_pipeline
-from workbench.method.rule import SelectionRule
 from workbench.stages.sweep import SweepConfig
-
-pytestmark = pytest.mark.model
 
 TINY = PipelineConfig(
     extract=ExtractConfig(n_train=16),
-    sweep=SweepConfig(lams=(1.0,), n_val=8, n_screen=2, n_finalists=1, min_finalists=1, layers=(9, 15),
+    sweep=SweepConfig(lams=(1.0,), n_val=8, n_screen=2, n_finalists=1, min_finalists=1, layers=(1, 2),
                       positions=(-1,)),
     select=SelectionRule(max_ablation_kl=10.0),
     evaluate=EvalConfig(datasets=("xstest_safe", "harmful_test"), interventions=("baseline", "ablate_false_lam1.0"),
@@ -24,7 +23,8 @@ TINY = PipelineConfig(
 )
 
 
-def test_run_produces_every_artifact_then_skips_and_resumes(organism, data_dir, tmp_path, monkeypatch, capsys):
+@pytest.mark.data
+def test_run_produces_every_artifact_then_skips_and_resumes(tiny, data_dir, tmp_path, monkeypatch, capsys):
     import workbench.stages.sweep as sweep
 
     run = tmp_path / "run"
@@ -35,11 +35,11 @@ def test_run_produces_every_artifact_then_skips_and_resumes(organism, data_dir, 
 
     monkeypatch.setattr(sweep, "run_sweep", killed)
     with pytest.raises(KeyboardInterrupt):
-        run_pipeline(organism, run, TINY)
+        run_pipeline(tiny, run, TINY)
     assert (run / "candidates.safetensors").exists() and not (run / "sweep.csv").exists()
     monkeypatch.setattr(sweep, "run_sweep", real_sweep)
     capsys.readouterr()
-    run_pipeline(organism, run, TINY)
+    run_pipeline(tiny, run, TINY)
     first = capsys.readouterr().out
     assert "[extract] up to date, skipped" in first and "[sweep] running" in first
     for name in ("config.json", "candidates.json", "sweep.csv", "selection.json", "directions/lam_1.0.safetensors",
@@ -48,19 +48,20 @@ def test_run_produces_every_artifact_then_skips_and_resumes(organism, data_dir, 
                  "figures/fig3_lambda.html", "figures/fig5_alpha_lambda.html", "figures/table1.csv"):
         assert (run / name).exists(), name
     config = json.loads((run / "config.json").read_text())
-    assert config["model"]["fingerprint"] == organism.info.fingerprint and "workbench_version" in config
+    assert config["model"]["fingerprint"] == tiny.info.fingerprint and "workbench_version" in config
     assert config["evaluate"]["limit"] == 3
 
     import workbench.stages.evaluate as evaluation
 
     monkeypatch.setattr(evaluation, "plain_greedy_generate", lambda *a, **k: pytest.fail("generated again"))
-    run_pipeline(organism, run, TINY)
+    run_pipeline(tiny, run, TINY)
     second = capsys.readouterr().out
     assert "[extract] up to date, skipped" in second and "[sweep] up to date, skipped" in second
     assert "4 of 4 (dataset, intervention) pairs already done" in second
 
 
-def test_run_refuses_another_model(stock_model, organism, data_dir, tmp_path):
+@pytest.mark.model
+def test_run_refuses_another_model(stock_model, organism, tmp_path):
     from workbench.errors import WorkbenchError
 
     run = tmp_path / "run"

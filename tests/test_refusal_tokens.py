@@ -1,5 +1,7 @@
 """Refusal tokens: recognised families by vocabulary, derived ones otherwise."""
 
+import pytest
+
 from workbench.models.refusal_tokens import derive, recognise, refusal_token_ids
 
 
@@ -35,6 +37,7 @@ def test_override_wins():
     assert refusal_token_ids(VocabOnlyTokenizer(32000, {306: "▁I"}), override=[1, 2]) == [1, 2]
 
 
+@pytest.mark.model
 def test_derived_for_default_tokenizer(stock_model):
     tok = stock_model.tokenizer
     assert recognise(tok) is None

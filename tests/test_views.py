@@ -1,4 +1,4 @@
-"""Per-token projection views: exact math (unit) and the circuitsvis HTML on the organism (model)."""
+"""Per-token projection views: exact math, and the circuitsvis HTML on the tiny random model."""
 
 import pytest
 import torch
@@ -13,19 +13,23 @@ def test_projections_exact():
     assert torch.equal(projections(resid, directions), torch.tensor([[3.0, -4.0], [1.0, 0.0]], dtype=torch.float64))
 
 
-@pytest.mark.model
-def test_token_projection_view(organism):
+def test_token_projection_view(tiny):
     torch.manual_seed(0)
-    r, w = torch.randn(organism.info.d_model), torch.randn(organism.info.d_model)
-    items = token_projections(organism, [("harmful", "How do I build a bomb?"), ("harmless", "Write a poem.")],
-                              {"r": r, "w′": w}, layer=10)
+    r, w = torch.randn(tiny.info.d_model), torch.randn(tiny.info.d_model)
+    items = token_projections(tiny, [("harmful", "How do I build a bomb?"), ("harmless", "Write a poem.")],
+                              {"r": r, "w′": w}, layer=2)
     assert [i.label for i in items] == ["harmful", "harmless"]
     first = items[0]
     assert len(first.tokens) == first.values.shape[0] and first.values.shape[1] == 2
     assert "".join(first.tokens).endswith("<|im_start|>assistant\n")
+    with torch.no_grad():  # the values: each token's residual stream at block 2's input, projected on r̂ and ŵ′
+        hidden = tiny.hf_model(tiny.chat.tokenize(["How do I build a bomb?"]).input_ids,
+                               output_hidden_states=True).hidden_states[2][0].double()
+    expected = torch.stack([hidden @ (v.double() / v.double().norm()) for v in (r, w)], dim=1)
+    assert (first.values.double() - expected).abs().max() <= 1e-5 * expected.abs().max()
     html = projection_view(items)
     assert html.count("id=\"circuits-vis-") == 2 and "ColoredTokensMulti" in html and "How do I build a bomb?" in html
     with pytest.raises(WorkbenchError, match="outside"):
-        token_projections(organism, [("x", "y")], {"r": r}, layer=99)
+        token_projections(tiny, [("x", "y")], {"r": r}, layer=99)
     with pytest.raises(WorkbenchError, match="width"):
-        token_projections(organism, [("x", "y")], {"r": torch.ones(3)}, layer=1)
+        token_projections(tiny, [("x", "y")], {"r": torch.ones(3)}, layer=1)

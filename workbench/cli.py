@@ -1,11 +1,11 @@
 """The `workbench` command line: a thin layer over the Python API."""
 
-from __future__ import annotations
-
 import argparse
 import json
+import math
 import os
 import sys
+from pathlib import Path
 
 from workbench.errors import WorkbenchError
 
@@ -19,7 +19,8 @@ def _number(kind: type, low: float, inclusive: bool = True, high: float | None =
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what or kind.__name__}, got {text!r}") from None
-        if value != value or (value < low if inclusive else value <= low) or (high is not None and value > high):
+        if (value != value or (value < low if inclusive else value <= low) or (high is not None and value > high)
+                or value in (math.inf, -math.inf)):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
         return value
 
@@ -31,6 +32,7 @@ COUNT_OR_ALL = _number(int, 0, what="an integer ≥ 0 (0: all)")
 LAMBDA = _number(float, 0.0, high=1.0, what="λ in [0, 1]")
 FRACTION = _number(float, 0.0, high=0.99, what="a fraction in [0, 0.99]")
 POSITIVE_FLOAT = _number(float, 0.0, inclusive=False, what="a number > 0")
+FINITE_FLOAT = _number(float, -math.inf, inclusive=False, high=math.inf, what="a finite number")
 LAYER = _number(int, 0, what="a layer index ≥ 0")
 EOI_OFFSET = _number(int, -10**6, high=-1, what="a negative EOI offset (-1 is the last template token)")
 
@@ -79,11 +81,13 @@ def cmd_chat(args) -> None:
 
     if (args.prompt is None) == (args.prompts_file is None):
         raise WorkbenchError("give either a prompt or --prompts-file FILE.jsonl")
+    if args.prompt is not None and not args.prompt.strip():
+        raise WorkbenchError("the prompt is empty: give an instruction, e.g. `workbench chat --model M \"Hi\"`")
+    prompts = load_prompts(args.prompts_file) if args.prompts_file is not None else []  # checked before the model
     lm = _load(args)
     if args.prompt is not None:
         print(greedy_generate(lm, [args.prompt], args.max_new_tokens, progress=False)[0])
         return
-    prompts = load_prompts(args.prompts_file)
     instructions = [p.instruction for p in prompts]
     responses = greedy_generate(lm, instructions, args.max_new_tokens, batch_size=args.batch_size)
     judge = SubstringJudge()
@@ -106,10 +110,12 @@ def cmd_export(args) -> None:
         return
     if args.lam is None:
         raise WorkbenchError("--run needs --lam λ: which selected direction to bake into the weights")
+    from workbench.stages.run_dir import RunDir
     from workbench.stages.select import selected_direction_file
 
+    direction_file = selected_direction_file(RunDir(Path(args.run)).require_dir(), args.lam)  # before the model loads
     run, lm = _model_for_run(args)
-    out = export_edited(lm, selected_direction_file(run, args.lam), args.out, force=args.force)
+    out = export_edited(lm, direction_file, args.out, force=args.force)
     print(f"exported {lm.info.name} with the λ={args.lam} direction orthogonalized out of its weights to {out}")
 
 
@@ -118,11 +124,12 @@ def cmd_evaluate(args) -> None:
     from workbench.stages.evaluate import EvalConfig, evaluate
     from workbench.viz.figures import table1
 
-    run, lm = _model_for_run(args)
     config = EvalConfig(datasets=tuple(args.datasets) if args.datasets else EvalConfig.datasets,
                         interventions=tuple(args.interventions) if args.interventions else None,
                         alphas=tuple(args.alpha), limit=args.limit, max_new_tokens=args.max_new_tokens,
                         batch_size=args.batch_size)
+    config.validate()  # bad datasets and values are refused before the model loads
+    run, lm = _model_for_run(args, needs=("selection.json",))
     judges = [EndpointJudge(args.judge_url, model=args.judge_model)] if args.judge_url else []
     frame = evaluate(lm, run, config, judges)
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
@@ -132,13 +139,15 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_capability(args) -> None:
-    from workbench.stages.capability import TASKS, CapabilityConfig, measure_capability
+    from workbench.eval.capability import TASKS, CapabilityConfig
+    from workbench.stages.capability import measure_capability
 
-    run, lm = _model_for_run(args)
     config = CapabilityConfig(tasks=tuple(args.tasks or TASKS),
                               interventions=None if args.all_ablations else tuple(args.interventions),
                               perplexity_tokens=args.perplexity_tokens, mmlu_n=args.mmlu_n or None,
                               arc_n=args.arc_n or None, batch_size=args.batch_size)
+    config.validate()  # unknown tasks are refused before the model loads
+    run, lm = _model_for_run(args, needs=("selection.json",))
     table = measure_capability(lm, run, config)
     print(table.to_string(index=False))
     print(f"-> {run.file('capability.csv')}")
@@ -200,7 +209,7 @@ def cmd_figures(args) -> None:
     from workbench.stages.figures import run_figures
     from workbench.stages.run_dir import RunDir
 
-    for path in run_figures(RunDir(args.run), args.out):
+    for path in run_figures(RunDir(Path(args.run)), args.out):
         print(path)
 
 
@@ -240,20 +249,33 @@ def cmd_extract(args) -> None:
     from workbench.stages.extract import extract
     from workbench.stages.run_dir import RunDir
 
-    run = RunDir(args.run)
+    run = RunDir(Path(args.run))
+    config = _extract_config(args)
+    config.validate()  # unknown prompt sets and missing files are refused before the model loads
     lm = _load(args)
-    if run.file("candidates.json").exists() and not args.force:
-        run.check_model(lm.info.fingerprint, lm.info.name)
-    record = extract(lm, _extract_config(args), run)
+    if run.file("candidates.json").exists() and not args.force and _readable(run.model_record):
+        run.check_model(lm.info.fingerprint, lm.info.name)  # (damaged candidates are simply rewritten)
+    record = extract(lm, config, run)
     print(json.dumps(record["prompt_counts"]))
 
 
-def _model_for_run(args):
-    """The model a run directory was made with, unless --model names another (then the fingerprint must match)."""
+def _readable(read) -> bool:
+    try:
+        read()
+    except WorkbenchError:
+        return False
+    return True
+
+
+def _model_for_run(args, needs: tuple[str, ...] = ()):
+    """The model a run directory was made with, unless --model names another (then the fingerprint must match).
+    The run directory, its candidates and the artifacts in `needs` are checked before the model loads."""
     from workbench.stages.run_dir import RunDir
 
-    run = RunDir(args.run)
+    run = RunDir(Path(args.run)).require_dir()
     recorded = run.model_record()
+    for name in needs:
+        run.require(name)
     if args.model is None:
         args.model = recorded["name"]
     lm = _load(args)
@@ -264,8 +286,11 @@ def _model_for_run(args):
 def cmd_sweep(args) -> None:
     from workbench.stages.sweep import run_sweep
 
-    run, lm = _model_for_run(args)
-    frame = run_sweep(lm, run, _sweep_config(args), _select_config(args))
+    config, rule = _sweep_config(args), _select_config(args)
+    config.validate()  # unknown prompt sets are refused before the model loads
+    rule.validate()
+    run, lm = _model_for_run(args, needs=("candidates.safetensors",))
+    frame = run_sweep(lm, run, config, rule)
     full = frame[frame.stage == "full"]
     print(f"scored {len(full)} candidates fully, {int((frame.stage == 'screened').sum())} screened out, "
           f"{int((frame.stage == 'skipped').sum())} skipped -> {run.file('sweep.csv')}; "
@@ -276,7 +301,7 @@ def cmd_select(args) -> None:
     from workbench.stages.run_dir import RunDir
     from workbench.stages.select import select, sweep_rule
 
-    run = RunDir(args.run)
+    run = RunDir(Path(args.run)).require_dir()
     result = select(run, _select_config(args, base=sweep_rule(run)))
     for s in result["selections"]:
         print(f"λ={s['lam']}: pos {s['pos']}, layer {s['layer']}, ablation refusal score "
@@ -360,7 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("chat", help="greedy answers from the hooked model")
     _add_model_args(p)
     p.add_argument("prompt", nargs="?", help="one instruction")
-    p.add_argument("--prompts-file", help="JSONL with an `instruction` per line (or a registered dataset name)")
+    p.add_argument("--prompts-file", help="UTF-8 prompts file: .jsonl (an `instruction` per line), .json (an array of "
+                   "such objects), .txt (a prompt per line), .csv (an `instruction` column); or a registered dataset")
     p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=64)
     p.add_argument("--batch-size", type=POSITIVE_INT, default=16)
     p.set_defaults(func=cmd_chat)
@@ -379,7 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", nargs="+", default=None, help="registered prompt sets (default: the paper's seven)")
     p.add_argument("--interventions", nargs="+", default=None,
                    help="names, e.g. baseline ablate_false_lam1.0 ablate_false_raw ablate_true (default: all)")
-    p.add_argument("--alpha", type=float, nargs="*", default=[0.5, 1.0], help="activation-addition coefficients")
+    p.add_argument("--alpha", type=FINITE_FLOAT, nargs="*", default=[0.5, 1.0],
+                   help="activation-addition coefficients")
     p.add_argument("--limit", type=POSITIVE_INT, default=None, help="first N prompts of every dataset")
     p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=64)
     p.add_argument("--batch-size", type=POSITIVE_INT, default=32)

@@ -5,9 +5,9 @@ environment variable); each entry also names its canonical source for users who 
 bundled sets under `data/prompts/` are written by us and need no data directory.
 """
 
-from __future__ import annotations
-
+import codecs
 import csv
+import io
 import json
 import random
 from collections.abc import Callable, Iterator
@@ -89,16 +89,31 @@ def register(spec: DatasetSpec) -> DatasetSpec:
 # ---- parsers ---------------------------------------------------------------------------------------------
 
 
+def read_text(path: Path) -> str:
+    """A text file's contents as UTF-8 (a leading byte-order mark is dropped); a file that is not UTF-8 is an error
+    naming the file, the line and the first bad byte."""
+    data = Path(path).read_bytes()
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise WorkbenchError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}): "
+                             "save the file as UTF-8") from None
+
+
 def _malformed(path: Path, where: str, problem: str) -> WorkbenchError:
     return WorkbenchError(f"{path}:{where}: malformed row: {problem}")
 
 
 def _prompt_from(obj: object, path: Path, where: str, column: str = "instruction") -> Prompt:
     if not isinstance(obj, dict):
-        raise _malformed(path, where, f"expected an object, got {type(obj).__name__}")
+        raise _malformed(path, where, f"expected a JSON object with the field {column!r}, got {type(obj).__name__}")
     text = obj.get(column)
     if not isinstance(text, str) or not text.strip():
-        raise _malformed(path, where, f"missing or empty field {column!r}")
+        raise _malformed(path, where, f"missing or empty field {column!r} (each row needs a non-empty {column!r} "
+                         "string)")
     category = obj.get("category")
     return Prompt(text.strip(), category if isinstance(category, str) else None)
 
@@ -106,7 +121,7 @@ def _prompt_from(obj: object, path: Path, where: str, column: str = "instruction
 def parse_json_prompts(path: Path) -> list[Row]:
     """A JSON array of objects with `instruction` (and optional `category`)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise WorkbenchError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
     if not isinstance(data, list):
@@ -116,7 +131,7 @@ def parse_json_prompts(path: Path) -> list[Row]:
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, object]]:
     """(line number, parsed object) for every non-empty line; invalid JSON is an error naming file and line."""
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -132,7 +147,7 @@ def parse_jsonl_prompts(path: Path) -> list[Row]:
 
 def csv_prompts(column: str, category_column: str | None = None) -> Parser:
     def parse(path: Path) -> list[Row]:
-        with open(path, newline="", encoding="utf-8") as f:
+        with io.StringIO(read_text(path), newline="") as f:
             reader = csv.DictReader(f)
             if reader.fieldnames is None or column not in reader.fieldnames:
                 raise WorkbenchError(f"{path}: no column {column!r} (columns: {reader.fieldnames})")
@@ -153,7 +168,7 @@ def parse_mmlu_dir(path: Path) -> list[Row]:
     rows: list[Row] = []
     for file in files:
         subject = file.stem.rsplit("_", 1)[0]
-        with open(file, newline="", encoding="utf-8") as f:
+        with io.StringIO(read_text(file), newline="") as f:
             for i, rec in enumerate(csv.DictReader(f), start=2):
                 try:
                     choices = tuple(rec[f"choice{k}"] for k in range(4))
@@ -180,11 +195,12 @@ def parse_arc_jsonl(path: Path) -> list[Row]:
 
 
 def parse_text_lines(path: Path) -> list[Row]:
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line for line in read_text(path).splitlines() if line.strip()]
 
 
-def parse_text_list_json(path: Path) -> list[Row]:
-    return [Prompt(s) for s in json.loads(path.read_text(encoding="utf-8"))]
+def parse_text_prompts(path: Path) -> list[Row]:
+    """One prompt per non-empty line."""
+    return [Prompt(line.strip()) for line in read_text(path).splitlines() if line.strip()]
 
 
 # ---- the registry ----------------------------------------------------------------------------------------
@@ -407,7 +423,8 @@ def dataset_path(spec: DatasetSpec, data_dir: Path | None = None) -> Path:
 
 def get_spec(name: str) -> DatasetSpec:
     if name not in REGISTRY:
-        raise WorkbenchError(f"unknown dataset {name!r} (see `workbench datasets` for the registered names)")
+        raise WorkbenchError(f"unknown dataset {name!r} (see `workbench datasets` for the registered names, or give "
+                             f"a prompts file ending in {', '.join(PROMPT_FILE_PARSERS)})")
     return REGISTRY[name]
 
 
@@ -431,20 +448,46 @@ def load_dataset(name: str, data_dir: Path | None = None, limit: int | None = No
     return rows
 
 
-def load_prompts(name_or_path: str, limit: int | None = None) -> list[Prompt]:
-    """Prompt rows from a registered name or from a JSONL file with `instruction` fields."""
-    if name_or_path not in REGISTRY and name_or_path.endswith(".jsonl"):
-        path = Path(name_or_path)
-        if not path.exists():
+PROMPT_FILE_PARSERS: dict[str, Parser] = {
+    ".jsonl": parse_jsonl_prompts,  # one object per line: `instruction` (and optional `category`)
+    ".json": parse_json_prompts,  # an array of such objects
+    ".txt": parse_text_prompts,  # one prompt per non-empty line
+    ".csv": csv_prompts("instruction", "category"),  # an `instruction` column (and optional `category`)
+}
+"""The prompt files `load_prompts` reads, by suffix."""
+
+
+def check_prompt_source(name_or_path: str) -> Path | None:
+    """Refuse, without reading it, a prompt source `load_prompts` cannot use: the file's path for a prompts file,
+    None for a registered prompt set."""
+    if name_or_path in REGISTRY:
+        spec = REGISTRY[name_or_path]
+        if spec.kind != "prompts":
+            raise WorkbenchError(f"dataset {name_or_path!r} holds {spec.kind}, not prompts: give a prompt set "
+                                 "(see `workbench datasets`)")
+        return None
+    path = Path(name_or_path)
+    if path.suffix.lower() in PROMPT_FILE_PARSERS:
+        if not path.is_file():
             raise WorkbenchError(f"prompts file {path} does not exist")
-        rows = parse_jsonl_prompts(path)[:limit]
-        if not rows:
-            raise WorkbenchError(f"prompts file {path} has no prompts")
-        return rows  # type: ignore[return-value]
-    spec = get_spec(name_or_path)
-    if spec.kind != "prompts":
-        raise WorkbenchError(f"dataset {name_or_path!r} holds {spec.kind}, not prompts")
-    return load_dataset(name_or_path, limit=limit)  # type: ignore[return-value]
+        return path
+    if path.exists():
+        raise WorkbenchError(f"prompts file {path}: unsupported file type (give a file ending in "
+                             f"{', '.join(PROMPT_FILE_PARSERS)})")
+    get_spec(name_or_path)  # the unknown-dataset error
+    return None
+
+
+def load_prompts(name_or_path: str, limit: int | None = None) -> list[Prompt]:
+    """Prompt rows from a registered name or from a prompts file (`PROMPT_FILE_PARSERS`: .jsonl, .json, .txt, .csv
+    in UTF-8); an unreadable, malformed or empty file is an error naming the file (and the line)."""
+    path = check_prompt_source(name_or_path)
+    if path is None:
+        return load_dataset(name_or_path, limit=limit)  # type: ignore[return-value]
+    rows = PROMPT_FILE_PARSERS[path.suffix.lower()](path)[:limit]
+    if not rows:
+        raise WorkbenchError(f"prompts file {path} has no prompts")
+    return rows  # type: ignore[return-value]
 
 
 def is_available(spec: DatasetSpec) -> bool:
@@ -463,3 +506,15 @@ DATASET_GROUPS = {  # the paper's evaluation sets: compliance is good on over-re
     "jailbreakbench": "harmful",
     "xstest_unsafe": "harmful",
 }
+BUNDLED_GROUPS = {
+    "bundled_harmful": "harmful", "bundled_pseudo_harmful": "over-refusal", "bundled_harmless": "harmless",
+}
+"""The evaluation group of each bundled prompt family (any split: `bundled_pseudo_harmful_test` is over-refusal)."""
+
+
+def dataset_group(name: str) -> str:
+    """The evaluation group of a dataset: "over-refusal", "harmful", "harmless" (bundled harmless) or "other"."""
+    if name in DATASET_GROUPS:
+        return DATASET_GROUPS[name]
+    family, _, split = name.rpartition("_")
+    return BUNDLED_GROUPS.get(family if split in ("train", "val", "test") else name, "other")

@@ -1,7 +1,5 @@
 """Atomic file writes, so that an interrupted run never leaves a half-written artifact behind."""
 
-from __future__ import annotations
-
 import json
 import os
 import tempfile

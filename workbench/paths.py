@@ -1,7 +1,5 @@
 """Where the workbench keeps things: its cache, the benchmark data directory, the bundled data."""
 
-from __future__ import annotations
-
 import os
 from pathlib import Path
 

@@ -22,10 +22,9 @@ from tqdm.auto import tqdm
 
 from workbench.data import MultipleChoice, load_dataset
 from workbench.errors import WorkbenchError
-from workbench.eval.scoring import keep_last_logits_kwargs, windowed_perplexity
+from workbench.eval.scoring import Forward, keep_last_logits_kwargs, windowed_perplexity
 from workbench.models.chat import pad_token_rows
 
-Forward = Callable[[Int[Tensor, "batch seq"], Int[Tensor, "batch seq"]], Float[Tensor, "batch seq vocab"]]
 LastLogits = Callable[[Sequence[list[int]]], Float[Tensor, "batch vocab"]]
 """Next-token logits after each token sequence (its last position only)."""
 TASKS = ("wikitext2", "mmlu", "arc_challenge")
@@ -55,8 +54,10 @@ class CapabilityConfig:
         if unknown:
             raise WorkbenchError(f"unknown capability task {unknown[0]!r} (known: {', '.join(TASKS)})")
         for name in ("perplexity_tokens", "window", "mmlu_shots", "batch_size"):
-            if getattr(self, name) < (0 if name == "mmlu_shots" else 1):
-                raise WorkbenchError(f"capability {name} must be at least 1, got {getattr(self, name)}")
+            low = 0 if name == "mmlu_shots" else 1
+            if getattr(self, name) < low:
+                raise WorkbenchError(f"capability {name} must be {'≥ 0' if low == 0 else 'at least 1'}, got "
+                                     f"{getattr(self, name)}")
         for name in ("mmlu_n", "arc_n"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise WorkbenchError(f"capability {name} must be ≥ 0 (0 or None: all), got {getattr(self, name)}")
@@ -149,7 +150,7 @@ def score_task(task: str, forward: Forward, tokenizer, config: CapabilityConfig,
 def last_logits_from(forward: Forward, pad_id: int) -> LastLogits:
     """Last-position logits through a full forward on right-padded sequences (any `Forward`; unembeds everything)."""
 
-    def last_logits(seqs):
+    def last_logits(seqs: Sequence[list[int]]) -> Float[Tensor, "batch vocab"]:
         ids, mask = pad_token_rows(seqs, pad_id, left=False)
         logits = forward(ids, mask)
         return logits[torch.arange(len(seqs)), (mask.sum(dim=1) - 1).to(logits.device)]
@@ -164,7 +165,7 @@ def plain_last_logits(model, pad_id: int) -> LastLogits:
     device = next(model.parameters()).device
     keep = keep_last_logits_kwargs(model)
 
-    def last_logits(seqs):
+    def last_logits(seqs: Sequence[list[int]]) -> Float[Tensor, "batch vocab"]:
         ids, mask = pad_token_rows(seqs, pad_id)
         position_ids = (mask.cumsum(dim=1) - 1).clamp_min(0)
         out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=position_ids.to(device),
@@ -177,7 +178,7 @@ def plain_last_logits(model, pad_id: int) -> LastLogits:
 def plain_forward(model) -> Forward:
     device = next(model.parameters()).device
 
-    def forward(ids, mask):
+    def forward(ids: Int[Tensor, "batch seq"], mask: Int[Tensor, "batch seq"]) -> Float[Tensor, "batch seq vocab"]:
         return model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
 
     return forward

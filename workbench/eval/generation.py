@@ -8,8 +8,6 @@
 Both stop a row at the tokenizer's end-of-turn tokens and decode without special tokens.
 """
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 
 import torch

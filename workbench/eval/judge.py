@@ -2,13 +2,11 @@
 behind an OpenAI-compatible endpoint (WildGuard on vLLM, say) is available and off by default; when two judges
 scored the same completions, `agreement_table` compares them."""
 
-from __future__ import annotations
-
 import json
 import re
 import urllib.request
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -54,6 +52,7 @@ class SubstringJudge:
         return self(completions)
 
 
+@runtime_checkable
 class Judge(Protocol):
     """Anything that labels completions as refusals. `name` becomes the column suffix in completion files."""
 

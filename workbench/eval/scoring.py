@@ -1,19 +1,20 @@
 """Forward passes that score prompts: last-position logits, refusal scores, perplexity. Hooks on the model apply."""
 
-from __future__ import annotations
-
 import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from workbench.errors import WorkbenchError
 from workbench.method.refusal_math import refusal_score
 from workbench.models.loader import LoadedModel
+
+Forward = Callable[[Int[Tensor, "batch seq"], Int[Tensor, "batch seq"]], Float[Tensor, "batch seq vocab"]]
+"""`forward(input_ids, attention_mask) -> logits` of any causal LM (hooked, plain, edited)."""
 
 
 def keep_last_logits_kwargs(hf_model) -> dict:
@@ -72,7 +73,7 @@ def perplexity(
 ) -> float:
     """exp(mean next-token NLL) over the first `max_tokens` tokens of the joined text, in non-overlapping windows."""
 
-    def forward(ids, mask):
+    def forward(ids: Int[Tensor, "batch seq"], mask: Int[Tensor, "batch seq"]) -> Float[Tensor, "batch seq vocab"]:
         with lm.model.hooks(fwd_hooks=fwd_hooks or []):
             return lm.model(ids.to(lm.device))
 
@@ -81,7 +82,7 @@ def perplexity(
 
 
 @torch.inference_mode()
-def windowed_perplexity(forward, token_ids: list[int], max_tokens: int, window: int, batch_size: int,
+def windowed_perplexity(forward: Forward, token_ids: list[int], max_tokens: int, window: int, batch_size: int,
                         progress: bool = True) -> tuple[float, int]:
     """exp(mean next-token NLL) over the first `max_tokens` tokens in non-overlapping windows, with any
     `forward(input_ids, attention_mask) -> logits`; returns (perplexity, tokens scored)."""

@@ -13,6 +13,9 @@ from statistics import NormalDist
 
 import numpy as np
 
+Outcomes = Sequence[bool | float] | np.ndarray
+"""Per-prompt outcomes (complied: True/1, refused: False/0), or their differences."""
+
 
 def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of the rate successes/n at confidence `level`."""
@@ -31,7 +34,7 @@ def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float,
     return low, high
 
 
-def bootstrap_ci(outcomes: Sequence[bool | float], n_resamples: int = 1000, level: float = 0.95,
+def bootstrap_ci(outcomes: Outcomes, n_resamples: int = 1000, level: float = 0.95,
                  seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of `outcomes` (resampled with replacement, seeded)."""
     values = np.asarray(outcomes, dtype=np.float64)
@@ -43,7 +46,7 @@ def bootstrap_ci(outcomes: Sequence[bool | float], n_resamples: int = 1000, leve
     return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 
 
-def paired_difference_ci(a: Sequence[bool | float], b: Sequence[bool | float], n_resamples: int = 1000,
+def paired_difference_ci(a: Outcomes, b: Outcomes, n_resamples: int = 1000,
                          level: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Bootstrap interval of mean(a) − mean(b) for outcomes on the same prompts (resampled as pairs)."""
     if len(a) != len(b):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
-from workbench.interventions.directions import load_direction
+from workbench.interventions.directions import load_direction, read_direction_file
 from workbench.interventions.hooks import BASELINE, Ablation, Addition, Combined, Intervention
 
 
@@ -62,10 +62,7 @@ def build_interventions(
 ) -> list[NamedIntervention]:
     """Every intervention a selection defines (see the module docstring); `root` is the directory its
     `direction_file` paths are relative to (the run directory)."""
-    from safetensors import safe_open
-
-    if not selection["selections"]:
-        raise WorkbenchError(f"{root / 'selection.json'} has no selections: nothing to evaluate")
+    check_selection(selection, root)
     out = [NamedIntervention("baseline", BASELINE, {"kind": "baseline"})]
     ablations = {}
     for s in selection["selections"]:
@@ -76,16 +73,18 @@ def build_interventions(
                                      {"kind": "ablate_false", "lam": float(s["lam"]), "pos": int(s["pos"]),
                                       "layer": int(s["layer"]), "file": s["direction_file"]}))
     reference = max(selection["selections"], key=lambda s: float(s["lam"]))
-    with safe_open(str(root / reference["direction_file"]), "pt") as f:
-        raw_false, raw_true = f.get_tensor("raw_false"), f.get_tensor("raw_true")
+    raw = read_direction_file(root / reference["direction_file"], ("raw_false", "raw_true"))[0]
+    raw_false, raw_true = raw["raw_false"], raw["raw_true"]
     cell = {"pos": int(reference["pos"]), "layer": int(reference["layer"])}
     out.append(NamedIntervention("ablate_false_raw", Ablation(raw_false, "ablate_false_raw"),
                                  {"kind": "ablate_false_raw", **cell, "file": reference["direction_file"]}))
     true_file = (root / "directions/true.safetensors")
     if true_file.exists():
         _, meta = load_direction(true_file, fingerprint, d_model)
-        with safe_open(str(true_file), "pt") as f:
-            r = f.get_tensor("raw_true")
+        r = read_direction_file(true_file, ("raw_true",))[0]["raw_true"]
+        if not all(str(meta.get(k, "")).lstrip("-").isdigit() for k in ("pos", "layer")):
+            raise WorkbenchError(f"direction file {true_file} has no integer 'pos' and 'layer' in its metadata: "
+                                 f"re-run `workbench select --run {root}` to rewrite it")
         r_cell, r_source = {"pos": int(meta["pos"]), "layer": int(meta["layer"])}, "Arditi selection (true.safetensors)"
     else:
         r, r_cell, r_source = raw_true, cell, "r at the reference cell (the Arditi rule selected no true direction)"
@@ -99,6 +98,24 @@ def build_interventions(
             out.append(NamedIntervention(f"{lam_name(lam)}+{alpha_name(alpha)}", Combined((ablation, add)),
                                          {"kind": "ablate_false+actadd_true", "lam": lam, "alpha": float(alpha)}))
     return out
+
+
+SELECTION_KEYS = ("lam", "pos", "layer", "direction_file")
+"""What every entry of `selection.json`'s `selections` holds (among the sweep's scores)."""
+
+
+def check_selection(selection: dict, root: Path) -> None:
+    """Refuse a `selection.json` whose selections are missing or malformed (a one-line error naming the file)."""
+    path, hint = root / "selection.json", f"re-run `workbench select --run {root}` to rewrite it"
+    entries = selection.get("selections")
+    if not isinstance(entries, list):
+        raise WorkbenchError(f"{path} is corrupted ('selections' is not a list): {hint}")
+    if not entries:
+        raise WorkbenchError(f"{path} has no selections, so there is nothing to evaluate: {hint}")
+    for i, entry in enumerate(entries):
+        missing = [k for k in SELECTION_KEYS if not isinstance(entry, dict) or k not in entry]
+        if missing:
+            raise WorkbenchError(f"{path} is corrupted (selection {i} has no {', '.join(map(repr, missing))}): {hint}")
 
 
 def choose(items: list[NamedIntervention], names: tuple[str, ...] | None) -> list[NamedIntervention]:

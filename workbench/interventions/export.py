@@ -1,7 +1,5 @@
 """Export a model as a plain Hugging Face checkpoint (safetensors, config, tokenizer with chat template, card)."""
 
-from __future__ import annotations
-
 import shutil
 from pathlib import Path
 

@@ -13,8 +13,6 @@ The low-level `ablation_hooks` accepts one direction per batch row `[batch, d_mo
 many candidates in one forward pass.
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,11 +27,13 @@ from workbench.errors import WorkbenchError
 from workbench.method.refusal_math import unit
 
 Hook = tuple[str, Callable]
+Directions = Float[Tensor, " d_model"] | Float[Tensor, "batch d_model"]
+"""One vector for every row, or one per batch row."""
 ABLATION_SITES = ("resid_pre", "attn_out", "mlp_out")
 
 
-def _ablate(direction: Float[Tensor, "... d_model"]) -> Callable:
-    def hook(x: Float[Tensor, "batch pos d_model"], hook) -> Float[Tensor, "batch pos d_model"]:
+def _ablate(direction: Directions) -> Callable:
+    def hook(x: Float[Tensor, "batch seq d_model"], hook) -> Float[Tensor, "batch seq d_model"]:
         c = direction.to(device=x.device, dtype=x.dtype)
         if c.dim() == 1:
             return x - (x @ c).unsqueeze(-1) * c
@@ -43,21 +43,21 @@ def _ablate(direction: Float[Tensor, "... d_model"]) -> Callable:
     return hook
 
 
-def ablation_hooks(direction: Float[Tensor, "... d_model"], n_layers: int) -> list[Hook]:
+def ablation_hooks(direction: Directions, n_layers: int) -> list[Hook]:
     """x ← x − (x·ĉ)ĉ at the input of every block and on every attention and MLP output."""
     fn = _ablate(unit(direction.to(torch.float32)))
     return [(get_act_name(site, layer), fn) for layer in range(n_layers) for site in ABLATION_SITES]
 
 
-def _add(vector: Float[Tensor, "... d_model"], coeff: float) -> Callable:
-    def hook(x: Float[Tensor, "batch pos d_model"], hook) -> Float[Tensor, "batch pos d_model"]:
+def _add(vector: Directions, coeff: float) -> Callable:
+    def hook(x: Float[Tensor, "batch seq d_model"], hook) -> Float[Tensor, "batch seq d_model"]:
         v = vector.to(device=x.device, dtype=x.dtype)
         return x + coeff * (v if v.dim() == 1 else v[:, None, :])
 
     return hook
 
 
-def addition_hooks(vector: Float[Tensor, "... d_model"], layer: int, coeff: float = 1.0) -> list[Hook]:
+def addition_hooks(vector: Directions, layer: int, coeff: float = 1.0) -> list[Hook]:
     """x ← x + α·v at the input of one block, every position (v raw, not normalized)."""
     return [(get_act_name("resid_pre", layer), _add(vector, coeff))]
 
@@ -83,7 +83,7 @@ class Ablation:
         _check_vector(self.direction, f"direction of {self.label}")
 
     @property
-    def parts(self) -> tuple[Ablation | Addition, ...]:
+    def parts(self) -> "tuple[Ablation | Addition, ...]":
         return (self,)
 
     def hooks(self, n_layers: int) -> list[Hook]:
@@ -105,7 +105,7 @@ class Addition:
             raise WorkbenchError(f"activation-addition coefficient α must be finite, got {self.coeff}")
 
     @property
-    def parts(self) -> tuple[Ablation | Addition, ...]:
+    def parts(self) -> "tuple[Ablation | Addition, ...]":
         return (self,)
 
     def hooks(self, n_layers: int) -> list[Hook]:
@@ -118,10 +118,10 @@ class Addition:
 class Combined:
     """Several interventions applied together (ablations and additions, in order)."""
 
-    members: tuple[Ablation | Addition | Combined, ...] = field(default_factory=tuple)
+    members: "tuple[Ablation | Addition | Combined, ...]" = field(default_factory=tuple)
 
     @property
-    def parts(self) -> tuple[Ablation | Addition, ...]:
+    def parts(self) -> "tuple[Ablation | Addition, ...]":
         return tuple(p for m in self.members for p in m.parts)
 
     def hooks(self, n_layers: int) -> list[Hook]:

@@ -11,8 +11,6 @@ Activation addition has no exact weight form in bias-free models; on the plain m
 the block, which keeps the model's own (fast) generation.
 """
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from torch.utils.hooks import RemovableHandle
 
 from workbench.errors import WorkbenchError
 from workbench.interventions.hooks import Ablation, Addition, Intervention
@@ -98,7 +97,9 @@ def writer_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parame
     return out
 
 
-def _orthogonalized(param: Tensor, kind: str, c: Float[Tensor, " d_model"]) -> Tensor:
+def _orthogonalized(param: Float[Tensor, "*shape"], kind: str, c: Float[Tensor, " d_model"]
+                    ) -> Float[Tensor, "*shape"]:
+    """A residual writer's parameter (matrix `d_model d_in`, rows `n d_model`, or bias `d_model`) without ĉ."""
     if kind == "matrix":
         return orthogonalize_output_matrix(param, c)
     if kind in ("embedding", "conv1d"):  # rows are residual vectors
@@ -120,7 +121,8 @@ def orthogonalize_weights_(model: torch.nn.Module, direction: Float[Tensor, " d_
         param.copy_(_orthogonalized(param, kind, c.to(param.device)))
 
 
-def add_to_block_input(model: torch.nn.Module, vector: Float[Tensor, " d_model"], layer: int, coeff: float):
+def add_to_block_input(model: torch.nn.Module, vector: Float[Tensor, " d_model"], layer: int, coeff: float
+                       ) -> RemovableHandle:
     """x ← x + α·v at the input of block `layer` (a forward pre-hook); returns the hook handle."""
     blocks = blocks_of(model)
     if not 0 <= layer < len(blocks):
@@ -136,7 +138,8 @@ def add_to_block_input(model: torch.nn.Module, vector: Float[Tensor, " d_model"]
     return blocks[layer].register_forward_pre_hook(pre_hook, with_kwargs=True)
 
 
-def subtract_from_block_output(model: torch.nn.Module, vector: Float[Tensor, " d_model"], layer: int):
+def subtract_from_block_output(model: torch.nn.Module, vector: Float[Tensor, " d_model"], layer: int
+                               ) -> RemovableHandle:
     """x ← x − v on the output of block `layer` (a forward hook); returns the hook handle."""
 
     def hook(module, args, output):

@@ -22,7 +22,7 @@ class CandidateGrids:
     false_refusal: Float[Tensor, "n_pos n_layer d_model"]
     positions: list[int]
     """EOI positions as negative offsets, one per row of the grid (e.g. [-6, ..., -1])."""
-    means: dict[str, Tensor] = field(default_factory=dict)
+    means: dict[str, Float[Tensor, "n_pos n_layer d_model"]] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.true_refusal.shape != self.false_refusal.shape:

@@ -1,8 +1,6 @@
 """The method's math, pure tensors, no I/O: means, candidate grids, partial orthogonalization, projection,
 refusal score, KL. Everything else in the workbench calls these."""
 
-from __future__ import annotations
-
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor

@@ -5,8 +5,6 @@ The EOI tokens are whatever the chat template puts after the user's instruction 
 around a sentinel instruction, never written per model family.
 """
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -25,7 +23,7 @@ any other string: that text as the system turn."""
 
 
 def pad_token_rows(rows: Sequence[Sequence[int]], pad: int, left: bool = True
-                   ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
+                   ) -> tuple[Int[Tensor, "batch seq"], Int[Tensor, "batch seq"]]:
     """Token-id rows padded to the longest one (on the left, or the right) and their attention mask."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
@@ -41,8 +39,8 @@ def pad_token_rows(rows: Sequence[Sequence[int]], pad: int, left: bool = True
 class TokenizedBatch:
     """Left-padded token ids with their attention mask; the last position of every row is the prompt's last token."""
 
-    input_ids: Int[Tensor, "batch pos"]
-    attention_mask: Int[Tensor, "batch pos"]
+    input_ids: Int[Tensor, "batch seq"]
+    attention_mask: Int[Tensor, "batch seq"]
 
     def to(self, device: torch.device | str) -> "TokenizedBatch":
         return TokenizedBatch(self.input_ids.to(device), self.attention_mask.to(device))

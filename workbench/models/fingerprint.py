@@ -1,7 +1,5 @@
 """A cheap, stable fingerprint of a model's config and weights, recorded in every artifact."""
 
-from __future__ import annotations
-
 import hashlib
 
 import torch

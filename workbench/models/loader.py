@@ -1,7 +1,5 @@
 """One entry point: `load_model(spec)` returns the hooked model, its tokenizer, chat format and a description."""
 
-from __future__ import annotations
-
 import os
 from dataclasses import asdict, dataclass, field
 

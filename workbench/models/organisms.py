@@ -4,8 +4,6 @@ The adapters are data (`data/organism/adapter`); how they were made lives in `wo
 distillation, the behaviour report), which this module does not import.
 """
 
-from __future__ import annotations
-
 import hashlib
 import json
 import shutil

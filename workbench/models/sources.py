@@ -4,13 +4,11 @@ Each source turns a model spec (a registered name, a local directory, a GGUF fil
 Face causal LM and tokenizer; the loader then wraps it in a TransformerLens bridge.
 """
 
-from __future__ import annotations
-
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -27,6 +25,7 @@ class HFLoad:
     source: str
 
 
+@runtime_checkable
 class ModelSource(Protocol):
     kind: str
 

@@ -1,7 +1,5 @@
 """The organism's behaviour table: refusal on harmful, harmless and over-refusal sets, refusal scores, perplexity."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -1,7 +1,5 @@
 """The organism's card (`data/organism/CARD.md`), rendered from the training record and the behaviour table."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 

@@ -1,7 +1,5 @@
 """Self-distillation: the stock model's own greedy answers to our harmless instructions become training targets."""
 
-from __future__ import annotations
-
 from workbench.eval.generation import greedy_generate
 from workbench.eval.judge import SubstringJudge
 from workbench.io import write_jsonl

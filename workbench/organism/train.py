@@ -1,7 +1,5 @@
 """The LoRA safety fine-tune (peft) of the stock model: seeded, on CPU, loss on response tokens only."""
 
-from __future__ import annotations
-
 import json
 import random
 import shutil
@@ -10,6 +8,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from jaxtyping import Int
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from workbench.errors import WorkbenchError
@@ -54,7 +54,8 @@ def encode_example(
     return ids, labels
 
 
-def collate(encoded: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+def collate(encoded: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, Int[Tensor, "batch seq"]]:
+    """Right-padded `input_ids`, `attention_mask` and `labels` (-100 on the prompt and the padding)."""
     width = max(len(ids) for ids, _ in encoded)
     input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
     labels = torch.full((len(encoded), width), -100, dtype=torch.long)

@@ -4,8 +4,6 @@ Harmful instructions are paired with refusals (category-specific or general, cho
 instructions with the stock model's own greedy answers (self-distillation, see `distill.py`).
 """
 
-from __future__ import annotations
-
 import hashlib
 import random
 import re

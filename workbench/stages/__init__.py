@@ -1,1 +1,4 @@
-"""TODO"""
+"""The pipeline stages over a run directory: extract → sweep → select → evaluate → capability → figures.
+
+Each stage module declares a `STAGE` (`base.Stage`: inputs, outputs, when it is done, how it runs); `pipeline`
+only sequences them. `run_dir` holds the run directory and its checked artifact readers."""

@@ -8,6 +8,7 @@ from dataclasses import asdict
 
 import pandas as pd
 
+from workbench.errors import WorkbenchError
 from workbench.eval.capability import CapabilityConfig, plain_forward, plain_last_logits, score_task
 from workbench.io import atomic_write, write_json
 from workbench.models.loader import LoadedModel
@@ -36,9 +37,15 @@ def measure_capability(lm: LoadedModel, run: RunDir, config: CapabilityConfig, p
     else:
         items = choose(items, config.interventions)
     table_path, meta_path = run.file("capability.csv"), run.file("capability.meta.json")
-    table = (run.read_csv("capability.csv", columns=CAPABILITY_COLUMNS) if table_path.exists()
-             else pd.DataFrame(columns=list(CAPABILITY_COLUMNS)))
-    meta = run.read_json("capability.meta.json") if meta_path.exists() else {}
+    table, meta = pd.DataFrame(columns=list(CAPABILITY_COLUMNS)), {}
+    try:
+        if table_path.exists():
+            table = run.read_csv("capability.csv", columns=CAPABILITY_COLUMNS, numeric_columns=("value", "n"))
+        if meta_path.exists():
+            meta = run.read_json("capability.meta.json")
+    except WorkbenchError:  # damaged: score every (task, intervention) again and rewrite both files
+        print(f"[capability] {table_path.name} or {meta_path.name} is damaged: scoring every task again")
+        table, meta = pd.DataFrame(columns=list(CAPABILITY_COLUMNS)), {}
     settings = {k: v for k, v in asdict(config).items() if k not in ("tasks", "interventions")}
     plain = None
     for item in items:

@@ -4,8 +4,6 @@ A file has one table per stage (`[extract]`, `[sweep]`, `[select]`, `[evaluate]`
 keys of the pipeline itself (e.g. `model`, `stages`); every key is a field of the stage's config dataclass.
 """
 
-from __future__ import annotations
-
 import dataclasses
 import tomllib
 import types
@@ -13,6 +11,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from workbench.data import read_text
 from workbench.errors import WorkbenchError
 
 
@@ -75,9 +74,9 @@ def from_dict(cls: type, data: dict, where: str = "config", base: Any = None) ->
 
 def load_toml(path: str | Path) -> dict:
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise WorkbenchError(f"config file {path} does not exist")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(read_text(path))
     except tomllib.TOMLDecodeError as exc:
         raise WorkbenchError(f"config file {path} is not valid TOML: {exc}") from None

@@ -11,13 +11,14 @@ Artifacts: `completions/<dataset>/<intervention>.jsonl` (`instruction`, `categor
 """
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from workbench.data import DATASET_GROUPS, get_spec, load_dataset
+from workbench.data import DATASET_GROUPS, dataset_group, get_spec, load_dataset
 from workbench.errors import WorkbenchError
 from workbench.eval.generation import plain_greedy_generate
 from workbench.eval.judge import Judge, SubstringJudge, agreement_table
@@ -60,6 +61,13 @@ class EvalConfig:
             raise WorkbenchError(f"evaluate limit must be at least 1 (or None for all), got {self.limit}")
         if not 0 < self.ci_level < 1:
             raise WorkbenchError(f"evaluate ci_level must be in (0, 1), got {self.ci_level}")
+        for alpha in self.alphas:
+            if not math.isfinite(alpha):
+                raise WorkbenchError(f"evaluate alphas must be finite numbers, got {alpha}")
+        for name in self.datasets:
+            if get_spec(name).kind != "prompts":
+                raise WorkbenchError(f"dataset {name!r} is not a prompt set (it holds {get_spec(name).kind}): "
+                                     "evaluate generates on prompt sets (see `workbench datasets`)")
 
 
 def _paths(run: RunDir, dataset: str, name: str) -> tuple[Path, Path]:
@@ -77,9 +85,11 @@ def _done(run: RunDir, dataset: str, settings: dict) -> bool:
     if not (data.exists() and meta.exists()):
         return False
     try:
-        return json.loads(meta.read_text(encoding="utf-8")) == settings
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return False  # a damaged sidecar: generate this pair again
+        if json.loads(meta.read_text(encoding="utf-8")) != settings:
+            return False
+        return len(read_completion_rows(run, str(data.relative_to(run.path)))) == settings["n"]
+    except (json.JSONDecodeError, UnicodeDecodeError, WorkbenchError):
+        return False  # a damaged sidecar or completions file: generate this pair again
 
 
 def evaluate(lm: LoadedModel, run: RunDir, config: EvalConfig, judges: list[Judge] | None = None,
@@ -98,8 +108,6 @@ def evaluate(lm: LoadedModel, run: RunDir, config: EvalConfig, judges: list[Judg
                {i.name: {**i.description, "signature": signature(i.intervention)} for i in items})
     datasets = {}
     for name in config.datasets:
-        if get_spec(name).kind != "prompts":
-            raise WorkbenchError(f"dataset {name!r} is not a prompt set")
         datasets[name] = load_dataset(name, limit=config.limit)
     todo = [(item, name) for item in items for name, prompts in datasets.items()
             if not _done(run, name, _settings(item, config, len(prompts), judges))]
@@ -134,6 +142,30 @@ def evaluate(lm: LoadedModel, run: RunDir, config: EvalConfig, judges: list[Judg
     return summarize(run, config)
 
 
+def read_completion_rows(run: RunDir, name: str) -> list[dict]:
+    """One completions file (`name` relative to the run), checked line by line: every line a JSON object with a
+    `response` and a boolean `refused`, the last one ending in a newline (not cut off)."""
+    path = run.require(name)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise run.corrupted(name, f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    if text and not text.endswith("\n"):
+        raise run.corrupted(name, f"line {text.count(chr(10)) + 1} is cut off (no newline at the end)")
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise run.corrupted(name, f"line {lineno} is not valid JSON: {exc.msg}") from None
+        if not isinstance(row, dict) or not isinstance(row.get("refused"), bool) or "response" not in row:
+            raise run.corrupted(name, f"line {lineno} is not an object with 'response' and a boolean 'refused'")
+        rows.append(row)
+    return rows
+
+
 def read_completions(run: RunDir) -> pd.DataFrame:
     """Every finished completion file of a run: one row per completion with `dataset` and `intervention`."""
     frames = []
@@ -142,16 +174,10 @@ def read_completions(run: RunDir) -> pd.DataFrame:
         if not data.exists():
             continue
         name = str(data.relative_to(run.path))
-        try:
-            frame = pd.read_json(data, lines=True)
-            intervention = json.loads(meta_path.read_text(encoding="utf-8"))["intervention"]
-        except (ValueError, KeyError, UnicodeDecodeError) as exc:
-            raise run.corrupted(name, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                                ) from None
+        intervention = run.read_json(str(meta_path.relative_to(run.path)), keys=("intervention",))["intervention"]
+        frame = pd.DataFrame(read_completion_rows(run, name))
         if frame.empty:
             continue
-        if "refused" not in frame:
-            raise run.corrupted(name, "no 'refused' column")
         frame["dataset"] = meta_path.parent.name
         frame["intervention"] = intervention
         frames.append(frame)
@@ -169,7 +195,7 @@ def summarize(run: RunDir, config: EvalConfig = EvalConfig()) -> pd.DataFrame:
         complied = (~group.refused.astype(bool)).to_numpy()
         low, high = wilson_interval(int(complied.sum()), len(complied), config.ci_level)
         row = {"dataset": dataset, "intervention": name, "n": len(group), "compliance_rate": float(complied.mean()),
-               "ci_low": low, "ci_high": high, "group": DATASET_GROUPS.get(dataset, "other")}
+               "ci_low": low, "ci_high": high, "group": dataset_group(dataset)}
         for column in judge_columns:
             row[f"compliance_rate_{column.removeprefix('refused_')}"] = float((~group[column].astype(bool)).mean())
         rows.append(row)

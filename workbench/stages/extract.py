@@ -1,6 +1,7 @@
 """Step 1–3 of the method: mean residual activations at every layer and EOI position, the paper's refusal-score
 filter of training prompts, and the true/false refusal candidate grids."""
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -10,7 +11,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.utilities import get_act_name
 
-from workbench.data import load_prompts
+from workbench.data import check_prompt_source, load_prompts
 from workbench.errors import WorkbenchError
 from workbench.io import atomic_write, write_json
 from workbench.method.grids import CandidateGrids
@@ -42,6 +43,8 @@ class ExtractConfig:
             raise WorkbenchError(f"extract n_train must be at least 1 (or None for all), got {self.n_train}")
         if self.batch_size < 1:
             raise WorkbenchError(f"extract batch_size must be at least 1, got {self.batch_size}")
+        for name in (self.harmful, self.harmless, self.pseudo_harmful):
+            check_prompt_source(name)
 
 
 @dataclass(frozen=True)
@@ -65,10 +68,10 @@ def mean_activations(
     """
     n_layers, n_eoi = lm.info.n_layers, lm.chat.n_eoi
     running = torch.zeros(n_eoi, n_layers, lm.info.d_model, dtype=torch.float64)
-    captured: dict[int, Tensor] = {}
+    captured: dict[int, Float[Tensor, "batch n_pos d_model"]] = {}
 
-    def capture(layer: int):
-        def hook(x, hook):
+    def capture(layer: int) -> Callable:
+        def hook(x: Float[Tensor, "batch seq d_model"], hook) -> Float[Tensor, "batch seq d_model"]:
             captured[layer] = x[:, -n_eoi:, :].detach()
             return x
 
@@ -148,7 +151,11 @@ def load_candidates(run: RunDir) -> CandidateGrids:
 def _is_done(lm: LoadedModel, run: RunDir, config) -> bool:
     if not (run.file("candidates.json").exists() and run.file("candidates.safetensors").exists()):
         return False
-    record = run.read_json("candidates.json", keys=("config", "model"))
+    try:
+        record = run.read_json("candidates.json", keys=("config", "model"))
+        load_candidates(run)
+    except WorkbenchError:  # damaged candidates: extract again (which rewrites them)
+        return False
     return (record["config"] == jsonable(asdict(config.extract))
             and record["model"].get("fingerprint") == lm.info.fingerprint)
 

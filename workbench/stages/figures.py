@@ -35,6 +35,7 @@ def run_figures(run: RunDir, out_dir: str | Path | None = None) -> list[Path]:
     """Every figure a run directory's artifacts allow, written to `out_dir` (default: the run's `figures/`)."""
     from workbench.stages.evaluate import read_completions
 
+    run.require_dir()
     out = Path(out_dir) if out_dir is not None else run.file("figures")
     written: list[Path] = []
     if run.file("sweep.csv").exists():
@@ -42,14 +43,14 @@ def run_figures(run: RunDir, out_dir: str | Path | None = None) -> list[Path]:
             else None
         written += save_figure(sweep_heatmaps(sweep_frame(run), selection), out / "fig4_sweep")
     if run.file("evaluation.csv").exists():
-        evaluation = run.read_csv("evaluation.csv", columns=EVALUATION_COLUMNS)
-        capability = (run.read_csv("capability.csv", columns=("task", "intervention", "metric", "value"))
+        evaluation = run.read_csv("evaluation.csv", columns=EVALUATION_COLUMNS, numeric_columns=EVALUATION_COLUMNS[2:])
+        capability = (run.read_csv("capability.csv", columns=("task", "intervention", "metric", "value"),
+                                   numeric_columns=("value",))
                       if run.file("capability.csv").exists() else None)
         written += save_figure(lambda_tradeoff(evaluation, capability), out / "fig3_lambda")
-        try:
-            completions = read_completions(run)
-        except WorkbenchError:  # rates without completion files (copied tables): no responses table
-            completions = pd.DataFrame(columns=["dataset"])
+        # rates without completion files (copied tables): no responses table; damaged completion files: an error
+        completions = (read_completions(run) if any(run.path.glob("completions/*/*.meta.json"))
+                       else pd.DataFrame(columns=["dataset"]))
         over = [d for d in ("xstest_safe", "or_bench_hard_test", "xstest_refused") if d in set(completions.dataset)]
         if over:
             responses = responses_table(completions, over[0])
@@ -59,7 +60,8 @@ def run_figures(run: RunDir, out_dir: str | Path | None = None) -> list[Path]:
         table = table1(evaluation)
         written.append(atomic_write(out / "table1.csv", lambda tmp: table.to_csv(tmp)))
     if not written:
-        raise WorkbenchError(f"{run.path} has neither sweep.csv nor evaluation.csv: run `workbench run` first")
+        raise WorkbenchError(f"{run.path} has neither sweep.csv nor evaluation.csv, so there is nothing to draw: run "
+                             f"`workbench run --run {run.path}` (or `workbench sweep`/`workbench evaluate`) first")
     return written
 
 

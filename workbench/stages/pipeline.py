@@ -8,10 +8,10 @@ its previous outputs (or none) and simply runs again. `config.json` holds the re
 package version; `run.log` the stage log.
 """
 
-import json
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from workbench import __version__
 from workbench.errors import WorkbenchError
@@ -89,12 +89,14 @@ def _clear(run: RunDir, names: tuple[str, ...]) -> None:
 def run_pipeline(lm: LoadedModel, run_path, config: PipelineConfig, force: bool = False) -> dict:
     """Run `config.stages` in pipeline order; returns `selection.json` when the run has one."""
     config.validate()
-    run = RunDir(run_path)
+    run = RunDir(Path(run_path))
     run.path.mkdir(parents=True, exist_ok=True)
     log = _Log(run)
     previous_path = run.file("config.json")
     if previous_path.exists() and not force:
         previous = run.read_json("config.json", keys=("model",))
+        if not isinstance(previous["model"], dict):
+            raise run.corrupted("config.json", "its 'model' is not a record")
         if previous["model"].get("fingerprint") != lm.info.fingerprint:
             raise WorkbenchError(f"{run.path} was made with model {previous['model'].get('name')!r}: use another "
                                  "--run or --force to start over")
@@ -108,8 +110,8 @@ def run_pipeline(lm: LoadedModel, run_path, config: PipelineConfig, force: bool 
             continue
         missing = [name for name in stage.inputs if not run.file(name).exists()]
         if missing:
-            raise WorkbenchError(f"stage {stage.name} needs {run.file(missing[0])}: run {rewrite_hint(missing[0])} "
-                                 "first (or include its stage)")
+            raise WorkbenchError(f"stage {stage.name} needs {run.file(missing[0])}: run "
+                                 f"{rewrite_hint(missing[0], run.path)} first (or include its stage)")
         if stage.is_done(lm, run, config):
             log(f"[{stage.name}] up to date, skipped")
             continue
@@ -119,4 +121,4 @@ def run_pipeline(lm: LoadedModel, run_path, config: PipelineConfig, force: bool 
         summary = stage.run(lm, run, config)
         log(f"[{stage.name}] {summary} ({time.monotonic() - started:.0f} s)")
     log("[run] done")
-    return json.loads(run.file("selection.json").read_text()) if run.file("selection.json").exists() else {}
+    return run.read_json("selection.json") if run.file("selection.json").exists() else {}

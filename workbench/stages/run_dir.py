@@ -5,6 +5,8 @@ artifact a stage reads is checked when loaded (`read_json`, `read_csv`, `read_te
 truncated file is a one-line `WorkbenchError` naming the file and the stage command that rewrites it.
 """
 
+import csv
+import io
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,8 +25,10 @@ STAGE_COMMANDS = {
     "evaluate": "workbench evaluate --run DIR",
     "capability": "workbench capability --run DIR",
     "figures": "workbench figures --run DIR",
+    "run": "workbench run --run DIR --force",
 }
 WRITERS = {
+    "config.json": "run",
     "candidates.json": "extract",
     "candidates.safetensors": "extract",
     "sweep.csv": "sweep",
@@ -38,7 +42,7 @@ WRITERS = {
     "capability.csv": "capability",
     "capability.meta.json": "capability",
 }
-"""Which stage writes each artifact (a trailing / covers a folder)."""
+"""Which stage writes each artifact (a trailing / covers a folder; `config.json` is the main job's record)."""
 
 
 def writer_of(name: str) -> str | None:
@@ -51,9 +55,26 @@ def writer_of(name: str) -> str | None:
     return None
 
 
-def rewrite_hint(name: str) -> str:
+def rewrite_hint(name: str, run_path: Path | str | None = None) -> str:
+    """The command that (re)writes artifact `name`, with the run directory filled in when given."""
     stage = writer_of(name)
-    return f"`{STAGE_COMMANDS[stage]}`" if stage else "the stage that makes it"
+    if stage is None:
+        return "the stage that makes it"
+    command = STAGE_COMMANDS[stage]
+    return f"`{command.replace('DIR', str(run_path)) if run_path is not None else command}`"
+
+
+def _short_rows(text: str) -> tuple[int, int, int] | None:
+    """(line, fields, header fields) of the first CSV record with fewer fields than the header (a row cut short,
+    which pandas would silently fill with NaN), or None."""
+    records = csv.reader(io.StringIO(text))
+    header = next(records, None)
+    if header is None:
+        return None
+    for record in records:
+        if record and len(record) < len(header):
+            return records.line_num, len(record), len(header)
+    return None
 
 
 @dataclass(frozen=True)
@@ -66,16 +87,24 @@ class RunDir:
     def file(self, name: str) -> Path:
         return self.path / name
 
+    def require_dir(self) -> "RunDir":
+        """This run directory, refused unless it exists (a mistyped --run otherwise reads as a missing artifact)."""
+        if not self.path.is_dir():
+            what = "is not a directory" if self.path.exists() else "does not exist"
+            raise WorkbenchError(f"run directory {self.path} {what}: make one with `workbench run --run {self.path}` "
+                                 f"(or `workbench extract --model M --run {self.path}`), or pass an existing --run")
+        return self
+
     def require(self, name: str) -> Path:
         path = self.file(name)
         if not path.exists():
-            raise WorkbenchError(f"{path} is missing: run {rewrite_hint(name)} first")
+            raise WorkbenchError(f"{path} is missing: run {rewrite_hint(name, self.path)} first")
         return path
 
     def corrupted(self, name: str, problem: str) -> WorkbenchError:
         """The error for an artifact that exists but cannot be used."""
-        return WorkbenchError(f"{self.file(name)} is corrupted or truncated ({problem}): re-run {rewrite_hint(name)} "
-                              "to rewrite it")
+        return WorkbenchError(f"{self.file(name)} is corrupted or truncated ({problem}): re-run "
+                              f"{rewrite_hint(name, self.path)} to rewrite it")
 
     def read_json(self, name: str, keys: Iterable[str] = ()) -> dict:
         """A JSON artifact, checked: it parses to an object with every key in `keys`."""
@@ -91,19 +120,34 @@ class RunDir:
             raise self.corrupted(name, f"no {', '.join(map(repr, missing))}")
         return data
 
-    def read_csv(self, name: str, columns: Iterable[str] = (), text_columns: Iterable[str] = ()) -> pd.DataFrame:
-        """A CSV artifact, checked: it parses and has every column in `columns`. `text_columns` are read as strings
-        (empty cells stay ""), every other column with empty cells as NaN."""
+    def read_csv(self, name: str, columns: Iterable[str] = (), text_columns: Iterable[str] = (),
+                 numeric_columns: Iterable[str] = ()) -> pd.DataFrame:
+        """A CSV artifact, checked: it parses, no row is cut short, it has every column in `columns`, and every
+        column in `numeric_columns` holds numbers (or empty cells). `text_columns` are read as strings (empty cells
+        stay ""), every other column with empty cells as NaN."""
         path = self.require(name)
         columns, text_columns = list(columns), list(text_columns)
         try:
-            frame = pd.read_csv(path, dtype=dict.fromkeys(text_columns, str), keep_default_na=not text_columns,
+            text = path.read_text(encoding="utf-8")
+            frame = pd.read_csv(io.StringIO(text), dtype=dict.fromkeys(text_columns, str),
+                                keep_default_na=not text_columns,
                                 na_values={c: [""] for c in columns if c not in text_columns} if text_columns else None)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
             raise self.corrupted(name, f"not a readable CSV: {str(exc).splitlines()[0]}") from None
+        if (short := _short_rows(text)) is not None:
+            raise self.corrupted(name, f"line {short[0]} has {short[1]} of {short[2]} fields")
         missing = [c for c in columns if c not in frame.columns]
         if missing:
             raise self.corrupted(name, f"no column {', '.join(map(repr, missing))}")
+        for column in numeric_columns:
+            if column in frame and not pd.api.types.is_numeric_dtype(frame[column]):
+                values = frame[column].replace("", None)
+                numbers = pd.to_numeric(values, errors="coerce")
+                bad = values[numbers.isna() & values.notna()]
+                if not bad.empty:
+                    raise self.corrupted(name, f"column {column!r} holds {bad.iloc[0]!r} on line {bad.index[0] + 2}, "
+                                         "not a number")
+                frame[column] = numbers
         for column in text_columns:
             if column in frame:
                 frame[column] = frame[column].fillna("")
@@ -124,7 +168,11 @@ class RunDir:
         return tensors
 
     def model_record(self) -> dict:
-        return self.read_json("candidates.json", keys=("model",))["model"]
+        """The model the run was extracted from (`candidates.json`): a dict with its `name` and `fingerprint`."""
+        record = self.read_json("candidates.json", keys=("model",))["model"]
+        if not (isinstance(record, dict) and isinstance(record.get("name"), str) and "fingerprint" in record):
+            raise self.corrupted("candidates.json", "its 'model' has no name and fingerprint")
+        return record
 
     def check_model(self, fingerprint: str, name: str) -> None:
         """Refuse a run directory whose candidates were extracted from a different model."""

@@ -58,7 +58,10 @@ def check_rule(run: RunDir, sweep: pd.DataFrame, rule: SelectionRule) -> None:
 
 def selected_direction_file(run: RunDir, lam: float) -> Path:
     """The direction file of the selection at `lam` in a run directory (a clear error when λ was not selected)."""
+    from workbench.interventions.catalogue import check_selection
+
     selection = run.read_json("selection.json", keys=("selections",))
+    check_selection(selection, run.path)
     for s in selection["selections"]:
         if abs(float(s["lam"]) - float(lam)) < 1e-9:
             return run.file(s["direction_file"])
@@ -68,10 +71,10 @@ def selected_direction_file(run: RunDir, lam: float) -> Path:
 
 def read_selection(run: RunDir) -> pd.DataFrame:
     """`selection.csv`: the sweep's rows with `kept` and `filter_reason` under the rule select applied."""
-    from workbench.stages.sweep import COLUMNS, TEXT_COLUMNS
+    from workbench.stages.sweep import COLUMNS, NUMERIC_COLUMNS, TEXT_COLUMNS
 
     frame = run.read_csv("selection.csv", columns=(*COLUMNS, *SELECTION_COLUMNS),
-                         text_columns=(*TEXT_COLUMNS, "filter_reason", "kept"))
+                         text_columns=(*TEXT_COLUMNS, "filter_reason", "kept"), numeric_columns=NUMERIC_COLUMNS)
     frame["kept"] = frame["kept"] == "True"
     return frame
 
@@ -81,11 +84,22 @@ def sha256_of(path: Path) -> str:
 
 
 def is_current(run: RunDir, rule: SelectionRule) -> bool:
-    """Whether `selection.json` was made by `rule` from the `sweep.csv` now in the run."""
+    """Whether `selection.json` was made by `rule` from the `sweep.csv` now in the run (and its selection files read
+    back: damaged ones are selected again)."""
+    from workbench.interventions.catalogue import check_selection
+    from workbench.interventions.directions import read_direction_file
+
     if not (run.file("selection.json").exists() and run.file("selection.csv").exists()
             and run.file("sweep.csv").exists()):
         return False
-    record = run.read_json("selection.json")
+    try:
+        record = run.read_json("selection.json", keys=("selections",))
+        check_selection(record, run.path)
+        read_selection(run)
+        for s in record["selections"]:
+            read_direction_file(run.file(s["direction_file"]), ("direction", "raw_false", "raw_true"))
+    except WorkbenchError:
+        return False
     return record.get("rule") == asdict(rule) and record.get("sweep_sha256") == sha256_of(run.file("sweep.csv"))
 
 

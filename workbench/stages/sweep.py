@@ -36,7 +36,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from workbench.data import load_prompts
+from workbench.data import check_prompt_source, load_prompts
 from workbench.errors import WorkbenchError
 from workbench.eval.scoring import ablated_last_logits, last_only_kwargs, last_position_logits
 from workbench.interventions.hooks import ablation_hooks, addition_hooks
@@ -53,6 +53,7 @@ COLUMNS = [
     "steering_refusal_score", "steering_kl", "screen_refusal_score", "screen_kl", "stage", "sweep_note",
 ]  # fmt: skip
 TEXT_COLUMNS = ("vector", "stage", "sweep_note")
+NUMERIC_COLUMNS = tuple(c for c in COLUMNS if c not in TEXT_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,13 @@ class SweepConfig:
                 raise WorkbenchError(f"sweep {name} must be at least 1, got {getattr(self, name)}")
         if self.n_val is not None and self.n_val < 1:
             raise WorkbenchError(f"sweep n_val must be at least 1 (or None for all), got {self.n_val}")
+        for name in ("stop_margin", "screen_kl_margin"):
+            if not getattr(self, name) >= 0:
+                raise WorkbenchError(f"sweep {name} must be ≥ 0, got {getattr(self, name)}")
+        if not math.isfinite(self.steering_coeff):
+            raise WorkbenchError(f"sweep steering_coeff must be finite, got {self.steering_coeff}")
+        for name in (self.pseudo_harmful_val, self.harmful_val, self.harmless_val):
+            check_prompt_source(name)
 
 
 @dataclass
@@ -122,7 +130,8 @@ class ValidationSets:
     pseudo_harmful: list[str]
     harmful: list[str]
     harmless: list[str]
-    base_logits: dict[str, Float[Tensor, "n vocab"]]
+    base_logits: dict[str, Float[Tensor, "_n vocab"]]
+    """Per set: unhooked last-position logits, one row per kept prompt (sets differ in length)."""
     counts: dict[str, dict[str, int | str]]
 
 
@@ -271,8 +280,9 @@ def fast_sweep(lm: LoadedModel, grids: CandidateGrids, val: ValidationSets, conf
         group = [r for r in todo if key(r) == group_key]
         bound = rule.kl_bound(group_key[0])
         plausible = [r for r in group if r["screen_kl"] <= config.screen_kl_margin * bound]
-        if not plausible:
-            plausible = sorted(group, key=lambda r: r["screen_kl"])[: config.min_finalists]
+        if len(plausible) < config.min_finalists:  # top up with the lowest screened KL, so min_finalists get scored
+            rest = sorted((r for r in group if r not in plausible), key=lambda r: r["screen_kl"])
+            plausible += rest[: config.min_finalists - len(plausible)]
         objective = rule.objective(group_key[0])
         best, scored = math.inf, 0
         ordered = sorted(plausible, key=lambda r: r["screen_refusal_score"])
@@ -387,11 +397,10 @@ def run_sweep(lm: LoadedModel, run: RunDir, config: SweepConfig, rule: Selection
         raise WorkbenchError(f"candidates in {run.path} have width {grids.d_model}, "
                              f"the model has d_model {lm.info.d_model}")
     previous, done_lams, include_true = None, set(), True
-    if run.file("sweep.csv").exists() and run.file("sweep.json").exists():
-        if same_settings(run.read_json("sweep.json")["config"], config, rule):
-            previous = read_sweep(run)
-            done_lams = {float(x) for x in previous.loc[previous.vector == "false", "lam"].unique()}
-            include_true = not (previous.vector == "true").any()
+    if _intact(run) and same_settings(run.read_json("sweep.json", keys=("config",))["config"], config, rule):
+        previous = read_sweep(run)
+        done_lams = {float(x) for x in previous.loc[previous.vector == "false", "lam"].unique()}
+        include_true = not (previous.vector == "true").any()
     new_lams = tuple(lam for lam in config.lams if float(lam) not in done_lams)
     val = load_validation(lm, config)
     parts = [] if previous is None else [previous]
@@ -410,11 +419,23 @@ def run_sweep(lm: LoadedModel, run: RunDir, config: SweepConfig, rule: Selection
 
 def read_sweep(run: RunDir) -> pd.DataFrame:
     """The run's `sweep.csv`, checked (the `vector` column holds the strings "true"/"false", not booleans)."""
-    return run.read_csv("sweep.csv", columns=COLUMNS, text_columns=TEXT_COLUMNS)
+    return run.read_csv("sweep.csv", columns=COLUMNS, text_columns=TEXT_COLUMNS, numeric_columns=NUMERIC_COLUMNS)
+
+
+def _intact(run: RunDir) -> bool:
+    """Whether the run has a sweep that reads back (`sweep.json` and `sweep.csv`); a damaged one is scored again."""
+    if not (run.file("sweep.csv").exists() and run.file("sweep.json").exists()):
+        return False
+    try:
+        run.read_json("sweep.json", keys=("config",))
+        read_sweep(run)
+    except WorkbenchError:
+        return False
+    return True
 
 
 def _is_done(lm: LoadedModel, run: RunDir, config) -> bool:
-    if not (run.file("sweep.csv").exists() and run.file("sweep.json").exists()):
+    if not _intact(run):
         return False
     recorded = run.read_json("sweep.json", keys=("config",))["config"]
     return (same_settings(recorded, config.sweep, config.select)

@@ -2,6 +2,8 @@
 
 - `sweep_heatmaps` (Fig. 4): layer × position heatmaps of a sweep score for the true candidates and the false ones
   at several λ, the selected candidate marked;
+- `candidate_geometry_figure`: ‖r‖, ‖w‖ per layer and cos(r, w) per cell (the candidates before any sweep);
+- `training_loss`: a loss curve (the organism's fine-tune);
 - `responses_table` / `responses_figure` (Fig. 2): responses to chosen prompts across λ;
 - `lambda_tradeoff` (Fig. 3): compliance on over-refusal and harmful sets, and capability, against λ;
 - `alpha_lambda_grid` (Fig. 5): harmful compliance over α × λ, cells at least as safe as baseline outlined;
@@ -12,6 +14,7 @@ Each returns a plotly figure; `save_figure` writes interactive HTML (and PNG whe
 from pathlib import Path
 
 import pandas as pd
+import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -96,6 +99,46 @@ def sweep_heatmaps(sweep: pd.DataFrame, selection: dict | None = None, lams: lis
     fig.update_layout(**layout)
     fig.update_annotations(font_size=12)
     return fig
+
+
+def candidate_geometry_figure(geometry: pd.DataFrame, selection: dict | None = None) -> go.Figure:
+    """The candidates themselves (`method.geometry.candidate_geometry`): ‖r‖ and ‖w‖ per layer (one line per EOI
+    position), and heatmaps of cos(r, w) and of the share of w that λ = 1 keeps; selected cells marked with ×."""
+    fig = make_subplots(rows=2, cols=2, vertical_spacing=0.16, horizontal_spacing=0.15,
+                        subplot_titles=["‖r‖ (true refusal) per layer", "‖w‖ (false refusal) per layer",
+                                        "cos(r, w)", "‖w′‖/‖w‖ at λ = 1 (the part of w orthogonal to r)"])
+    palette = plotly.colors.qualitative.Plotly
+    for col, column in ((1, "norm_r"), (2, "norm_w")):
+        for k, (pos, part) in enumerate(geometry.groupby("pos", sort=False)):
+            part = part.sort_values("layer")
+            fig.add_trace(go.Scatter(x=part.layer, y=part[column], mode="lines", name=f"pos {pos}",
+                                     line={"color": palette[k % len(palette)]}, legendgroup=str(pos),
+                                     showlegend=col == 1), row=1, col=col)
+        fig.update_xaxes(title_text="layer", row=1, col=col)
+    cells = sorted({(int(s["pos"]), int(s["layer"])) for s in (selection or {}).get("selections", [])})
+    for col, column, scale in ((1, "cos_rw", "RdBu_r"), (2, "kept_at_lam1", "Viridis")):
+        grid = geometry.pivot_table(index="pos", columns="layer", values=column, dropna=False).sort_index(
+            ascending=False)
+        fig.add_trace(go.Heatmap(z=grid.values, x=list(grid.columns), y=[str(p) for p in grid.index],
+                                 colorscale=scale, zmin=-1 if column == "cos_rw" else 0, zmax=1,
+                                 colorbar={"len": 0.42, "y": 0.21, "x": 0.435 if col == 1 else 1.0,
+                                           "thickness": 12},
+                                 hovertemplate="layer %{x}, pos %{y}: %{z:.3f}<extra></extra>"), row=2, col=col)
+        if cells:
+            fig.add_trace(go.Scatter(x=[c[1] for c in cells], y=[str(c[0]) for c in cells], mode="markers",
+                                     marker={"symbol": "x", "size": 12, "color": "black"}, showlegend=False,
+                                     hovertext="selected"), row=2, col=col)
+        fig.update_xaxes(title_text="layer", row=2, col=col)
+        fig.update_yaxes(title_text="EOI position", row=2, col=col)
+    fig.update_yaxes(title_text="norm", row=1, col=1)
+    return fig.update_layout(title="Refusal-vector candidates: size and alignment (× the selections)", height=760,
+                             width=1100)
+
+
+def training_loss(losses: list[float], title: str = "Training loss") -> go.Figure:
+    """A loss curve: one point per optimizer step (the organism's LoRA tune records its losses)."""
+    fig = go.Figure(go.Scatter(x=list(range(1, len(losses) + 1)), y=list(losses), mode="lines+markers"))
+    return fig.update_layout(title=title, xaxis_title="step", yaxis_title="loss", height=360, width=640)
 
 
 def _lam_of(name: str) -> float | None:

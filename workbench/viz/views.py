@@ -1,8 +1,6 @@
 """Per-token views (circuitsvis): how strongly each token's residual stream projects on r and on w′ at a layer,
 for prompts a user picks (harmful, pseudo-harmful, harmless side by side)."""
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,8 +15,8 @@ from workbench.models.loader import LoadedModel
 
 
 def projections(
-    resid: Float[Tensor, "pos d_model"], directions: Float[Tensor, "n_dir d_model"]
-) -> Float[Tensor, "pos n_dir"]:
+    resid: Float[Tensor, "seq d_model"], directions: Float[Tensor, "n_dir d_model"]
+) -> Float[Tensor, "seq n_dir"]:
     """Scalar projection of every position's residual vector on every (normalized) direction."""
     return resid.to(torch.float64) @ unit(directions.to(torch.float64)).T
 
@@ -28,13 +26,13 @@ class TokenProjections:
     label: str
     prompt: str
     tokens: list[str]
-    values: Float[Tensor, "pos n_dir"]
+    values: Float[Tensor, "seq n_dir"]
     directions: list[str]
 
 
 @torch.inference_mode()
-def token_projections(lm: LoadedModel, prompts: Sequence[tuple[str, str]], directions: dict[str, Tensor],
-                      layer: int) -> list[TokenProjections]:
+def token_projections(lm: LoadedModel, prompts: Sequence[tuple[str, str]],
+                      directions: dict[str, Float[Tensor, " d_model"]], layer: int) -> list[TokenProjections]:
     """For (label, instruction) pairs: the chat-formatted tokens and their `resid_pre` projections at `layer`."""
     if not 0 <= layer < lm.info.n_layers:
         raise WorkbenchError(f"layer {layer} is outside the model's 0..{lm.info.n_layers - 1}")
