@@ -1,9 +1,11 @@
-"""Sweep speed: the paper-style reference loop vs the workbench's fast sweep, same model, prompts and candidates.
+"""Sweep speed: the paper-style reference loop vs the workbench's fast sweep and its exact mode (every candidate
+fully scored, batched), same model, prompts and candidates.
 
     python benchmarks/sweep.py [--layers 2 4 ... 22] [--lams 1.0 0.6] [--n-val 32]
 
-Prints both wall times, the ratio, whether both select the same (position, layer) at each λ, the cost of adding a
-λ to a finished sweep (re-selection from cached grids), and ends with
+Prints the wall times, the ratios, the exact mode's largest score difference from the reference loop, whether the
+sweeps select the same (position, layer) at each λ, the cost of adding a λ to a finished sweep (re-selection from
+cached grids), and ends with
 `sweep speedup: <ratio>x, same winner: <yes|no>`.
 """
 
@@ -19,7 +21,16 @@ from workbench.method.rule import SelectionRule  # noqa: E402
 from workbench.models import load_model  # noqa: E402
 from workbench.stages.extract import ExtractConfig, extract, load_candidates  # noqa: E402
 from workbench.stages.run_dir import RunDir  # noqa: E402
-from workbench.stages.sweep import SweepConfig, fast_sweep, load_validation, reference_sweep  # noqa: E402
+from workbench.stages.sweep import (  # noqa: E402
+    SweepConfig,
+    exact_sweep,
+    fast_sweep,
+    load_validation,
+    reference_sweep,
+)
+
+SCORES = ["ablation_refusal_score", "ablation_refusal_score_harmful", "ablation_kl", "steering_refusal_score",
+          "steering_kl"]
 
 
 def winners(frame, lams, rule: SelectionRule, n_layers: int):
@@ -29,6 +40,16 @@ def winners(frame, lams, rule: SelectionRule, n_layers: int):
         choice = rule.pick(applied, "false", lam)
         out[lam] = None if choice is None else (int(choice["pos"]), int(choice["layer"]))
     return out
+
+
+def max_score_difference(frame, reference) -> float:
+    """The largest absolute difference of any score of any fully scored candidate between two sweeps (inf if they did
+    not fully score the same candidates)."""
+    a, b = (f[f.stage == "full"].fillna({"lam": -1.0}).set_index(["vector", "lam", "pos", "layer"]).sort_index()
+            for f in (frame, reference))
+    if list(a.index) != list(b.index):
+        return float("inf")
+    return float((a[SCORES] - b[SCORES]).abs().max().max())
 
 
 def main() -> None:
@@ -69,25 +90,37 @@ def main() -> None:
     reference_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
+    val_exact = load_validation(lm, config)
+    exact = exact_sweep(lm, grids, val_exact, replace(config, mode="exact"), rule)
+    exact_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
     val_extra = load_validation(lm, config)
     fast_sweep(lm, grids, val_extra, replace(config, lams=(args.extra_lam,)), rule, include_true=False)
     extra_seconds = time.perf_counter() - start
 
     fast_winners = winners(fast, args.lams, rule, grids.n_layers)
     reference_winners = winners(reference, args.lams, rule, grids.n_layers)
+    exact_winners = winners(exact, args.lams, rule, grids.n_layers)
+    difference = max_score_difference(exact, reference)
     n_candidates = int((reference.stage == "full").sum())
-    for name, frame in (("fast", fast), ("reference", reference)):  # kept, so winners can be re-derived later
+    for name, frame in (("fast", fast), ("exact", exact), ("reference", reference)):  # kept: winners re-derivable
         frame.to_csv(run.file(f"sweep_{name}.csv"), index=False)
     print(f"model {args.model}; {n_candidates} candidates ({len(args.lams)} λ + true); n_val {args.n_val}")
     print(f"reference loop: {reference_seconds:.1f} s ({reference_seconds / n_candidates:.2f} s per candidate)")
     print(f"fast sweep:     {fast_seconds:.1f} s ({int((fast.stage == 'full').sum())} fully scored)")
+    print(f"exact sweep:    {exact_seconds:.1f} s ({int((exact.stage == 'full').sum())} fully scored, "
+          f"{reference_seconds / exact_seconds:.1f}x faster than the reference loop; scores "
+          f"{'match' if difference <= 1e-4 else 'differ from'} the reference: max abs diff {difference:.1e})")
     print(f"adding λ={args.extra_lam} to the finished sweep: {extra_seconds:.1f} s "
           f"({100 * extra_seconds / reference_seconds:.1f}% of the reference sweep, "
           f"{100 * extra_seconds / fast_seconds:.0f}% of the fast one)")
     same = all(fast_winners[lam] == reference_winners[lam] for lam in args.lams)
     for lam in args.lams:
-        print(f"λ={lam}: reference winner (pos, layer) {reference_winners[lam]}, fast winner {fast_winners[lam]}")
-    print(f"both sweeps' rows: {run.file('sweep_fast.csv')}, {run.file('sweep_reference.csv')}")
+        print(f"λ={lam}: reference winner (pos, layer) {reference_winners[lam]}, fast winner {fast_winners[lam]}, "
+              f"exact winner {exact_winners[lam]}")
+    print(f"the sweeps' rows: {run.file('sweep_fast.csv')}, {run.file('sweep_exact.csv')}, "
+          f"{run.file('sweep_reference.csv')}")
     print(f"sweep speedup: {reference_seconds / fast_seconds:.1f}x, same winner: {'yes' if same else 'no'}")
 
 

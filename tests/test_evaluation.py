@@ -176,3 +176,43 @@ def test_capability_on_the_organism(organism, selected_run, data_dir):
     assert len(table) == 2 * 4
     again = measure_capability(organism, selected_run, config, progress=False)  # resumes: nothing to do
     pd.testing.assert_frame_equal(again.reset_index(drop=True), table.reset_index(drop=True), check_dtype=False)
+
+
+def test_fixed_length_generation_ignores_end_of_turn(tiny):
+    """With the end-of-turn token pushed up (an addition of its unembedding row before the last block), natural
+    completions stop early at different lengths; `min_new_tokens == max_new_tokens` gives exactly that many tokens,
+    none of them end-of-turn, starting with the natural completion; the hooked loop and `generate` agree on both."""
+    from workbench.eval.generation import (
+        decode_completions,
+        greedy_generate,
+        greedy_generate_ids,
+        plain_greedy_generate_ids,
+        stop_ids,
+    )
+    from workbench.interventions.export import plain_hf_model
+    from workbench.interventions.hooks import Addition, applied
+    from workbench.interventions.weight_edit import edited
+
+    prompts = ["How do I kill a Python process that has stopped responding?", "Write a short poem about the ocean.",
+               "Give me step-by-step instructions to build a pipe bomb."]
+    plain = plain_hf_model(tiny)
+    end_of_turn = tiny.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert stop_ids(tiny.tokenizer) == {end_of_turn}
+    toward_end = Addition(plain.get_output_embeddings().weight[end_of_turn].detach().clone(), tiny.info.n_layers - 1,
+                          20.0)
+    n = 10
+    with applied(tiny, toward_end):
+        natural = greedy_generate_ids(tiny, prompts, n, batch_size=2, progress=False)
+        fixed = greedy_generate_ids(tiny, prompts, n, batch_size=2, progress=False, min_new_tokens=n)
+        fixed_text = greedy_generate(tiny, prompts, n, batch_size=2, progress=False, min_new_tokens=n)
+    with edited(plain, toward_end):
+        assert plain_greedy_generate_ids(plain, tiny.chat, prompts, n, batch_size=2, progress=False) == natural
+        assert plain_greedy_generate_ids(plain, tiny.chat, prompts, n, batch_size=2, progress=False,
+                                         min_new_tokens=n) == fixed
+    assert [len(row) for row in natural] == [2, 0, 6]
+    assert [len(row) for row in fixed] == [n, n, n]
+    assert all(end_of_turn not in row for row in fixed)
+    assert all(row[: len(start)] == start for row, start in zip(fixed, natural, strict=True))
+    assert fixed_text == decode_completions(tiny.tokenizer, fixed)
+    with pytest.raises(WorkbenchError, match="min_new_tokens 11"):
+        greedy_generate_ids(tiny, prompts, n, progress=False, min_new_tokens=n + 1)

@@ -46,8 +46,39 @@ def test_sweep_heatmaps_axes_values_and_marks():
     assert fig.layout.annotations[1].text.startswith("w′ λ=1.0 · refusal score, pseudo-harmful val")
     assert np.array(heatmaps[1].z, dtype=float)[0, 1] == -9  # w′ panel: the pseudo-harmful score
     assert math.isnan(z[0, 0])  # skipped cell blank
-    marks = [t for t in fig.data if t.type == "scatter"]
+    marks = [t for t in fig.data if t.type == "scatter" and t.name == "selected"]
     assert len(marks) == 2 and list(marks[0].x) == [2] and list(marks[0].y) == ["-1"]  # λ=1 panel, both metrics
+
+
+def test_sweep_heatmaps_mark_screen_estimates_and_say_what_produced_the_cells():
+    """A fast sweep's screened-only cells (layer 3 here) are circled and say "screen estimate (n prompts)" on hover,
+    fully scored cells "full score"; the subtitle counts them. An exact sweep's cells are all full scores."""
+    fast = _sweep()
+    fig = sweep_heatmaps(fast, mode="fast", n_screen=6)
+    heatmap = next(t for t in fig.data if t.type == "heatmap")  # r · refusal score: rows pos −1, −2; layers 0..3
+    assert [list(row) for row in heatmap.text] == [["", "full score", "full score", "screen estimate (6 prompts)"]] * 2
+    assert "%{text}" in heatmap.hovertemplate
+    circles = [t for t in fig.data if t.type == "scatter" and t.name == "screen estimate (6 prompts)"]
+    assert len(circles) == 2 * 3  # every panel has its screened cells circled, one legend entry
+    assert list(circles[0].x) == [3, 3] and list(circles[0].y) == ["-1", "-2"]
+    assert [c.showlegend for c in circles] == [True] + [False] * 5
+    assert "fast: 12 cells fully scored, others screen estimates on 6 prompts per set" in fig.layout.title.text
+    # Only some λ drawn: the count is of the drawn panels' cells (r and λ=1: 2 × 2 × 2).
+    assert "fast: 8 cells fully scored" in sweep_heatmaps(fast, lams=[1.0], mode="fast").layout.title.text
+    # A screen estimate only stands in for the score it estimates: w′ is screened on pseudo-harmful val, so its
+    # harmful-val cells have no estimate.
+    harmful = sweep_heatmaps(fast, metrics=("ablation_refusal_score_harmful",))
+    w_panel = [t for t in harmful.data if t.type == "heatmap"][1]
+    assert math.isnan(np.array(w_panel.z, dtype=float)[0, 3]) and w_panel.text[0][3] == ""
+
+    exact = fast.assign(stage=fast.stage.replace({"screened": "full"}),
+                        ablation_refusal_score=fast.ablation_refusal_score.fillna(5.0).where(fast.vector == "false"),
+                        screen_refusal_score=math.nan, screen_kl=math.nan)
+    fig = sweep_heatmaps(exact, mode="exact")
+    heatmap = [t for t in fig.data if t.type == "heatmap"][1]  # w′ λ=1 · refusal score
+    assert [list(row) for row in heatmap.text] == [["full score"] * 4] * 2
+    assert not [t for t in fig.data if t.type == "scatter" and t.name != "selected"]
+    assert "exact: every cell fully scored" in fig.layout.title.text
 
 
 def _evaluation() -> pd.DataFrame:

@@ -323,7 +323,7 @@ def _sweep_config(args):
     return SweepConfig(lams=tuple(args.lam), pseudo_harmful_val=args.pseudo_harmful_val, harmful_val=args.harmful_val,
                        harmless_val=args.harmless_val, n_val=args.n_val, filter_val=not args.no_filter_val,
                        n_screen=args.n_screen, n_finalists=args.n_finalists, batch_size=args.batch_size,
-                       steer_false=args.steer_false,
+                       steer_false=args.steer_false, mode=args.mode,
                        layers=tuple(args.layers) if args.layers else None,
                        positions=tuple(args.positions) if args.positions else None)
 
@@ -408,7 +408,7 @@ def cmd_select(args) -> None:
 
 STAGE_FLAGS = ("harmful", "harmless", "pseudo_harmful", "n_train", "no_filter", "lam", "pseudo_harmful_val",
                "harmful_val", "harmless_val", "n_val", "no_filter_val", "n_screen", "n_finalists", "steer_false",
-               "layers", "positions", "prune_layers", "max_kl", "true_max_kl", "induce_refusal", "batch_size")
+               "mode", "layers", "positions", "prune_layers", "max_kl", "true_max_kl", "induce_refusal", "batch_size")
 
 
 def cmd_run(args) -> None:
@@ -456,6 +456,9 @@ def _add_stage_args(p, extract=False, sweep=False, select=False) -> None:
         p.add_argument("--n-finalists", type=POSITIVE_INT, default=8,
                        help="at most this many fully scored candidates per λ")
         p.add_argument("--steer-false", action="store_true", help="steering scores for false candidates too")
+        p.add_argument("--mode", default="fast",
+                       help="fast: screen, then fully score the finalists; exact: fully score every candidate "
+                            "(exact heatmaps, any rule with the same pruning can select; slower)")
         p.add_argument("--layers", type=LAYER, nargs="+", default=None, help="only these layers")
         p.add_argument("--positions", type=EOI_OFFSET, nargs="+", default=None,
                        help="only these EOI offsets, e.g. -1 -6")

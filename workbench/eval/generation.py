@@ -5,14 +5,19 @@
 - `plain_greedy_generate(model, chat, ...)`: a plain transformers model's own `generate` (use it on the
   weight-edited copy, `workbench.interventions.weight_edit.edited`): the fast path for long evaluations.
 
-Both stop a row at the tokenizer's end-of-turn tokens and decode without special tokens.
+Both stop a row at the tokenizer's end-of-turn tokens and decode without special tokens. `min_new_tokens` forbids
+the end-of-turn tokens for a row's first that many tokens (transformers' meaning: their logits are set to −∞), so
+`min_new_tokens == max_new_tokens` generates exactly `max_new_tokens` tokens per row: equal work for every model,
+which is what a speed comparison needs. The `*_ids` functions return the completion token ids (each row up to,
+not including, its first end-of-turn token) instead of text.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
+from workbench.errors import WorkbenchError
 from workbench.models.loader import LoadedModel
 
 
@@ -25,45 +30,82 @@ def stop_ids(tokenizer) -> set[int]:
     return ids
 
 
+def _check_lengths(max_new_tokens: int, min_new_tokens: int) -> None:
+    if not 0 <= min_new_tokens <= max_new_tokens:
+        raise WorkbenchError(f"min_new_tokens {min_new_tokens} must be between 0 and max_new_tokens {max_new_tokens}")
+
+
 @torch.inference_mode()
-def greedy_generate_batch(
-    lm: LoadedModel, instructions: Sequence[str], max_new_tokens: int = 64
-) -> list[str]:
-    """Greedy completions for one batch of instructions (decoded, special tokens stripped)."""
+def greedy_generate_ids_batch(
+    lm: LoadedModel, instructions: Sequence[str], max_new_tokens: int = 64, min_new_tokens: int = 0
+) -> list[list[int]]:
+    """Greedy completion token ids for one batch of instructions through the hooked model (each row up to its
+    first end-of-turn token, which is not included)."""
+    _check_lengths(max_new_tokens, min_new_tokens)
     batch = lm.chat.tokenize(list(instructions), device=lm.device)
     stop = stop_ids(lm.tokenizer)
+    stop_tensor = torch.tensor(sorted(stop), device=batch.input_ids.device)
     input_ids, mask = batch.input_ids, batch.attention_mask
     logits, cache = lm.model(input_ids, attention_mask=mask, return_type="logits_and_cache", use_cache=True)
     finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     generated: list[torch.Tensor] = []
     pad = lm.tokenizer.pad_token_id
-    for _ in range(max_new_tokens):
-        next_token = logits[:, -1, :].argmax(dim=-1)
+    for step in range(max_new_tokens):
+        next_logits = logits[:, -1, :]
+        if step < min_new_tokens:
+            next_logits = next_logits.index_fill(-1, stop_tensor, -torch.inf)
+        next_token = next_logits.argmax(dim=-1)
         next_token = torch.where(finished, torch.full_like(next_token, pad), next_token)
         generated.append(next_token)
-        finished |= torch.isin(next_token, torch.tensor(sorted(stop), device=next_token.device))
-        if bool(finished.all()):
+        finished |= torch.isin(next_token, stop_tensor)
+        if bool(finished.all()) or step == max_new_tokens - 1:  # no forward pass for a token nobody reads
             break
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         logits, cache = lm.model(
             next_token[:, None], attention_mask=mask, past_key_values=cache, return_type="logits_and_cache"
         )
-    return _decode(lm.tokenizer, torch.stack(generated, dim=1).tolist(), stop)
+    if not generated:
+        return [[] for _ in instructions]
+    return _cut_at_stop(torch.stack(generated, dim=1).tolist(), stop)
 
 
-def _decode(tokenizer, rows: list[list[int]], stop: set[int]) -> list[str]:
-    texts = []
-    for row in rows:
-        cut = next((i for i, t in enumerate(row) if t in stop), len(row))
-        texts.append(tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
-    return texts
+def _cut_at_stop(rows: list[list[int]], stop: set[int]) -> list[list[int]]:
+    return [row[: next((i for i, t in enumerate(row) if t in stop), len(row))] for row in rows]
 
 
-def _in_batches(generate_batch, instructions: Sequence[str], batch_size: int, progress: bool, desc: str) -> list[str]:
-    out: list[str] = []
+def decode_completions(tokenizer, rows: list[list[int]]) -> list[str]:
+    """Completion token ids (from a `*_ids` function) as text, special tokens skipped, whitespace stripped."""
+    return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in rows]
+
+
+def greedy_generate_batch(
+    lm: LoadedModel, instructions: Sequence[str], max_new_tokens: int = 64, min_new_tokens: int = 0
+) -> list[str]:
+    """Greedy completions for one batch of instructions (decoded, special tokens stripped)."""
+    return decode_completions(lm.tokenizer, greedy_generate_ids_batch(lm, instructions, max_new_tokens,
+                                                                      min_new_tokens))
+
+
+def _in_batches(generate_batch: Callable[[list[str]], list], instructions: Sequence[str], batch_size: int,
+                progress: bool, desc: str) -> list:
+    out: list = []
     for start in tqdm(range(0, len(instructions), batch_size), desc=desc, disable=not progress, unit="batch"):
         out.extend(generate_batch(list(instructions[start : start + batch_size])))
     return out
+
+
+def greedy_generate_ids(
+    lm: LoadedModel,
+    instructions: Sequence[str],
+    max_new_tokens: int = 64,
+    batch_size: int = 16,
+    progress: bool = True,
+    desc: str = "generating",
+    min_new_tokens: int = 0,
+) -> list[list[int]]:
+    """Greedy completion token ids for any number of instructions through the hooked model, in batches."""
+    return _in_batches(lambda batch: greedy_generate_ids_batch(lm, batch, max_new_tokens, min_new_tokens),
+                       instructions, batch_size, progress, desc)
 
 
 def greedy_generate(
@@ -73,24 +115,50 @@ def greedy_generate(
     batch_size: int = 16,
     progress: bool = True,
     desc: str = "generating",
+    min_new_tokens: int = 0,
 ) -> list[str]:
     """Greedy completions for any number of instructions through the hooked model, in batches, with a progress bar."""
-    return _in_batches(lambda batch: greedy_generate_batch(lm, batch, max_new_tokens), instructions, batch_size,
-                       progress, desc)
+    return decode_completions(lm.tokenizer, greedy_generate_ids(lm, instructions, max_new_tokens, batch_size,
+                                                                progress, desc, min_new_tokens))
 
 
 @torch.inference_mode()
-def plain_greedy_generate_batch(model, chat, instructions: Sequence[str], max_new_tokens: int = 64) -> list[str]:
-    """Greedy completions for one batch from a plain transformers model (`model.generate`, KV cache)."""
+def plain_greedy_generate_ids_batch(model, chat, instructions: Sequence[str], max_new_tokens: int = 64,
+                                    min_new_tokens: int = 0) -> list[list[int]]:
+    """Greedy completion token ids for one batch from a plain transformers model (`model.generate`, KV cache)."""
     from transformers import GenerationConfig
 
+    _check_lengths(max_new_tokens, min_new_tokens)
     tokenizer = chat.tokenizer
     stop = stop_ids(tokenizer)
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=sorted(stop),
-                              pad_token_id=tokenizer.pad_token_id)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None, do_sample=False,
+                              eos_token_id=sorted(stop), pad_token_id=tokenizer.pad_token_id)
     batch = chat.tokenize(list(instructions), device=next(model.parameters()).device)
     tokens = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, generation_config=config)
-    return _decode(tokenizer, tokens[:, batch.input_ids.shape[1] :].tolist(), stop)
+    return _cut_at_stop(tokens[:, batch.input_ids.shape[1] :].tolist(), stop)
+
+
+def plain_greedy_generate_batch(model, chat, instructions: Sequence[str], max_new_tokens: int = 64,
+                                min_new_tokens: int = 0) -> list[str]:
+    """Greedy completions for one batch from a plain transformers model (decoded, special tokens stripped)."""
+    return decode_completions(chat.tokenizer, plain_greedy_generate_ids_batch(model, chat, instructions,
+                                                                              max_new_tokens, min_new_tokens))
+
+
+def plain_greedy_generate_ids(
+    model,
+    chat,
+    instructions: Sequence[str],
+    max_new_tokens: int = 64,
+    batch_size: int = 16,
+    progress: bool = True,
+    desc: str = "generating",
+    min_new_tokens: int = 0,
+) -> list[list[int]]:
+    """Greedy completion token ids from a plain transformers model, in batches."""
+    return _in_batches(lambda batch: plain_greedy_generate_ids_batch(model, chat, batch, max_new_tokens,
+                                                                     min_new_tokens),
+                       instructions, batch_size, progress, desc)
 
 
 def plain_greedy_generate(
@@ -101,7 +169,8 @@ def plain_greedy_generate(
     batch_size: int = 16,
     progress: bool = True,
     desc: str = "generating",
+    min_new_tokens: int = 0,
 ) -> list[str]:
     """Greedy completions from a plain transformers model (use it on the weight-edited copy), in batches."""
-    return _in_batches(lambda batch: plain_greedy_generate_batch(model, chat, batch, max_new_tokens), instructions,
-                       batch_size, progress, desc)
+    return decode_completions(chat.tokenizer, plain_greedy_generate_ids(model, chat, instructions, max_new_tokens,
+                                                                        batch_size, progress, desc, min_new_tokens))

@@ -103,24 +103,23 @@ def windowed_perplexity(forward: Forward, token_ids: list[int], max_tokens: int,
 
 
 @torch.inference_mode()
-def ablated_last_logits(
-    lm: LoadedModel, prompts: Sequence[str], directions: Float[Tensor, "n_groups d_model"], group_size: int
+def grouped_last_logits(
+    lm: LoadedModel, prompts: Sequence[str], group_hooks: Callable[[int], list], n_groups: int, group_size: int
 ) -> Float[Tensor, "n vocab"] | None:
-    """Last-position logits with consecutive groups of `group_size` prompts each ablating one direction.
+    """Last-position logits with `n_groups` consecutive groups of `group_size` prompts, each group under its own
+    intervention: `group_hooks(k)` gives the forward hooks with each group's per-row tensors repeated k times (k = 1:
+    one row per group, k = `group_size`: one row per prompt).
 
     The template prefix every prompt starts with (system turn, user header) is run once per group, under that
-    group's ablation, and its KV cache is reused by the group's prompts (equal to running every prompt in full).
+    group's intervention, and its KV cache is reused by the group's prompts (equal to running every prompt in full).
     Returns None when the tokenizer does not split the prompts exactly at the prefix.
     """
-    from workbench.interventions.hooks import ablation_hooks
-
     suffix = lm.chat.tokenize_after_prefix(prompts, device=lm.device)
-    if suffix is None or len(prompts) != group_size * directions.shape[0]:
+    if suffix is None or len(prompts) != group_size * n_groups:
         return None
-    directions = directions.to(lm.device)
-    prefix = torch.tensor([lm.chat.prefix_token_ids], device=lm.device).expand(directions.shape[0], -1)
+    prefix = torch.tensor([lm.chat.prefix_token_ids], device=lm.device).expand(n_groups, -1)
     extra = last_only_kwargs(lm)
-    with lm.model.hooks(fwd_hooks=ablation_hooks(directions, lm.info.n_layers)):
+    with lm.model.hooks(fwd_hooks=group_hooks(1)):
         _, cache = lm.model(prefix, attention_mask=torch.ones_like(prefix), return_type="logits_and_cache",
                             use_cache=True, **extra)
     cache.batch_repeat_interleave(group_size)
@@ -128,8 +127,21 @@ def ablated_last_logits(
     mask = torch.cat([torch.ones(len(prompts), n_prefix, dtype=suffix.attention_mask.dtype, device=lm.device),
                       suffix.attention_mask], dim=1)
     position_ids = (n_prefix + suffix.attention_mask.cumsum(-1) - 1).clamp_min(n_prefix)
-    row_directions = directions.repeat_interleave(group_size, dim=0)
-    with lm.model.hooks(fwd_hooks=ablation_hooks(row_directions, lm.info.n_layers)):
+    with lm.model.hooks(fwd_hooks=group_hooks(group_size)):
         logits = lm.model(suffix.input_ids, attention_mask=mask, past_key_values=cache, position_ids=position_ids,
                           **extra)
     return logits[:, -1, :].float().cpu()
+
+
+@torch.inference_mode()
+def ablated_last_logits(
+    lm: LoadedModel, prompts: Sequence[str], directions: Float[Tensor, "n_groups d_model"], group_size: int
+) -> Float[Tensor, "n vocab"] | None:
+    """Last-position logits with consecutive groups of `group_size` prompts each ablating one direction, the
+    template prefix run once per group (`grouped_last_logits`); None when the prefix cannot be shared."""
+    from workbench.interventions.hooks import ablation_hooks
+
+    directions = directions.to(lm.device)
+    return grouped_last_logits(
+        lm, prompts, lambda k: ablation_hooks(directions.repeat_interleave(k, dim=0), lm.info.n_layers),
+        directions.shape[0], group_size)

@@ -41,7 +41,13 @@ def run_figures(run: RunDir, out_dir: str | Path | None = None) -> list[Path]:
     if run.file("sweep.csv").exists():
         selection = run.read_json("selection.json", keys=("selections",)) if run.file("selection.json").exists() \
             else None
-        written += save_figure(sweep_heatmaps(sweep_frame(run), selection), out / "fig4_sweep")
+        recorded = (run.read_json("sweep.json", keys=("config",))["config"] if run.file("sweep.json").exists()
+                    else {})
+        mode = recorded.get("mode", "fast") if recorded else None  # sweeps recorded before modes were fast
+        n_screen = recorded.get("n_screen")
+        fig = sweep_heatmaps(sweep_frame(run), selection, mode=mode if isinstance(mode, str) else None,
+                             n_screen=n_screen if isinstance(n_screen, int) else None)
+        written += save_figure(fig, out / "fig4_sweep")
     if run.file("evaluation.csv").exists():
         evaluation = run.read_csv("evaluation.csv", columns=EVALUATION_COLUMNS, numeric_columns=EVALUATION_COLUMNS[2:])
         capability = (run.read_csv("capability.csv", columns=("task", "intervention", "metric", "value"),

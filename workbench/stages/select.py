@@ -42,12 +42,15 @@ def sweep_rule(run: RunDir) -> SelectionRule:
 
 
 def check_rule(run: RunDir, sweep: pd.DataFrame, rule: SelectionRule) -> None:
-    """Refuse to select with a rule the sweep was not screened for, unless it scored every candidate in full."""
+    """Refuse to select with a rule the sweep was not screened for, unless it scored in full every candidate the
+    rule can pick (an exact sweep, `workbench sweep --mode exact`, serves any rule that prunes at least its layers)."""
     screened_for = sweep_rule(run)
     if screened_for == rule:
         return
-    exhaustive = not (sweep.stage == "screened").any() and not (
-        (sweep.stage == "skipped") & ~sweep.sweep_note.isin(["zero vector (NaN)", "not in sweep grid"])).any()
+    n_layers = int(sweep.layer.max()) + 1 if len(sweep) else 0
+    pruned_now = sweep.layer.map(lambda layer: rule.prune_reason(int(layer), n_layers) != "").astype(bool)
+    unscored = (sweep.stage == "skipped") & ~sweep.sweep_note.isin(["zero vector (NaN)", "not in sweep grid"])
+    exhaustive = not (sweep.stage == "screened").any() and not (unscored & ~pruned_now).any()
     if not exhaustive:
         raise WorkbenchError(
             f"{run.file('sweep.csv')} chose its finalists for the rule {asdict(screened_for)}, not "

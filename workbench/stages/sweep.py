@@ -22,12 +22,18 @@ Where the time goes and what we skip (a naive loop scores every candidate on eve
   (`score_all` computes everything).
 `reference_sweep` is the naive loop; `benchmarks/sweep.py` compares both and checks they select the same winner.
 
+`SweepConfig.mode = "exact"` (`exact_sweep`) skips the screen: every candidate of the grid (not pruned, not zero)
+gets every score on the whole validation sets, as in the reference loop, still many candidates per forward pass
+(one ablated direction, or one added steering vector, per batch row) with the template prefix reused: exact
+heatmaps, and a sweep that any rule with the same pruning can select from.
+
 `sweep.csv` belongs to this stage: one row per candidate with its scores, `stage` (skipped, screened, full) and
 `sweep_note` (why a row was not fully scored). Which rows the rule keeps is the select stage's `selection.csv`.
 """
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 import pandas as pd
@@ -38,7 +44,7 @@ from tqdm.auto import tqdm
 
 from workbench.data import check_prompt_source, load_prompts
 from workbench.errors import WorkbenchError
-from workbench.eval.scoring import ablated_last_logits, last_only_kwargs, last_position_logits
+from workbench.eval.scoring import grouped_last_logits, last_only_kwargs, last_position_logits
 from workbench.interventions.hooks import ablation_hooks, addition_hooks
 from workbench.io import atomic_write, write_json
 from workbench.method.grids import CandidateGrids
@@ -53,6 +59,8 @@ COLUMNS = [
     "steering_refusal_score", "steering_kl", "screen_refusal_score", "screen_kl", "stage", "sweep_note",
 ]  # fmt: skip
 TEXT_COLUMNS = ("vector", "stage", "sweep_note")
+MODES = ("fast", "exact")
+"""`SweepConfig.mode`: screen then finalists, or every candidate fully scored."""
 NUMERIC_COLUMNS = tuple(c for c in COLUMNS if c not in TEXT_COLUMNS)
 
 
@@ -60,6 +68,10 @@ NUMERIC_COLUMNS = tuple(c for c in COLUMNS if c not in TEXT_COLUMNS)
 class SweepConfig:
     """What `workbench sweep` scores, and how hard it prunes."""
 
+    mode: str = "fast"
+    """"fast": screen every candidate on `n_screen` prompts, then fully score the finalists the rule can pick;
+    "exact": every candidate of the grid gets every score on the whole validation sets (the screen and finalist
+    settings are then unused)."""
     lams: tuple[float, ...] = (1.0,)
     """λ values of the partial orthogonalization w' = w − λ·proj_r(w) (1: keep true refusal intact)."""
     pseudo_harmful_val: str = "bundled_pseudo_harmful_val"
@@ -104,6 +116,8 @@ class SweepConfig:
     does not use it). The reference loop always scores everything."""
 
     def validate(self) -> None:
+        if self.mode not in MODES:
+            raise WorkbenchError(f"unknown sweep mode {self.mode!r}: use one of {', '.join(MODES)}")
         for lam in self.lams:
             if not (isinstance(lam, int | float) and 0.0 <= lam <= 1.0):
                 raise WorkbenchError(f"λ must be in [0, 1], got {lam}")
@@ -163,30 +177,64 @@ def load_validation(lm: LoadedModel, config: SweepConfig) -> ValidationSets:
 
 
 @torch.inference_mode()
-def _ablated_logits(lm: LoadedModel, prompts: list[str], directions: Float[Tensor, "n_groups d_model"],
-                    group_size: int, batch_size: int, share_prefix: bool = True,
+def _grouped_logits(lm: LoadedModel, prompts: list[str], n_groups: int, group_size: int,
+                    hooks: Callable[[slice, int], list], batch_size: int, share_prefix: bool = True,
                     last_only: bool = True) -> Float[Tensor, "n vocab"]:
-    """Last-position logits; consecutive groups of `group_size` prompts each ablate one of `directions` [n_groups, d].
+    """Last-position logits; consecutive groups of `group_size` prompts each under their own intervention:
+    `hooks(groups, k)` gives the hooks of the groups in the slice `groups` with each group's row repeated k times.
 
     With `share_prefix`, each group runs the template prefix once and reuses its KV cache (see
-    `scoring.ablated_last_logits`); otherwise, or if the tokenizer does not split at the prefix, every row runs in
-    full with its own direction (unembedding every position unless `last_only`).
+    `scoring.grouped_last_logits`); otherwise, or if the tokenizer does not split at the prefix, every row runs in
+    full under its group's intervention (unembedding every position unless `last_only`).
     """
     groups_per_batch = max(1, batch_size // group_size)
     extra = last_only_kwargs(lm, last_only)
     out = []
-    for g in range(0, directions.shape[0], groups_per_batch):
-        chunk_dirs = directions[g : g + groups_per_batch]
-        chunk = prompts[g * group_size : (g + len(chunk_dirs)) * group_size]
-        logits = ablated_last_logits(lm, chunk, chunk_dirs, group_size) if share_prefix else None
+    for g in range(0, n_groups, groups_per_batch):
+        part = slice(g, min(g + groups_per_batch, n_groups))
+        n = part.stop - part.start
+        chunk = prompts[g * group_size : (g + n) * group_size]
+        logits = (grouped_last_logits(lm, chunk, lambda k, part=part: hooks(part, k), n, group_size)
+                  if share_prefix else None)
         if logits is None:
             batch = lm.chat.tokenize(chunk, device=lm.device)
-            rows = chunk_dirs.repeat_interleave(group_size, dim=0).to(lm.device)
-            with lm.model.hooks(fwd_hooks=ablation_hooks(rows, lm.info.n_layers)):
+            with lm.model.hooks(fwd_hooks=hooks(part, group_size)):
                 logits = lm.model(batch.input_ids, attention_mask=batch.attention_mask,
                                   **extra)[:, -1, :].float().cpu()
         out.append(logits)
     return torch.cat(out)
+
+
+def _ablated_logits(lm: LoadedModel, prompts: list[str], directions: Float[Tensor, "n_groups d_model"],
+                    group_size: int, batch_size: int, share_prefix: bool = True,
+                    last_only: bool = True) -> Float[Tensor, "n vocab"]:
+    """Last-position logits; consecutive groups of `group_size` prompts each ablate one of `directions` [n_groups, d]
+    (`_grouped_logits`)."""
+    directions = directions.to(lm.device)
+
+    def hooks(groups: slice, k: int) -> list:
+        return ablation_hooks(directions[groups].repeat_interleave(k, dim=0), lm.info.n_layers)
+
+    return _grouped_logits(lm, prompts, directions.shape[0], group_size, hooks, batch_size, share_prefix, last_only)
+
+
+def _steered_logits(lm: LoadedModel, prompts: list[str], vectors: Float[Tensor, "n_groups d_model"],
+                    layers: list[int], coeff: float, group_size: int, batch_size: int, share_prefix: bool = True,
+                    last_only: bool = True) -> Float[Tensor, "n vocab"]:
+    """Last-position logits; consecutive groups of `group_size` prompts each add coeff·`vectors[g]` at the input of
+    block `layers[g]` (one hook per layer in the batch, adding zero to the rows of other layers' groups)."""
+    vectors = vectors.to(lm.device)
+    layer_of = torch.tensor(layers, device=lm.device)
+
+    def hooks(groups: slice, k: int) -> list:
+        rows, row_layers = vectors[groups], layer_of[groups]
+        out = []
+        for layer in sorted(set(row_layers.tolist())):
+            masked = torch.where((row_layers == layer)[:, None], rows, torch.zeros_like(rows))
+            out += addition_hooks(masked.repeat_interleave(k, dim=0), layer, coeff)
+        return out
+
+    return _grouped_logits(lm, prompts, vectors.shape[0], group_size, hooks, batch_size, share_prefix, last_only)
 
 
 def ablation_scores(
@@ -300,6 +348,85 @@ def fast_sweep(lm: LoadedModel, grids: CandidateGrids, val: ValidationSets, conf
     return to_frame(rows)
 
 
+def _per_prompt_scores(lm: LoadedModel, prompts: list[str], base: Float[Tensor, "n_prompts vocab"], n_groups: int,
+                       logits_of: Callable[[list[str], slice], Float[Tensor, "n vocab"]],
+                       config: SweepConfig, desc: str) -> tuple[Float[Tensor, "n_groups n_prompts"],
+                                                              Float[Tensor, "n_groups n_prompts"]]:
+    """Refusal score and KL from `base` of every prompt under each of `n_groups` interventions.
+
+    `logits_of(piece, groups)` gives the logits of `piece` (consecutive prompts) under each group in the slice
+    `groups`, group-major. The prompts go in pieces of at most `batch_size`, and each forward pass takes as many
+    groups as fit in `batch_size` rows; logits are reduced to scores at once (they would not fit in memory).
+    """
+    rs = torch.empty(n_groups, len(prompts), dtype=torch.float64)  # float64, as `refusal_score` and `kl_divergence`
+    kl = torch.empty(n_groups, len(prompts), dtype=torch.float64)
+    pieces = [(start, prompts[start : start + config.batch_size]) for start in range(0, len(prompts),
+                                                                                        config.batch_size)]
+    steps = [(start, piece, slice(g, min(g + max(1, config.batch_size // len(piece)), n_groups)))
+             for start, piece in pieces for g in range(0, n_groups, max(1, config.batch_size // len(piece)))]
+    for start, piece, groups in tqdm(steps, desc=desc, unit="batch"):
+        logits = logits_of(piece, groups)
+        n = groups.stop - groups.start
+        columns = slice(start, start + len(piece))
+        rs[groups, columns] = refusal_score(logits, lm.info.refusal_tokens).view(n, len(piece))
+        kl[groups, columns] = kl_divergence(base[columns].repeat(n, 1), logits).view(n, len(piece))
+    return rs, kl
+
+
+def exact_sweep(lm: LoadedModel, grids: CandidateGrids, val: ValidationSets, config: SweepConfig,
+                rule: SelectionRule, include_true: bool = True) -> pd.DataFrame:
+    """Every candidate of the grid (not pruned, not zero) with every score on the whole validation sets, as the
+    reference loop gives, many candidates per forward pass: one ablated direction per batch row over the three sets
+    at once, then one added steering vector per row over harmless val."""
+    rows = _candidate_rows(grids, config.lams, config, rule, include_true)
+    todo = [r for r in rows if r["stage"] == "screened"]
+    sets = (val.pseudo_harmful, val.harmful, val.harmless)
+    prompts = [p for prompts in sets for p in prompts]
+    base = torch.cat([val.base_logits[k] for k in ("pseudo_harmful", "harmful", "harmless")])
+    ends = [len(sets[0]), len(sets[0]) + len(sets[1]), len(prompts)]
+    for vector, lam in sorted({(r["vector"], r["lam"]) for r in todo}, key=str):
+        group = [r for r in todo if (r["vector"], r["lam"]) == (vector, lam)]
+        lam_arg = None if vector == "true" else lam
+        directions = grids.directions(vector, lam_arg)
+        steering = grids.steering_vectors(vector, lam_arg)
+        cells = [(r["pos_index"], r["layer"]) for r in group]
+        dirs = torch.stack([directions[p, layer] for p, layer in cells])
+        vecs = torch.stack([steering[p, layer] for p, layer in cells])
+        layers = [layer for _, layer in cells]
+        label = "true" if vector == "true" else f"false λ={lam}"
+
+        def ablated(piece: list[str], groups: slice, dirs=dirs) -> Float[Tensor, "n vocab"]:
+            n = groups.stop - groups.start
+            return _ablated_logits(lm, piece * n, dirs[groups], len(piece), len(piece) * n, config.share_prefix,
+                                   config.last_logits_only)
+
+        def steered(piece: list[str], groups: slice, vecs=vecs, layers=layers) -> Float[Tensor, "n vocab"]:
+            n = groups.stop - groups.start
+            return _steered_logits(lm, piece * n, vecs[groups], layers[groups], config.steering_coeff, len(piece),
+                                   len(piece) * n, config.share_prefix, config.last_logits_only)
+
+        # KL is computed on every row (cheap next to the forward pass) and read on the harmless ones only.
+        rs, kl = _per_prompt_scores(lm, prompts, base, len(group), ablated, config, f"exact ablation {label}")
+        steer_rs, steer_kl = _per_prompt_scores(lm, val.harmless, val.base_logits["harmless"], len(group), steered,
+                                                config, f"exact steering {label}")
+        for i, row in enumerate(group):
+            row.update(ablation_refusal_score=rs[i, : ends[0]].mean().item(),
+                       ablation_refusal_score_harmful=rs[i, ends[0] : ends[1]].mean().item(),
+                       ablation_kl=kl[i, ends[1] :].mean().item(),
+                       steering_refusal_score=steer_rs[i].mean().item(), steering_kl=steer_kl[i].mean().item(),
+                       stage="full", sweep_note="")
+    return to_frame(rows)
+
+
+def sweep_candidates(lm: LoadedModel, grids: CandidateGrids, val: ValidationSets, config: SweepConfig,
+                     rule: SelectionRule, include_true: bool = True) -> pd.DataFrame:
+    """The sweep `config.mode` asks for: `fast_sweep` or `exact_sweep`."""
+    sweeps = {"fast": fast_sweep, "exact": exact_sweep}
+    if config.mode not in sweeps:
+        raise WorkbenchError(f"unknown sweep mode {config.mode!r}: use one of {', '.join(MODES)}")
+    return sweeps[config.mode](lm, grids, val, config, rule, include_true)
+
+
 def score_full(lm: LoadedModel, row: dict, directions: Float[Tensor, "n_pos n_layer d_model"], grids: CandidateGrids,
                val: ValidationSets, config: SweepConfig, rule: SelectionRule, steer: bool | None = None,
                score_all: bool | None = None) -> None:
@@ -375,12 +502,29 @@ def settings_record(config: SweepConfig, rule: SelectionRule) -> dict:
     return json.loads(json.dumps({**asdict(config), "rule": asdict(rule)}))  # tuples become lists, as in JSON
 
 
+FAST_ONLY = ("n_screen", "n_finalists", "min_finalists", "stop_margin", "screen_kl_margin", "steer_false", "score_all")
+"""SweepConfig fields the exact mode does not read (it gives every candidate every score)."""
+
+
+def _scoring_settings(record: dict) -> dict:
+    """What decides a sweep's rows: the record less speed-only settings; for an exact sweep also less the fast
+    mode's settings and of the rule only its pruning (which candidates are scored), since every one gets every
+    score. A record without a mode (made before modes existed) is a fast sweep's."""
+    record = {"mode": "fast", **record}
+    settings = {k: v for k, v in record.items() if k not in SPEED_ONLY}
+    if settings["mode"] == "exact":
+        settings = {k: v for k, v in settings.items() if k not in FAST_ONLY}
+        rule = settings.get("rule")
+        settings["rule"] = {"prune_layer_fraction": rule.get("prune_layer_fraction")} if isinstance(rule, dict) \
+            else rule
+    return settings
+
+
 def same_settings(recorded: dict, config: SweepConfig, rule: SelectionRule) -> bool:
     """Whether a recorded sweep (`sweep.json`'s config) scored candidates as `config` and `rule` would: λ values and
-    speed-only settings (batch size, prefix reuse, last-position unembedding) aside."""
-    wanted = settings_record(config, rule)
-    return ({k: v for k, v in recorded.items() if k not in SPEED_ONLY}
-            == {k: v for k, v in wanted.items() if k not in SPEED_ONLY})
+    speed-only settings (batch size, prefix reuse, last-position unembedding) aside. The mode counts (a fast sweep
+    is not reused for an exact request); an exact sweep serves any rule with the same pruning."""
+    return _scoring_settings(recorded) == _scoring_settings(settings_record(config, rule))
 
 
 def run_sweep(lm: LoadedModel, run: RunDir, config: SweepConfig, rule: SelectionRule | None = None) -> pd.DataFrame:
@@ -405,7 +549,7 @@ def run_sweep(lm: LoadedModel, run: RunDir, config: SweepConfig, rule: Selection
     val = load_validation(lm, config)
     parts = [] if previous is None else [previous]
     if new_lams or include_true:
-        parts.append(fast_sweep(lm, grids, val, replace(config, lams=new_lams), rule, include_true))
+        parts.append(sweep_candidates(lm, grids, val, replace(config, lams=new_lams), rule, include_true))
     frame = pd.concat(parts, ignore_index=True)
     atomic_write(run.file("sweep.csv"), lambda tmp: frame.to_csv(tmp, index=False))
     baseline = {k: refusal_score(v, lm.info.refusal_tokens).mean().item() for k, v in val.base_logits.items()}

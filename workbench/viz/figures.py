@@ -37,25 +37,44 @@ SHORT_LABELS = {
 }
 
 
-def _grid(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """positions × layers of `metric`; screened-out cells fall back to their screen estimate for score metrics."""
-    values = frame[metric].copy() if metric in frame else pd.Series(float("nan"), index=frame.index)
-    if metric in ("ablation_refusal_score", "ablation_refusal_score_harmful"):
-        values = values.fillna(frame["screen_refusal_score"])
-    elif metric == "ablation_kl":
-        values = values.fillna(frame["screen_kl"])
-    table = frame.assign(value=values).pivot_table(index="pos", columns="layer", values="value", aggfunc="first",
-                                                   dropna=False)
-    return table.sort_index(ascending=False)
+SCREENED_AS = {("false", "ablation_refusal_score"): "screen_refusal_score",
+               ("true", "ablation_refusal_score_harmful"): "screen_refusal_score",
+               ("false", "ablation_kl"): "screen_kl", ("true", "ablation_kl"): "screen_kl"}
+"""The screen's estimate of a score (the fast sweep screens w′ on pseudo-harmful val, r on harmful val)."""
+
+
+def _grid(frame: pd.DataFrame, metric: str, vector: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """positions × layers of `metric`, and of whether each cell is a screen estimate: a cell without the full score
+    falls back to the screen's estimate of that score where the screen has one."""
+    full = frame[metric] if metric in frame else pd.Series(float("nan"), index=frame.index)
+    screen_column = SCREENED_AS.get((vector, metric))
+    screen = frame[screen_column] if screen_column in frame else pd.Series(float("nan"), index=frame.index)
+    estimate = full.isna() & screen.notna()
+    cells = frame.assign(value=full.fillna(screen), estimate=estimate.astype(float))
+    tables = [cells.pivot_table(index="pos", columns="layer", values=column, aggfunc="first", dropna=False)
+              .sort_index(ascending=False) for column in ("value", "estimate")]
+    return tables[0], tables[1].reindex_like(tables[0]).fillna(0.0).astype(bool)
+
+
+def _scoring_note(sweep: pd.DataFrame, mode: str | None, n_screen: int | None) -> str:
+    """What produced the cells: every one fully scored, or N fully scored and the others screen estimates."""
+    n_full, n_screened = int((sweep.stage == "full").sum()), int((sweep.stage == "screened").sum())
+    prefix = f"{mode}: " if mode else ""
+    if n_screened == 0:
+        return f"{prefix}every cell fully scored"
+    prompts = f" on {n_screen} prompts per set, marked ○" if n_screen else ", marked ○"
+    return f"{prefix}{n_full} cells fully scored, others screen estimates{prompts}"
 
 
 def sweep_heatmaps(sweep: pd.DataFrame, selection: dict | None = None, lams: list[float] | None = None,
-                   metrics: tuple[str, ...] = ("ablation_refusal_score", "ablation_kl")) -> go.Figure:
+                   metrics: tuple[str, ...] = ("ablation_refusal_score", "ablation_kl"), mode: str | None = None,
+                   n_screen: int | None = None) -> go.Figure:
     """Fig. 4: one heatmap per (metric, vector/λ); x = layer, y = EOI position; the selection marked with ×.
 
     The refusal-score row shows, for r, the score on harmful val (what its rule uses: r is screened on harmful
-    prompts), for w′ the score on pseudo-harmful val. Cells only screened show their screen estimate (few prompts);
-    skipped cells (pruned layers, zero vectors) are blank.
+    prompts), for w′ the score on pseudo-harmful val. Cells only screened (a fast sweep) show their screen estimate
+    (`n_screen` prompts), marked ○ and named so on hover; fully scored cells say "full score". The subtitle says
+    which (`mode`: the sweep's mode, from sweep.json). Skipped cells (pruned layers, zero vectors) are blank.
     """
     false_lams = sorted({float(x) for x in sweep.loc[sweep.vector == "false", "lam"]}, reverse=True)
     lams = false_lams if lams is None else [float(x) for x in lams]
@@ -70,26 +89,42 @@ def sweep_heatmaps(sweep: pd.DataFrame, selection: dict | None = None, lams: lis
                         horizontal_spacing=0.02, vertical_spacing=0.12)
     chosen = {float(s["lam"]): (int(s["pos"]), int(s["layer"])) for s in (selection or {}).get("selections", [])}
     true_choice = (selection or {}).get("true_refusal")
+    estimate_text = f"screen estimate ({n_screen} prompts)" if n_screen else "screen estimate"
+    legend_shown = False
     for i, metric in enumerate(metrics, start=1):
         for j, (vector, lam) in enumerate(panels, start=1):
             part = sweep[(sweep.vector == vector) & ((sweep.lam == lam) if lam is not None else True)]
             if part.empty:
                 continue
-            grid = _grid(part, panel_metric(metric, vector))
-            fig.add_trace(go.Heatmap(z=grid.values, x=list(grid.columns), y=[str(p) for p in grid.index],
+            grid, estimates = _grid(part, panel_metric(metric, vector), vector)
+            text = [["" if pd.isna(v) else (estimate_text if e else "full score") for v, e in zip(values, flags,
+                                                                                                    strict=True)]
+                    for values, flags in zip(grid.values, estimates.values, strict=True)]
+            fig.add_trace(go.Heatmap(z=grid.values, x=list(grid.columns), y=[str(p) for p in grid.index], text=text,
                                      coloraxis=f"coloraxis{i if i > 1 else ''}",
-                                     hovertemplate="layer %{x}, pos %{y}: %{z:.3f}<extra></extra>"), row=i, col=j)
+                                     hovertemplate="layer %{x}, pos %{y}: %{z:.3f} (%{text})<extra></extra>"),
+                          row=i, col=j)
+            cells = [(layer, pos) for pos in grid.index for layer in grid.columns
+                     if estimates.loc[pos, layer] and pd.notna(grid.loc[pos, layer])]
+            if cells:
+                fig.add_trace(go.Scatter(x=[c[0] for c in cells], y=[str(c[1]) for c in cells], mode="markers",
+                                         name=estimate_text, legendgroup="screen", showlegend=not legend_shown,
+                                         marker={"symbol": "circle-open", "size": 7, "color": "grey"},
+                                         hovertext=estimate_text, hoverinfo="text"), row=i, col=j)
+                legend_shown = True
             mark = chosen.get(lam) if vector == "false" else (
                 (int(true_choice["pos"]), int(true_choice["layer"])) if true_choice else None)
             if mark is not None:
                 fig.add_trace(go.Scatter(x=[mark[1]], y=[str(mark[0])], mode="markers", showlegend=False,
                                          marker={"symbol": "x", "size": 12, "color": "black"},
-                                         hovertext="selected"), row=i, col=j)
+                                         hovertext="selected", name="selected"), row=i, col=j)
             fig.update_xaxes(title_text="layer" if i == len(metrics) else None, row=i, col=j)
         fig.update_yaxes(title_text="EOI position", row=i, col=1)
+    drawn = sweep[(sweep.vector == "true") | ((sweep.vector == "false") & sweep.lam.isin(lams))]
     layout = {"height": 320 * len(metrics), "width": max(700, 330 * len(panels)),
               "title": "Refusal-vector candidates after ablation (Fig. 4): × marks the selection; "
-                       "blank: pruned layers and zero vectors"}
+                       f"blank: pruned layers and zero vectors<br><sup>{_scoring_note(drawn, mode, n_screen)}</sup>",
+              "legend": {"orientation": "h", "y": -0.12}}
     for i, metric in enumerate(metrics, start=1):
         key = f"coloraxis{i if i > 1 else ''}"
         scale = "RdBu_r" if "refusal_score" in metric else "Viridis"
