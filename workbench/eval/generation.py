@@ -78,14 +78,6 @@ def decode_completions(tokenizer, rows: list[list[int]]) -> list[str]:
     return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in rows]
 
 
-def greedy_generate_batch(
-    lm: LoadedModel, instructions: Sequence[str], max_new_tokens: int = 64, min_new_tokens: int = 0
-) -> list[str]:
-    """Greedy completions for one batch of instructions (decoded, special tokens stripped)."""
-    return decode_completions(lm.tokenizer, greedy_generate_ids_batch(lm, instructions, max_new_tokens,
-                                                                      min_new_tokens))
-
-
 def _in_batches(generate_batch: Callable[[list[str]], list], instructions: Sequence[str], batch_size: int,
                 progress: bool, desc: str) -> list:
     out: list = []
@@ -136,13 +128,6 @@ def plain_greedy_generate_ids_batch(model, chat, instructions: Sequence[str], ma
     batch = chat.tokenize(list(instructions), device=next(model.parameters()).device)
     tokens = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, generation_config=config)
     return _cut_at_stop(tokens[:, batch.input_ids.shape[1] :].tolist(), stop)
-
-
-def plain_greedy_generate_batch(model, chat, instructions: Sequence[str], max_new_tokens: int = 64,
-                                min_new_tokens: int = 0) -> list[str]:
-    """Greedy completions for one batch from a plain transformers model (decoded, special tokens stripped)."""
-    return decode_completions(chat.tokenizer, plain_greedy_generate_ids_batch(model, chat, instructions,
-                                                                              max_new_tokens, min_new_tokens))
 
 
 def plain_greedy_generate_ids(

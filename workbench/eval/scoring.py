@@ -131,17 +131,3 @@ def grouped_last_logits(
         logits = lm.model(suffix.input_ids, attention_mask=mask, past_key_values=cache, position_ids=position_ids,
                           **extra)
     return logits[:, -1, :].float().cpu()
-
-
-@torch.inference_mode()
-def ablated_last_logits(
-    lm: LoadedModel, prompts: Sequence[str], directions: Float[Tensor, "n_groups d_model"], group_size: int
-) -> Float[Tensor, "n vocab"] | None:
-    """Last-position logits with consecutive groups of `group_size` prompts each ablating one direction, the
-    template prefix run once per group (`grouped_last_logits`); None when the prefix cannot be shared."""
-    from workbench.interventions.hooks import ablation_hooks
-
-    directions = directions.to(lm.device)
-    return grouped_last_logits(
-        lm, prompts, lambda k: ablation_hooks(directions.repeat_interleave(k, dim=0), lm.info.n_layers),
-        directions.shape[0], group_size)

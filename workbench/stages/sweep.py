@@ -541,8 +541,9 @@ def run_sweep(lm: LoadedModel, run: RunDir, config: SweepConfig, rule: Selection
         raise WorkbenchError(f"candidates in {run.path} have width {grids.d_model}, "
                              f"the model has d_model {lm.info.d_model}")
     previous, done_lams, include_true = None, set(), True
-    if _intact(run) and same_settings(run.read_json("sweep.json", keys=("config",))["config"], config, rule):
-        previous = read_sweep(run)
+    recorded = _previous_sweep(run)
+    if recorded is not None and same_settings(recorded[0]["config"], config, rule):
+        previous = recorded[1]
         done_lams = {float(x) for x in previous.loc[previous.vector == "false", "lam"].unique()}
         include_true = not (previous.vector == "true").any()
     new_lams = tuple(lam for lam in config.lams if float(lam) not in done_lams)
@@ -566,22 +567,22 @@ def read_sweep(run: RunDir) -> pd.DataFrame:
     return run.read_csv("sweep.csv", columns=COLUMNS, text_columns=TEXT_COLUMNS, numeric_columns=NUMERIC_COLUMNS)
 
 
-def _intact(run: RunDir) -> bool:
-    """Whether the run has a sweep that reads back (`sweep.json` and `sweep.csv`); a damaged one is scored again."""
+def _previous_sweep(run: RunDir) -> tuple[dict, pd.DataFrame] | None:
+    """The run's `sweep.json` and `sweep.csv` if both exist and read back, else None (a damaged sweep is scored
+    again)."""
     if not (run.file("sweep.csv").exists() and run.file("sweep.json").exists()):
-        return False
+        return None
     try:
-        run.read_json("sweep.json", keys=("config",))
-        read_sweep(run)
+        return run.read_json("sweep.json", keys=("config",)), read_sweep(run)
     except WorkbenchError:
-        return False
-    return True
+        return None
 
 
 def _is_done(lm: LoadedModel, run: RunDir, config) -> bool:
-    if not _intact(run):
+    previous = _previous_sweep(run)
+    if previous is None:
         return False
-    recorded = run.read_json("sweep.json", keys=("config",))["config"]
+    recorded = previous[0]["config"]
     return (same_settings(recorded, config.sweep, config.select)
             and set(map(float, config.sweep.lams)) <= set(map(float, recorded.get("lams", []))))
 
