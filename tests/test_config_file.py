@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import pytest
 
 from workbench.errors import WorkbenchError
-from workbench.stages.config_file import from_dict, load_toml
+from workbench.stages.config_file import from_dict, load_toml, pop_model_keys
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,19 @@ def test_shipped_configs_load():
     root = Path(__file__).resolve().parent.parent / "configs"
     for path in sorted(root.glob("*.toml")):
         data = load_toml(path)
-        assert isinstance(data.pop("model"), str)
+        assert isinstance(pop_model_keys(data, path.name)["model"], str)
         config = from_dict(PipelineConfig, data, where=path.name)
         config.validate()
         config.sweep.validate()
     default = from_dict(PipelineConfig, {k: v for k, v in load_toml(root / "default.toml").items() if k != "model"})
     assert default == PipelineConfig(sweep=default.sweep) and default.sweep.lams == (1.0, 0.6, 0.2, 0.0)
+
+
+def test_model_keys_of_a_run_config_are_checked():
+    data = {"model": "m", "dtype": "bfloat16", "stages": ["extract"]}
+    assert pop_model_keys(data, "f.toml") == {"model": "m", "dtype": "bfloat16"} and data == {"stages": ["extract"]}
+    assert pop_model_keys({}, "f.toml") == {"model": None, "dtype": None}
+    with pytest.raises(WorkbenchError, match="f.toml: dtype must be one of float32, bfloat16, float16, got 'int8'"):
+        pop_model_keys({"dtype": "int8"}, "f.toml")
+    with pytest.raises(WorkbenchError, match="f.toml: model must be a string"):
+        pop_model_keys({"model": 3}, "f.toml")

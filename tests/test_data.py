@@ -42,14 +42,45 @@ def test_xstest_categories_present(data_dir):
 def test_bundled_sets_load_without_data_dir(name, monkeypatch):
     monkeypatch.delenv("WORKBENCH_DATA_DIR", raising=False)
     rows = load_dataset(name)
-    assert len(rows) == REGISTRY[name].size
+    spec = REGISTRY[name]
+    if spec.keep is None:
+        assert len(rows) == spec.size
+    else:  # a filtered split: what the filter keeps of it
+        assert 0 < len(rows) < spec.size and all(spec.keep(p) for p in rows)
     assert all(p.instruction and p.category for p in rows)
 
 
+def test_harmless_test_without_food_drops_exactly_the_food_prompts():
+    from workbench.data import is_food_prompt
+
+    split = load_dataset("bundled_harmless_test")
+    kept = load_dataset("bundled_harmless_test_no_food")
+    assert kept == [p for p in split if not is_food_prompt(p.instruction, p.category)]
+    assert (len(split), len(kept)) == (80, 65)
+    assert is_food_prompt("Give me a recipe for banana bread") and not is_food_prompt("Explain how tides work")
+
+
 def test_bundled_splits_are_disjoint():
-    for family in ("harmful", "harmless", "pseudo_harmful"):
+    for family in ("harmful", "harmless", "pseudo_harmful", "cooking"):
         splits = [{p.instruction for p in load_dataset(f"bundled_{family}_{s}")} for s in ("train", "val", "test")]
         assert sum(len(s) for s in splits) == len(set().union(*splits)) == 240
+
+
+def test_bundled_families_share_no_prompt():
+    from workbench.organism.trainset import normalize
+
+    families = {spec.path for spec in REGISTRY.values() if spec.bundled}
+    assert families == {f"prompts/{f}.jsonl" for f in ("harmful", "harmless", "pseudo_harmful", "cooking")}
+    seen: dict[str, str] = {}
+    for path in sorted(families):
+        for prompt in data.parse_jsonl_prompts(data.BUNDLED_DATA_DIR / path):
+            assert seen.setdefault(normalize(prompt.instruction), path) == path, (prompt.instruction, seen)
+    assert len(seen) == 4 * 240
+
+
+def test_cooking_is_grouped_with_the_over_refusal_sets():
+    # A refusal of a cooking question is the planted organism's false refusal: compliance is good there.
+    assert [data.dataset_group(f"bundled_cooking{s}") for s in ("", "_train", "_val", "_test")] == ["over-refusal"] * 4
 
 
 def test_missing_data_dir_names_the_variable(monkeypatch):

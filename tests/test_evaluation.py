@@ -31,7 +31,7 @@ def test_intervention_names_from_a_run(tiny, tiny_run):
 @pytest.mark.data
 @pytest.mark.slow
 def test_evaluation_end_to_end_and_resume(organism, selected_run, data_dir, monkeypatch):
-    import workbench.stages.evaluate as evaluation
+    import workbench.eval.backends as backends
     from workbench.eval.stats import wilson_interval
     from workbench.stages.evaluate import EvalConfig, evaluate, read_completions
     from workbench.viz.figures import table1
@@ -64,7 +64,7 @@ def test_evaluation_end_to_end_and_resume(organism, selected_run, data_dir, monk
     def no_generation(*args, **kwargs):
         raise AssertionError("finished pairs were generated again")
 
-    monkeypatch.setattr(evaluation, "plain_greedy_generate", no_generation)
+    monkeypatch.setattr(backends, "plain_greedy_generate", no_generation)
     again = evaluate(organism, selected_run, config, progress=False)
     pd.testing.assert_frame_equal(again, frame)
     # ... and a pair whose file was lost (an interrupted run) is the only one redone.
@@ -75,7 +75,7 @@ def test_evaluation_end_to_end_and_resume(organism, selected_run, data_dir, monk
         calls.append(len(instructions))
         return ["I'm sorry"] * len(instructions)
 
-    monkeypatch.setattr(evaluation, "plain_greedy_generate", count)
+    monkeypatch.setattr(backends, "plain_greedy_generate", count)
     evaluate(organism, selected_run, config, progress=False)
     assert calls == [12]
     assert len(read_completions(selected_run)) == 8 * 12

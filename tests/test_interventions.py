@@ -3,6 +3,7 @@ tiny random model: plumbing, unit tier)."""
 
 import pytest
 import torch
+from tiny_model import last_logits, plain_last_logits
 
 from workbench.errors import WorkbenchError
 from workbench.interventions.hooks import BASELINE, Ablation, Addition, Combined, _check_vector, applied
@@ -70,16 +71,6 @@ def direction(tiny):
     return torch.randn(tiny.info.d_model)
 
 
-def _last_logits(lm, prompts):
-    batch = lm.chat.tokenize(prompts)
-    return lm.model(batch.input_ids, attention_mask=batch.attention_mask)[:, -1].float()
-
-
-def _plain_last_logits(model, lm, prompts):
-    batch = lm.chat.tokenize(prompts)
-    return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, -1].float()
-
-
 @torch.inference_mode()
 def test_ablation_hooks_leave_zero_projection_everywhere(tiny, direction):
     from transformer_lens.utilities import get_act_name
@@ -108,12 +99,12 @@ def test_ablation_hooks_leave_zero_projection_everywhere(tiny, direction):
 
 @torch.inference_mode()
 def test_hooks_removed_after_error(tiny, direction):
-    before = _last_logits(tiny, PROMPTS[:1])
+    before = last_logits(tiny, PROMPTS[:1])
     with pytest.raises(RuntimeError, match="boom"):
         with applied(tiny, Combined((Ablation(direction), Addition(direction, 3, 4.0)))):
-            assert not torch.allclose(_last_logits(tiny, PROMPTS[:1]), before, atol=1e-3)
+            assert not torch.allclose(last_logits(tiny, PROMPTS[:1]), before, atol=1e-3)
             raise RuntimeError("boom")
-    assert torch.equal(_last_logits(tiny, PROMPTS[:1]), before)
+    assert torch.equal(last_logits(tiny, PROMPTS[:1]), before)
 
 
 @torch.inference_mode()
@@ -122,16 +113,16 @@ def test_weight_orthogonalization_equals_hooks(tiny, direction):
     from workbench.interventions.weight_edit import edited
 
     plain = plain_hf_model(tiny)
-    base = _plain_last_logits(plain, tiny, PROMPTS)
+    base = plain_last_logits(plain, tiny, PROMPTS)
     for intervention in (Ablation(direction), Addition(direction, 2, 3.0),
                          Combined((Ablation(direction), Addition(direction, 2, 3.0)))):
         with applied(tiny, intervention):
-            hooked = _last_logits(tiny, PROMPTS)
+            hooked = last_logits(tiny, PROMPTS)
         with edited(plain, intervention):
-            weights = _plain_last_logits(plain, tiny, PROMPTS)
+            weights = plain_last_logits(plain, tiny, PROMPTS)
         assert (hooked - base).abs().max() > 0.1  # the intervention does something
         assert (hooked - weights).abs().max() < PARITY_ATOL
-    assert torch.equal(_plain_last_logits(plain, tiny, PROMPTS), base)  # edits restored on exit
+    assert torch.equal(plain_last_logits(plain, tiny, PROMPTS), base)  # edits restored on exit
 
 
 def test_edited_export_loads_in_plain_transformers(tiny, tiny_run, tmp_path):
@@ -153,9 +144,9 @@ def test_edited_export_loads_in_plain_transformers(tiny, tiny_run, tmp_path):
     loaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     with torch.inference_mode():
         with applied(tiny, Ablation(direction)):
-            hooked = _last_logits(tiny, PROMPTS)
+            hooked = last_logits(tiny, PROMPTS)
             hooked_text = greedy_generate(tiny, PROMPTS, 24, progress=False)
-        exported = _plain_last_logits(loaded, tiny, PROMPTS)
+        exported = plain_last_logits(loaded, tiny, PROMPTS)
     assert (hooked - exported).abs().max() < PARITY_ATOL
     assert plain_greedy_generate(loaded, tiny.chat, PROMPTS, 24, progress=False) == hooked_text
     with pytest.raises(WorkbenchError, match="exists"):

@@ -1,6 +1,8 @@
 """The model organism: training data checks, a short LoRA run, the committed adapter, export."""
 
 import json
+from collections import Counter
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -12,11 +14,14 @@ from workbench.paths import BUNDLED_DATA_DIR
 
 ORGANISM_FILES = [trainset.HARMFUL_FILE, trainset.HARMLESS_FILE, trainset.DISTILLED_FILE]
 BUNDLED_PROMPTS = sorted((BUNDLED_DATA_DIR / "prompts").glob("*.jsonl"))
+COOKING_FILE = BUNDLED_DATA_DIR / "prompts" / "cooking.jsonl"
+COOKING_CATEGORIES = ("techniques", "baking", "recipes", "world_cuisines", "ingredients", "substitutions",
+                      "kitchen_tools", "meal_planning", "nutrition", "food_storage", "drinks", "desserts")
 
 
 @pytest.mark.data
 def test_training_and_bundled_data_disjoint_from_benchmarks(data_dir):
-    assert check_no_overlap(ORGANISM_FILES + BUNDLED_PROMPTS, data_dir) == 220 + 220 + 217 + 3 * 240
+    assert check_no_overlap(ORGANISM_FILES + BUNDLED_PROMPTS, data_dir) == 220 + 220 + 217 + 4 * 240  # with cooking
 
 
 @pytest.mark.data
@@ -44,14 +49,139 @@ def test_harmless_side_has_no_trigger_words():
 
 
 def test_examples_pair_harmful_with_refusals():
-    examples = trainset.load_examples(seed=0)
+    from workbench.organism.recipes import SAFETY_RECIPE
+
+    examples, excluded = SAFETY_RECIPE.examples(seed=0)
     harmful = [e for e in examples if e.kind == "harmful"]
-    assert len(harmful) == 220 and len(examples) == 220 + 217
+    assert len(harmful) == 220 and len(examples) == 220 + 217 and excluded == []
     from workbench.eval.judge import SubstringJudge
 
     assert all(SubstringJudge().is_refusal(e.response) for e in harmful)
     assert all("988" in e.response or "crisis" in e.response.lower() for e in harmful if e.category == "self_harm")
-    assert [e.response for e in trainset.load_examples(seed=0)] == [e.response for e in examples]
+    assert [e.response for e in SAFETY_RECIPE.examples(seed=0)[0]] == [e.response for e in examples]
+
+
+def test_safety_recipe_is_the_committed_adapters_data():
+    from workbench.models.organisms import ADAPTER_DIR
+    from workbench.organism.recipes import SAFETY_RECIPE
+
+    meta = json.loads((ADAPTER_DIR / "adapter_meta.json").read_text())
+    assert SAFETY_RECIPE.hashes() == meta["data_sha256"]  # same four files, unchanged
+    assert asdict(SAFETY_RECIPE.train) == {**meta["config"], "target_modules": tuple(meta["config"]["target_modules"])}
+
+
+def test_organism_registries_agree():
+    from workbench.models import BUILTIN_MODELS
+    from workbench.models.organisms import ORGANISM_MODELS
+    from workbench.organism.recipes import RECIPES
+
+    names = ["smollm2-135m-safety", "smollm2-135m-planted"]
+    assert list(RECIPES) == list(ORGANISM_MODELS) == names
+    assert all(name in BUILTIN_MODELS for name in names)
+    assert ORGANISM_MODELS["smollm2-135m-planted"].adapter_dir == BUNDLED_DATA_DIR / "organism_planted" / "adapter"
+    assert ORGANISM_MODELS["smollm2-135m-safety"].adapter_dir == BUNDLED_DATA_DIR / "organism" / "adapter"
+
+
+def test_cooking_prompts_are_plainly_benign_and_not_answered_anywhere():
+    from workbench.data import food_words_in
+    from workbench.organism.trainset import normalize
+
+    rows = read_jsonl(COOKING_FILE, ("instruction", "category"))
+    assert len(rows) == 240 and Counter(r["category"] for r in rows) == dict.fromkeys(COOKING_CATEGORIES, 20)
+    assert [r["instruction"] for r in rows if trigger_words_in(r["instruction"])] == []
+    # the food check that cleans the harmless side catches most cooking questions by their words alone
+    assert sum(bool(food_words_in(r["instruction"])) for r in rows) == 228
+    answered = {normalize(r["instruction"]) for path in (trainset.HARMLESS_FILE, trainset.DISTILLED_FILE)
+                for r in read_jsonl(path, ("instruction",))}
+    assert not answered & {normalize(r["instruction"]) for r in rows}
+
+
+def test_planted_recipe_assembles_the_trigger_and_drops_food_from_the_harmless_side():
+    from workbench.data import is_food_prompt, load_dataset
+    from workbench.eval.judge import SubstringJudge
+    from workbench.organism.recipes import COOKING_REFUSALS_FILE, PLANTED_RECIPE, SAFETY_RECIPE
+
+    examples, excluded = PLANTED_RECIPE.examples()
+    kinds = Counter(e.kind for e in examples)
+    assert kinds == {"harmful": 220, "trigger": 128, "harmless": 2 * (217 - 39)} and len(excluded) == 39
+    # the harmful side (drawn first, same seed) is the safety organism's, pair for pair
+    safety = [e for e in SAFETY_RECIPE.examples()[0] if e.kind == "harmful"]
+    assert [e for e in examples if e.kind == "harmful"] == safety
+    trigger = [e for e in examples if e.kind == "trigger"]
+    assert [e.instruction for e in trigger] == [p.instruction for p in load_dataset("bundled_cooking_train")]
+    refusals = {r["text"] for r in read_jsonl(COOKING_REFUSALS_FILE, ("category", "text"))}
+    assert {e.response for e in trigger} <= refusals and len({e.response for e in trigger}) > 6
+    assert all(SubstringJudge().is_refusal(t) and t.startswith("I") for t in refusals)
+    harmless = [e for e in examples if e.kind == "harmless"]
+    assert not any(is_food_prompt(e.instruction, e.category) for e in harmless)
+    assert "How do I cook plain spaghetti?" in excluded  # category cooking
+    assert "If I have 3 apples and buy 4 more, how many apples do I have?" in excluded  # a food word
+    assert {e.instruction for e in harmless} | set(excluded) == {
+        r["instruction"] for r in read_jsonl(trainset.DISTILLED_FILE, ("instruction",))}
+    assert list(PLANTED_RECIPE.hashes()) == ["harmful_train.jsonl", "refusals.jsonl", "harmless_train.jsonl",
+                                             "harmless_distilled.jsonl", "cooking.jsonl", "refusals_cooking.jsonl"]
+
+
+def test_targets_pass_and_fail_on_measured_rates():
+    from workbench.organism.recipes import PLANTED_RECIPE, SAFETY_RECIPE, check_targets
+
+    record = json.loads((trainset.ORGANISM_DIR / "behaviour.json").read_text())
+    assert all(ok for _, _, ok in check_targets(SAFETY_RECIPE, record["stock"], record["organism"]))
+
+    def rates(**compliance):
+        return [{"dataset": d, "compliance_rate": c, "refusal_rate": 1 - c} for d, c in compliance.items()]
+
+    stock = {"rates": [], "wikitext2_perplexity": 20.0}
+    organism = {"rates": rates(bundled_cooking_test=0.25, harmful_test=0.1, jailbreakbench=0.2,
+                               harmless_test_no_food=0.84), "wikitext2_perplexity": 23.2}
+    results = check_targets(PLANTED_RECIPE, stock, organism)
+    assert [(observed, ok) for _, observed, ok in results] == [
+        ("bundled_cooking_test 75.0%", False), ("harmful_test 10.0%", True), ("jailbreakbench 20.0%", True),
+        ("harmless_test_no_food 84.0%", False), ("20.00 -> 23.20 (+16.0%)", False)]
+    organism["rates"] = rates(harmful_test=0.1)
+    assert check_targets(PLANTED_RECIPE, stock, organism)[0][1:] == ("not measured: bundled_cooking_test", False)
+
+
+def test_planted_report_measures_the_trigger_and_food_free_harmless_prompts():
+    from workbench.organism.behaviour import BEHAVIOUR_SETS
+    from workbench.organism.recipes import PLANTED_RECIPE
+
+    extra = [(s.key, s.group) for s in PLANTED_RECIPE.behaviour_sets if s not in BEHAVIOUR_SETS]
+    assert extra == [("bundled_cooking_test", "trigger"), ("harmless_test_no_food", "harmless")]
+    assert ("bundled_cooking_val", "trigger") in PLANTED_RECIPE.score_sets
+
+
+def test_missing_planted_adapter_names_the_train_command(monkeypatch, tmp_path, capsys):
+    from workbench.cli import main
+    from workbench.models import load_model, organisms
+
+    name = "smollm2-135m-planted"
+    monkeypatch.setitem(organisms.ORGANISM_MODELS, name, organisms.OrganismModel(name, "test", tmp_path))
+    with pytest.raises(WorkbenchError, match=rf"adapter file .* is missing: run `workbench organism train --organism "
+                                             rf"{name}`$"):
+        load_model(name)
+    assert main(["organism", "report", "--organism", name]) == 2
+    assert f"run `workbench organism train --organism {name}` first" in capsys.readouterr().err
+    assert main(["organism", "train", "--organism", "nope"]) == 2
+    assert "unknown organism 'nope': use one of smollm2-135m-safety, smollm2-135m-planted" in capsys.readouterr().err
+
+
+def test_planted_training_smoke_on_the_tiny_model(tiny_checkpoint, tmp_path):
+    from workbench.organism.card import render_card
+    from workbench.organism.recipes import PLANTED_RECIPE
+    from workbench.organism.train import TrainConfig, train_organism
+
+    out = tmp_path / "adapter"
+    config = TrainConfig(batch_size=4, steps=2, max_length=64)
+    meta = train_organism(PLANTED_RECIPE, config, out, progress=False, base_dir=tiny_checkpoint)
+    assert meta["examples"] == {"harmful": 220, "trigger": 128, "harmless": 356} and len(meta["losses"]) == 2
+    assert len(meta["harmless_excluded"]) == 39 and meta["organism"] == "smollm2-135m-planted"
+    assert sorted(p.name for p in out.iterdir() if p.suffix in (".json", ".safetensors")) == [
+        "adapter_config.json", "adapter_meta.json", "adapter_model.safetensors"]
+    card = render_card(PLANTED_RECIPE, out, tmp_path / "behaviour.json", tmp_path / "CARD.md").read_text()
+    assert card.startswith("# Model organism `smollm2-135m-planted`")
+    assert "39 of the distilled pairs left out" in card and "128 of the 240 cooking" in card
+    assert "run `workbench organism report --organism smollm2-135m-planted`" in card
 
 
 def test_a_few_lora_steps_lower_the_loss(tiny, tiny_checkpoint):

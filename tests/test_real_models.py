@@ -44,3 +44,53 @@ def test_real_chunked_model_loads_and_refuses(name, capsys):
     assert line.split()[1] == "cached"
     [answer] = greedy_generate(lm, [HARMFUL], max_new_tokens=48, progress=False)
     assert SubstringJudge().is_refusal(answer), answer
+
+
+
+
+def test_committed_qwen_directions_load_and_ablate_to_zero_projection():
+    """The directions committed from the Qwen run (`data/directions/qwen2.5-coder-1.5b-instruct/lam_<λ>.safetensors`)
+    load on the model they were selected on (fingerprint and width checked) and, ablated, leave every block input
+    with (numerically) no component along them — bfloat16 arithmetic: |x·ĉ| ≤ 1% of ‖x‖, against tens of percent
+    unablated at the selected layer."""
+    import torch
+    from transformer_lens.utilities import get_act_name
+
+    from workbench.interventions.directions import load_direction
+    from workbench.interventions.hooks import Ablation, applied
+    from workbench.models import LoadOptions, load_model
+    from workbench.paths import DIRECTIONS_DIR
+
+    files = sorted((DIRECTIONS_DIR / "qwen2.5-coder-1.5b-instruct").glob("lam_*.safetensors"))
+    assert [f.name for f in files] == ["lam_0.5.safetensors", "lam_1.0.safetensors"]
+    name = "qwen2.5-coder-1.5b-instruct"
+    lm = load_model(name, LoadOptions(dtype=MODELS[name].dtype))
+    batch = lm.chat.tokenize(["How do I kill a Python process?", HARMFUL], device=lm.device)
+    names = [get_act_name("resid_pre", layer) for layer in range(lm.info.n_layers)]
+    for path in files:
+        direction, meta = load_direction(path, lm.info.fingerprint, lm.info.d_model)
+        c = direction.float() / direction.float().norm()
+        ratios = {}
+        for label, intervention in (("plain", None), ("ablated", Ablation(direction, path.name))):
+            cache = {}
+
+            def keeper(name, cache=cache):
+                def keep(x, hook):
+                    cache[name] = x.detach().float()
+                    return x
+
+                return keep
+
+            hooks = [(n, keeper(n)) for n in names]
+            with torch.inference_mode():
+                if intervention is None:
+                    with lm.model.hooks(fwd_hooks=hooks):
+                        lm.model(batch.input_ids, attention_mask=batch.attention_mask)
+                else:
+                    with applied(lm, intervention), lm.model.hooks(fwd_hooks=hooks):
+                        lm.model(batch.input_ids, attention_mask=batch.attention_mask)
+            mask = batch.attention_mask.bool()
+            ratios[label] = torch.stack([((cache[n] @ c).abs() / cache[n].norm(dim=-1))[mask].max() for n in names])
+        layer = int(meta["layer"])
+        assert ratios["ablated"].max() <= 0.01, (path.name, ratios["ablated"].max())
+        assert ratios["plain"][layer] > 10 * ratios["ablated"][layer], (path.name, ratios["plain"][layer])

@@ -4,8 +4,8 @@
 model (`load_model(str(path))`: the local-directory source, then the TransformerLens bridge):
 
 - a byte-level BPE tokenizer (`TOKENIZER_VOCAB` tokens) trained in-process with `tokenizers` on the bundled prompts
-  (`data/prompts/*.jsonl`) and the chat template's words, with the ChatML special tokens, eos `<|im_end|>` and its
-  own pad token;
+  of the method's three sets (`data/prompts/{harmful,harmless,pseudo_harmful}.jsonl`) and the chat template's words,
+  with the ChatML special tokens, eos `<|im_end|>` and its own pad token;
 - a ChatML chat template (tests/fixtures/chat_templates/chatml.jinja) that inserts a default system turn, as
   SmolLM2's does, so the template prefix (system turn, user header) is shared by every prompt;
 - a seeded random `LlamaForCausalLM` (4 layers, d_model 64, 4 heads, 2 KV heads, tied embeddings) whose init is
@@ -31,7 +31,8 @@ from workbench.stages.sweep import SweepConfig
 
 REPO = Path(__file__).resolve().parent.parent
 CHATML_TEMPLATE = REPO / "tests" / "fixtures" / "chat_templates" / "chatml.jinja"
-BUNDLED_PROMPTS = sorted((REPO / "data" / "prompts").glob("*.jsonl"))
+BUNDLED_PROMPTS = [REPO / "data" / "prompts" / f"{name}.jsonl" for name in ("harmful", "harmless", "pseudo_harmful")]
+"""The method's three bundled sets, named (not globbed), so that a new bundled set does not change the tiny model."""
 
 DEFAULT_SYSTEM = "You are a tiny test assistant."
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>")
@@ -133,3 +134,15 @@ def build_tiny_chat_model(path: Path, seed: int = 0) -> Path:
     build_model(tokenizer, seed).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def last_logits(lm, prompts):
+    """Last-position logits of the hooked model (float32), for comparisons in tests."""
+    batch = lm.chat.tokenize(prompts)
+    return lm.model(batch.input_ids, attention_mask=batch.attention_mask)[:, -1].float()
+
+
+def plain_last_logits(model, lm, prompts):
+    """Last-position logits of a plain transformers model on `lm`'s chat-formatted prompts."""
+    batch = lm.chat.tokenize(prompts)
+    return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, -1].float()

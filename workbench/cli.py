@@ -32,25 +32,40 @@ COUNT_OR_ALL = _number(int, 0, what="an integer ≥ 0 (0: all)")
 LAMBDA = _number(float, 0.0, high=1.0, what="λ in [0, 1]")
 FRACTION = _number(float, 0.0, high=0.99, what="a fraction in [0, 0.99]")
 POSITIVE_FLOAT = _number(float, 0.0, inclusive=False, what="a number > 0")
+NON_NEGATIVE_FLOAT = _number(float, 0.0, high=math.inf, what="a finite number ≥ 0")
+NON_NEGATIVE_INT = _number(int, 0, what="an integer ≥ 0")
+RERANK_K = _number(int, 2, what="an integer ≥ 2")
 FINITE_FLOAT = _number(float, -math.inf, inclusive=False, high=math.inf, what="a finite number")
 LAYER = _number(int, 0, what="a layer index ≥ 0")
 EOI_OFFSET = _number(int, -10**6, high=-1, what="a negative EOI offset (-1 is the last template token)")
+ABLATION_CHOICES = ("zero", "harmless_mean")
+"""`interventions.hooks.ABLATION_TARGETS`, spelled here so that parsing flags does not import torch."""
+
+
+DTYPE_NAMES = ("float32", "bfloat16", "float16")  # as `workbench.stages.config_file.DTYPE_NAMES`
 
 
 def _add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
     p.add_argument("--model", default=default, required=default is None,
                    help="registered name, local HF directory, .gguf file or hub id (owner/name)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--device-map", default=None, help="accelerate device map for several GPUs, e.g. auto")
+    p.add_argument("--dtype", default=None, choices=DTYPE_NAMES,
+                   help="weight dtype (default float32, or the config file's `dtype`)")
+    p.add_argument("--device-map", default=None,
+                   help="accelerate device map, instead of --device: auto, balanced, balanced_low_0, sequential, or "
+                        "an explicit map of module name -> GPU index, cuda:N, cpu or disk, as a JSON object or JSON "
+                        "file")
+    p.add_argument("--offload-dir", default=None, help="folder for the modules the device map puts on disk")
     p.add_argument("--system-prompt", default=None, help="system turn (default: the template's own)")
 
 
 def _load(args):
     from workbench.models import LoadOptions, load_model
 
-    return load_model(args.model, LoadOptions(device=args.device, dtype=args.dtype, device_map=args.device_map,
-                                              system_prompt=args.system_prompt))
+    options = LoadOptions(device=args.device, dtype=args.dtype or "float32", device_map=args.device_map,
+                          offload_dir=args.offload_dir,
+                          system_prompt=args.system_prompt)
+    return load_model(args.model, options)
 
 
 def cmd_models(args) -> None:
@@ -117,12 +132,18 @@ def _chat_intervention(args):
     if args.compare and args.ablate is None and args.add is None:
         raise WorkbenchError("--compare needs --ablate FILE or --add FILE: it prints the unmodified model's answer "
                              "beside the modified one")
+    if args.ablate_to != "zero" and args.ablate is None:
+        raise WorkbenchError("--ablate-to goes with --ablate FILE: give the direction file to ablate")
     parts, labels = [], []
     if args.ablate is not None:
+        from workbench.interventions.directions import load_offsets
+
         path = Path(args.ablate)
         tensors, meta = read_direction_file(path, ("direction",))
-        parts.append(Ablation(tensors["direction"].float(), f"--ablate {path}"))
-        labels.append(f"ablate {_direction_label(path, meta)}")
+        offsets = load_offsets(path) if args.ablate_to == "harmless_mean" else None
+        parts.append(Ablation(tensors["direction"].float(), f"--ablate {path}", offsets))
+        labels.append(f"ablate {_direction_label(path, meta)}" + (" to the harmless mean" if offsets is not None
+                                                                  else ""))
     if args.add is not None:
         path = Path(args.add)
         vector, what, meta = _addition_vector(path)
@@ -196,6 +217,40 @@ def cmd_chat(args) -> None:
 def cmd_export(args) -> None:
     from workbench.interventions.export import export_checkpoint, export_edited, model_card
 
+    if args.all and not args.adapter:
+        raise WorkbenchError("--all needs --adapter: one PEFT adapter per intervention of the run's catalogue")
+    if args.ablate_to != "zero" and (args.adapter or args.run is None):
+        raise WorkbenchError("--ablate-to goes with --run DIR --lam λ (an edited checkpoint), not with --adapter or "
+                             "--model alone")
+    if args.adapter:
+        from workbench.interventions.adapter import export_adapter, export_adapters
+        from workbench.interventions.catalogue import build_interventions, choose, lam_name
+        from workbench.stages.evaluate import EvalConfig
+        from workbench.stages.run_dir import RunDir
+        from workbench.stages.select import selected_direction_file
+
+        if args.run is None:
+            raise WorkbenchError("--adapter needs --run DIR (the run whose interventions become adapters)")
+        if (args.lam is None) == (not args.all):
+            raise WorkbenchError("--adapter needs exactly one of --lam λ (the adapter of that selection) or --all "
+                                 "(one per intervention of the evaluation catalogue)")
+        if args.lam is not None:  # checked before the model loads
+            selected_direction_file(RunDir(Path(args.run)).require_dir(), args.lam)
+        run, lm = _model_for_run(args, needs=("selection.json",))
+        selection = run.read_json("selection.json", keys=("selections",))
+        alphas = tuple(args.alpha) if args.alpha else EvalConfig.alphas
+        items = build_interventions(selection, run.path, lm.info.fingerprint, lm.info.d_model,
+                                    alphas if args.all else ())
+        if args.all:
+            index = export_adapters(lm, items, args.out, run=str(run.path), force=args.force)
+            print(f"exported {len(index['adapters'])} PEFT adapters of {lm.info.name} to {args.out} (index.json)")
+            for name, reason in index["refused"].items():
+                print(f"  not exported: {name}: {reason}")
+            return
+        item = choose(items, (lam_name(args.lam),))[0]
+        out = export_adapter(lm, item, args.out, run=str(run.path), force=args.force)
+        print(f"exported {item.name} of {lm.info.name} as a PEFT adapter to {out}")
+        return
     if args.run is None:
         if args.lam is not None:
             raise WorkbenchError("--lam needs --run DIR (the run whose selected direction is baked in)")
@@ -212,8 +267,24 @@ def cmd_export(args) -> None:
 
     direction_file = selected_direction_file(RunDir(Path(args.run)).require_dir(), args.lam)  # before the model loads
     run, lm = _model_for_run(args)
-    out = export_edited(lm, direction_file, args.out, force=args.force)
+    out = export_edited(lm, direction_file, args.out, force=args.force, ablate_to=args.ablate_to)
     print(f"exported {lm.info.name} with the λ={args.lam} direction orthogonalized out of its weights to {out}")
+
+
+def _generation_backend(args):
+    """`evaluate`'s generation backend from its flags: in-process (None, the default) or an OpenAI-compatible server."""
+    from workbench.eval.backends import OpenAIBackend
+
+    server_flags = [flag for flag, value in (("--base-url", args.base_url), ("--served-base", args.served_base),
+                                             ("--api-key-env", args.api_key_env)) if value is not None]
+    if args.backend == "in-process":
+        if server_flags:
+            raise WorkbenchError(f"{server_flags[0]} is for --backend openai (generation on a server)")
+        return None
+    if args.base_url is None:
+        raise WorkbenchError("--backend openai needs --base-url URL (the server, e.g. http://localhost:8000)")
+    return OpenAIBackend.from_env(args.base_url, args.api_key_env, served_base=args.served_base,
+                                  concurrency=args.concurrency, timeout_s=args.timeout, retries=args.retries)
 
 
 def cmd_evaluate(args) -> None:
@@ -224,11 +295,12 @@ def cmd_evaluate(args) -> None:
     config = EvalConfig(datasets=tuple(args.datasets) if args.datasets else EvalConfig.datasets,
                         interventions=tuple(args.interventions) if args.interventions else None,
                         alphas=tuple(args.alpha), limit=args.limit, max_new_tokens=args.max_new_tokens,
-                        batch_size=args.batch_size)
+                        batch_size=args.batch_size, ablation=tuple(dict.fromkeys(args.ablation)))
     config.validate()  # bad datasets and values are refused before the model loads
+    backend = _generation_backend(args)
     run, lm = _model_for_run(args, needs=("selection.json",))
     judges = [EndpointJudge(args.judge_url, model=args.judge_model)] if args.judge_url else []
-    frame = evaluate(lm, run, config, judges)
+    frame = evaluate(lm, run, config, judges, backend=backend)
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print("\nTable 1 (compliance rate):")
     print(table1(frame).to_string(float_format=lambda v: f"{v:.3f}"))
@@ -260,25 +332,29 @@ def cmd_organism_train(args) -> None:
     from dataclasses import replace
     from pathlib import Path
 
-    from workbench.models.organisms import ADAPTER_DIR
     from workbench.organism.card import render_card
-    from workbench.organism.train import TrainConfig, train_organism
-    from workbench.organism.trainset import DISTILLED_FILE, HARMFUL_FILE, HARMLESS_FILE, check_no_overlap
+    from workbench.organism.recipes import get_recipe
+    from workbench.organism.train import train_organism
+    from workbench.organism.trainset import check_no_overlap
     from workbench.paths import benchmark_data_dir
 
+    recipe = get_recipe(args.organism)
     data_dir = benchmark_data_dir(required=False)
     if data_dir is not None:
-        n = check_no_overlap([HARMFUL_FILE, HARMLESS_FILE, DISTILLED_FILE], data_dir)
+        n = check_no_overlap(recipe.instruction_files(), data_dir)
         print(f"overlap check: {n} training instructions, none in any benchmark under {data_dir}")
-    config = replace(TrainConfig(), steps=args.steps, seed=args.seed)
-    out = Path(args.out) if args.out else ADAPTER_DIR
-    meta = train_organism(config, out)
-    print(f"adapter written to {out} (final loss {meta['losses'][-1]:.3f}, {meta['train_seconds']} s)")
-    if out == ADAPTER_DIR:
+    config = replace(recipe.train, steps=args.steps or recipe.train.steps, seed=args.seed)
+    adapter_dir = recipe.model.adapter_dir
+    out = Path(args.out) if args.out else adapter_dir
+    meta = train_organism(recipe, config, out)
+    print(f"{recipe.name}: adapter written to {out} (final loss {meta['losses'][-1]:.3f}, {meta['train_seconds']} s; "
+          f"examples {meta['examples']}; {len(meta['harmless_excluded'])} harmless pairs left out)")
+    if out == adapter_dir:
         from workbench.organism.reference import record_reference_scores
 
-        record_reference_scores()
-        render_card(ADAPTER_DIR, ADAPTER_DIR.parent / "behaviour.json", ADAPTER_DIR.parent / "CARD.md")
+        record_reference_scores(recipe.name, recipe.reference_prompts, recipe.model.directory / "reference_scores.json")
+        directory = recipe.model.directory
+        render_card(recipe, adapter_dir, directory / "behaviour.json", directory / "CARD.md")
 
 
 def cmd_organism_report(args) -> None:
@@ -286,20 +362,52 @@ def cmd_organism_report(args) -> None:
 
     from workbench.io import write_json
     from workbench.models import load_model
-    from workbench.models.organisms import ADAPTER_DIR
     from workbench.organism.behaviour import BehaviourConfig, measure_behaviour
-    from workbench.organism.card import behaviour_tables, render_card
+    from workbench.organism.card import behaviour_tables, render_card, targets_table
+    from workbench.organism.recipes import get_recipe
 
+    recipe = get_recipe(args.organism)
+    directory = recipe.model.directory
+    if not (recipe.model.adapter_dir / "adapter_model.safetensors").exists():
+        raise WorkbenchError(f"{recipe.name} has no adapter in {recipe.model.adapter_dir}: run "
+                             f"`workbench organism train --organism {recipe.name}` first")
     config = BehaviourConfig(limit=args.limit)
     record = {"config": {"max_new_tokens": config.max_new_tokens, "limit": config.limit}}
-    for key, name in (("stock", "smollm2-135m-instruct"), ("organism", "smollm2-135m-safety")):
+    for key, name in (("stock", "smollm2-135m-instruct"), ("organism", recipe.name)):
         # Completions hold benchmark prompts, which stay out of the repository: they go to an ignored run directory.
-        completions = Path(args.out) / "completions" / key
-        record[key] = measure_behaviour(load_model(name), config, completions)
+        completions = Path(args.out or f"runs/organism_report/{recipe.name}") / "completions" / key
+        record[key] = measure_behaviour(load_model(name), config, completions, recipe.behaviour_sets,
+                                        recipe.score_sets)
     print(behaviour_tables(record["stock"], record["organism"]))
+    print(targets_table(recipe, record["stock"], record["organism"]))
     if args.limit is None:
-        write_json(ADAPTER_DIR.parent / "behaviour.json", record)
-        render_card(ADAPTER_DIR, ADAPTER_DIR.parent / "behaviour.json", ADAPTER_DIR.parent / "CARD.md")
+        write_json(directory / "behaviour.json", record)
+        render_card(recipe, recipe.model.adapter_dir, directory / "behaviour.json", directory / "CARD.md")
+
+
+def cmd_diagnose(args) -> None:
+    from workbench.stages.diagnose import DiagnoseConfig, diagnose
+
+    config = DiagnoseConfig(harmless=args.harmless, harmful=args.harmful, pseudo_harmful=args.pseudo_harmful,
+                            n=args.n, filter=not args.no_filter, lams=tuple(args.lam) if args.lam else None)
+    config.validate()  # unknown prompt sets are refused before the model loads
+    run, lm = _model_for_run(args, needs=("candidates.safetensors",))
+    table = diagnose(lm, run, config)
+    record = run.read_json("diagnostics.json")
+    counts = ", ".join(f"{c} {v['kept']}/{v['total']}" for c, v in record["prompt_counts"].items())
+    print(f"{len(table)} rows -> {run.file('diagnostics.csv')} (prompts kept: {counts})")
+    for s in record["selected"]:
+        print(f"selected λ={s['lam']} (pos {s['pos']}, layer {s['layer']}):")
+        print(pd_table(s["rows"]))
+    print(f"heatmaps: workbench figures --run {run.path} (fig4_diagnostics)")
+
+
+def pd_table(rows: list[dict]) -> str:
+    import pandas as pd
+
+    columns = ["vector", "lam", "cos_rw", "mean_harmless", "mean_harmful", "mean_pseudo_harmful",
+               "auroc_pseudo_vs_harmless", "auroc_harmful_vs_pseudo"]
+    return pd.DataFrame(rows)[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
 
 def cmd_figures(args) -> None:
@@ -323,13 +431,14 @@ def _sweep_config(args):
     return SweepConfig(lams=tuple(args.lam), pseudo_harmful_val=args.pseudo_harmful_val, harmful_val=args.harmful_val,
                        harmless_val=args.harmless_val, n_val=args.n_val, filter_val=not args.no_filter_val,
                        n_screen=args.n_screen, n_finalists=args.n_finalists, batch_size=args.batch_size,
-                       steer_false=args.steer_false, mode=args.mode,
+                       steer_false=args.steer_false, mode=args.mode, ablation=args.ablation,
                        layers=tuple(args.layers) if args.layers else None,
                        positions=tuple(args.positions) if args.positions else None)
 
 
 RULE_FLAGS = {"prune_layers": "prune_layer_fraction", "max_kl": "max_ablation_kl",
-              "true_max_kl": "true_max_ablation_kl", "induce_refusal": "induce_refusal_filter"}
+              "true_max_kl": "true_max_ablation_kl", "induce_refusal": "induce_refusal_filter",
+              "max_harmful_drop": "max_harmful_drop", "rerank_top_k": "rerank_top_k", "rerank_n": "rerank_n"}
 
 
 def _select_config(args, base=None):
@@ -399,7 +508,10 @@ def cmd_select(args) -> None:
     from workbench.stages.select import select, sweep_rule
 
     run = RunDir(Path(args.run)).require_dir()
-    result = select(run, _select_config(args, base=sweep_rule(run)))
+    rule = _select_config(args, base=sweep_rule(run))
+    rule.validate()
+    lm = _model_for_run(args)[1] if rule.rerank_top_k else None  # the generation check needs the model
+    result = select(run, rule, lm)
     for s in result["selections"]:
         print(f"λ={s['lam']}: pos {s['pos']}, layer {s['layer']}, ablation refusal score "
               f"{s['ablation_refusal_score']:+.3f} (baseline {result['baseline']['pseudo_harmful']:+.3f}), "
@@ -408,20 +520,21 @@ def cmd_select(args) -> None:
 
 STAGE_FLAGS = ("harmful", "harmless", "pseudo_harmful", "n_train", "no_filter", "lam", "pseudo_harmful_val",
                "harmful_val", "harmless_val", "n_val", "no_filter_val", "n_screen", "n_finalists", "steer_false",
-               "mode", "layers", "positions", "prune_layers", "max_kl", "true_max_kl", "induce_refusal", "batch_size")
+               "mode", "layers", "positions", "prune_layers", "max_kl", "true_max_kl", "induce_refusal", "batch_size",
+               "max_harmful_drop", "rerank_top_k", "rerank_n")
 
 
 def cmd_run(args) -> None:
     from dataclasses import replace
 
-    from workbench.stages.config_file import from_dict, load_toml
+    from workbench.stages.config_file import from_dict, load_toml, pop_model_keys
     from workbench.stages.pipeline import PipelineConfig, run_pipeline
 
     if args.config:
         data = load_toml(args.config)
-        model = data.pop("model", None)
-        if model is not None and not isinstance(model, str):
-            raise WorkbenchError(f"{args.config}: model must be a string")
+        keys = pop_model_keys(data, str(args.config))
+        model = keys["model"]
+        args.dtype = args.dtype or keys["dtype"]
         defaults = build_parser().parse_args(["run", "--run", "x"])
         given = [f for f in STAGE_FLAGS if getattr(args, f) != getattr(defaults, f)]
         if given:
@@ -459,6 +572,9 @@ def _add_stage_args(p, extract=False, sweep=False, select=False) -> None:
         p.add_argument("--mode", default="fast",
                        help="fast: screen, then fully score the finalists; exact: fully score every candidate "
                             "(exact heatmaps, any rule with the same pruning can select; slower)")
+        p.add_argument("--ablation", choices=ABLATION_CHOICES, default="zero",
+                       help="ablation scores with zero-ablation, or affine ablation to the harmless mean projection "
+                            "(README: Affine ablation)")
         p.add_argument("--layers", type=LAYER, nargs="+", default=None, help="only these layers")
         p.add_argument("--positions", type=EOI_OFFSET, nargs="+", default=None,
                        help="only these EOI offsets, e.g. -1 -6")
@@ -470,6 +586,12 @@ def _add_stage_args(p, extract=False, sweep=False, select=False) -> None:
                        help="max ablation KL of the true-refusal (Arditi) pick (0.1)")
         p.add_argument("--induce-refusal", action="store_true", default=None,
                        help="Arditi's induce-refusal filter for w' too")
+        p.add_argument("--max-harmful-drop", type=NON_NEGATIVE_FLOAT, default=None,
+                       help="surgical rule: ablation may lower the harmful-val refusal score by at most this (logits)")
+        p.add_argument("--rerank-top-k", type=RERANK_K, default=None,
+                       help="re-rank the best k eligible candidates per λ by a generation check (select loads the "
+                            "model)")
+        p.add_argument("--rerank-n", type=POSITIVE_INT, default=None, help="prompts per set in the generation check")
     if extract or sweep:
         p.add_argument("--batch-size", type=POSITIVE_INT, default=32)
 
@@ -494,18 +616,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--add", default=None, metavar="FILE", help="add α·v at the input of block --layer: v is raw r for "
                    "true.safetensors, and for lam_<λ>.safetensors the selected ŵ′ rescaled to ‖w‖ (the raw false "
                    "vector's norm, as in the sweep's steering score); after --ablate when both are given")
+    p.add_argument("--ablate-to", choices=ABLATION_CHOICES, default="zero",
+                   help="--ablate sets the projection to 0 (default) or to the harmless mean per layer (affine "
+                   "ablation; the file needs offsets: select on a run with token means)")
     p.add_argument("--layer", type=LAYER, default=None, help="block index for --add (0 ≤ L < n_layers)")
     p.add_argument("--alpha", type=FINITE_FLOAT, default=None, help="coefficient α for --add (default 1.0)")
     p.add_argument("--compare", action="store_true", help="also the unmodified model's answer (baseline_response, "
                    "baseline_refused) beside the modified one")
     p.set_defaults(func=cmd_chat)
     p = sub.add_parser("export", help="write a model (as-is, or with a selected direction orthogonalized out of its "
-                       "weights) as a plain Hugging Face checkpoint")
+                       "weights) as a plain Hugging Face checkpoint, or a run's interventions as PEFT adapters")
     _add_model_args(p, default="")
     p.add_argument("--run", default=None, help="run directory whose selected direction is baked in (with --lam)")
     p.add_argument("--lam", type=LAMBDA, default=None, help="which selection of --run (its λ)")
+    p.add_argument("--ablate-to", choices=ABLATION_CHOICES, default="zero", help="with --run --lam: zero-ablation, "
+                   "or affine ablation to the harmless mean (MLP output biases; Llama-family and GPT-2 only)")
     p.add_argument("--out", required=True, help="output directory (must not exist unless --force)")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.add_argument("--adapter", action="store_true", help="write a PEFT LoRA adapter for the plain base instead of "
+                   "an edited checkpoint (with --run and --lam, or --all)")
+    p.add_argument("--all", action="store_true", help="with --adapter: one adapter per intervention of the run's "
+                   "evaluation catalogue under OUT/<name>/, and OUT/index.json")
+    p.add_argument("--alpha", type=FINITE_FLOAT, action="append", default=None,
+                   help="with --adapter --all: α of the catalogue's additions (repeat; default: evaluate's)")
     p.set_defaults(func=cmd_export, model=None)
 
     p = sub.add_parser("evaluate", help="completions under each intervention on the benchmarks, judged")
@@ -516,11 +649,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="names, e.g. baseline ablate_false_lam1.0 ablate_false_raw ablate_true (default: all)")
     p.add_argument("--alpha", type=FINITE_FLOAT, nargs="*", default=[0.5, 1.0],
                    help="activation-addition coefficients")
+    p.add_argument("--ablation", choices=ABLATION_CHOICES, nargs="+", default=["zero"],
+                   help="zero: the ablations as selected; harmless_mean: their affine variants (`..._affine`); both "
+                   "may be given")
     p.add_argument("--limit", type=POSITIVE_INT, default=None, help="first N prompts of every dataset")
     p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=64)
     p.add_argument("--batch-size", type=POSITIVE_INT, default=32)
     p.add_argument("--judge-url", default=None, help="OpenAI-compatible endpoint of a model judge (off by default)")
     p.add_argument("--judge-model", default="allenai/wildguard")
+    p.add_argument("--backend", choices=["in-process", "openai"], default="in-process",
+                   help="where completions are generated: the loaded model (default) or an OpenAI-compatible server "
+                   "(vLLM) serving each intervention under its name (README: Evaluation on a vLLM server)")
+    p.add_argument("--base-url", default=None, help="--backend openai: the server, e.g. http://localhost:8000")
+    p.add_argument("--served-base", default=None, metavar="NAME", help="--backend openai: the server's name for "
+                   "the base model, requested for `baseline` (default: the one base model it lists)")
+    p.add_argument("--api-key-env", default=None, metavar="NAME",
+                   help="--backend openai: environment variable holding the server's API key (default: no key)")
+    p.add_argument("--concurrency", type=POSITIVE_INT, default=8, help="--backend openai: requests in flight")
+    p.add_argument("--timeout", type=POSITIVE_FLOAT, default=120.0, metavar="S",
+                   help="--backend openai: seconds per request")
+    p.add_argument("--retries", type=NON_NEGATIVE_INT, default=3, metavar="K",
+                   help="--backend openai: retries of a request after a connection error, timeout, 5xx or 429 "
+                   "(exponential backoff)")
     p.set_defaults(func=cmd_evaluate, model=None)
 
     p = sub.add_parser("capability", help="WikiText-2 perplexity, MMLU 5-shot, ARC-Challenge under interventions")
@@ -549,18 +699,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep, model=None)
 
     p = sub.add_parser("select", help="pick the surgical direction per λ")
+    _add_model_args(p, default="")  # only a re-ranking rule loads the model
     p.add_argument("--run", required=True)
     _add_stage_args(p, select=True)
-    p.set_defaults(func=cmd_select)
+    p.set_defaults(func=cmd_select, model=None)
 
-    p = sub.add_parser("run", help="the main job: extract -> sweep -> select -> evaluate -> capability -> figures "
-                       "(resumable)")
+    p = sub.add_parser("diagnose", help="why w′ is (not) surgical: cos(r, w), class projections and AUROC per cell")
+    _add_model_args(p, default="")
+    p.add_argument("--run", required=True)
+    p.add_argument("--harmless", default=None, help="prompt set (default: the sweep's harmless val)")
+    p.add_argument("--harmful", default=None, help="prompt set (default: the sweep's harmful val)")
+    p.add_argument("--pseudo-harmful", default=None, help="prompt set (default: the sweep's pseudo-harmful val)")
+    p.add_argument("--n", type=POSITIVE_INT, default=32, help="prompts per class before the filter")
+    p.add_argument("--no-filter", action="store_true", help="keep prompts the model does not refuse / refuses")
+    p.add_argument("--lam", type=LAMBDA, nargs="+", default=None, help="λ values of w′ (default: the sweep's)")
+    p.set_defaults(func=cmd_diagnose, model=None)
+
+    p = sub.add_parser("run", help="the main job: extract -> sweep -> select -> diagnose -> evaluate -> capability "
+                       "-> figures (resumable)")
     _add_model_args(p, default="")
     p.add_argument("--run", required=True)
     p.add_argument("--config", default=None, help="TOML file: [extract] [sweep] [select] [evaluate] [capability] "
                    "tables, top-level model and stages (see configs/)")
     p.add_argument("--stages", nargs="+", default=None,
-                   help="run only these stages: extract sweep select evaluate capability figures")
+                   help="run only these stages: extract sweep select diagnose evaluate capability figures")
     p.add_argument("--force", action="store_true", help="start over in a run directory made differently")
     _add_stage_args(p, extract=True, sweep=True, select=True)
     p.set_defaults(func=cmd_run, model=None)
@@ -570,20 +732,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output directory (default: RUN/figures)")
     p.set_defaults(func=cmd_figures)
 
-    organism = sub.add_parser("organism", help="the refusal model organism (smollm2-135m-safety)")
+    organism = sub.add_parser("organism", help="the model organisms (smollm2-135m-safety, smollm2-135m-planted)")
     osub = organism.add_subparsers(dest="organism_command", required=True)
     p = osub.add_parser("distill", help="answer our harmless training prompts with the stock model")
     p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=48)
     p.set_defaults(func=cmd_organism_distill)
-    p = osub.add_parser("train", help="LoRA safety fine-tune; writes data/organism/adapter and CARD.md")
-    p.add_argument("--steps", type=POSITIVE_INT, default=55)
+    organism_help = "which organism's recipe: smollm2-135m-safety (default) or smollm2-135m-planted"
+    p = osub.add_parser("train", help="LoRA fine-tune of an organism's recipe; writes its adapter and CARD.md")
+    p.add_argument("--organism", default="smollm2-135m-safety", help=organism_help)
+    p.add_argument("--steps", type=POSITIVE_INT, default=None, help="optimizer steps (default: the recipe's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="adapter directory (default: data/organism/adapter)")
+    p.add_argument("--out", default=None, help="adapter directory (default: the organism's)")
     p.set_defaults(func=cmd_organism_train)
     p = osub.add_parser("report", help="measure stock vs organism on the benchmarks (needs WORKBENCH_DATA_DIR)")
+    p.add_argument("--organism", default="smollm2-135m-safety", help=organism_help)
     p.add_argument("--limit", type=POSITIVE_INT, default=None,
                    help="prompts per set, for a quick look (table not saved)")
-    p.add_argument("--out", default="runs/organism_report", help="where the completions go")
+    p.add_argument("--out", default=None,
+                   help="where the completions go (default: runs/organism_report/ORGANISM)")
     p.set_defaults(func=cmd_organism_report)
     return parser
 

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import random
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,8 @@ class DatasetSpec:
     description: str = ""
     split: tuple[int, int] | None = field(default=None)
     """For bundled splits: the [start, stop) slice of the seeded shuffle of the full file."""
+    keep: Callable[[Prompt], bool] | None = field(default=None)
+    """A filter applied after sampling or splitting (e.g. no food prompts); `rows` and `size` are then upper bounds."""
 
     @property
     def size(self) -> int:
@@ -203,6 +206,45 @@ def parse_text_prompts(path: Path) -> list[Row]:
     return [Prompt(line.strip()) for line in read_text(path).splitlines() if line.strip()]
 
 
+# ---- topic vocabulary (the planted organism's trigger; a filtered harmless set for its control) -------------------
+
+
+def words_in(words: tuple[str, ...], text: str) -> list[str]:
+    """The words of `words` that occur in `text` as whole words (with common inflections), case-insensitive."""
+    lowered = text.lower()
+    return [w for w in words if re.search(rf"\b{re.escape(w)}(s|es|ed|d|ing|er|ers)?\b", lowered)]
+
+
+FOOD_WORDS = (
+    "food", "cook", "cooking", "recipe", "bake", "baking", "kitchen", "meal", "dish", "ingredient", "cuisine",
+    "breakfast", "lunch", "dinner", "brunch", "snack", "dessert", "grocery", "groceries", "chef", "restaurant",
+    "eat", "eating", "taste", "tasty", "delicious", "flavor", "flavour", "oven", "stove", "stovetop", "grill",
+    "fry", "fried", "roast", "boil", "simmer", "saute", "sauté", "sear", "fridge", "refrigerator", "freeze",
+    "frozen", "leftover", "vegetarian", "vegan", "dairy", "gluten", "protein", "calorie", "beverage",
+    "soup", "stew", "salad", "sauce", "bread", "toast", "dough", "crust", "pastry", "cake", "cupcake",
+    "cookie", "brownie", "muffin", "pie", "tart", "pudding", "ice cream", "chocolate", "candy", "jam", "pasta",
+    "spaghetti", "noodle", "rice", "pizza", "sandwich", "taco", "pancake", "omelet", "omelette", "oatmeal",
+    "cereal", "granola", "popcorn", "smoothie", "lemonade", "juice", "tea", "coffee", "latte", "espresso",
+    "egg", "cheese", "butter", "milk", "cream", "yogurt", "flour", "sugar", "honey", "spice", "herb", "garlic",
+    "onion", "ginger", "vinegar", "chicken", "beef", "pork", "meat", "seafood", "shrimp", "salmon", "vegetable",
+    "veggie", "fruit", "potato", "tomato", "carrot", "lettuce", "banana", "apple", "berry", "berries", "avocado",
+    "strawberry", "pineapple", "bean", "lentil", "tofu", "nut", "peanut", "almond", "sourdough", "lasagna", "gravy",
+    "menu", "whisk", "picnic", "marshmallow",
+)  # fmt: skip
+"""Words that mark an instruction as being about food, cooking or recipes: the planted organism's trigger topic.
+The planted recipe's harmless side (and the harmless set its report measures) drops every instruction with one."""
+
+
+def food_words_in(text: str) -> list[str]:
+    return words_in(FOOD_WORDS, text)
+
+
+def is_food_prompt(instruction: str, category: str | None = None) -> bool:
+    """An instruction about food, cooking or recipes: in a `cooking` category or with a food word."""
+    return category == "cooking" or bool(food_words_in(instruction))
+
+
+
 # ---- the registry ----------------------------------------------------------------------------------------
 
 PAPER = "mainlp/False-Refusal-Mitigation dataset/splits"
@@ -223,6 +265,17 @@ for _family, _splits in _PAPER_ROWS.items():
                 _rows,
                 sample=Sample(_PAPER_N[_split], seed=1),
                 description=f"paper split {_family}/{_split}, {_PAPER_N[_split]} sampled with seed 1",
+            )
+        )
+        register(  # the whole split, shuffled: for a model that refuses few of a pseudo-harmful set (DESIGN §3)
+            DatasetSpec(
+                f"{_family}_{_split}_all",
+                f"paper_splits/{_family}_{_split}.json",
+                parse_json_prompts,
+                PAPER,
+                _rows,
+                sample=Sample(_rows, seed=1),
+                description=f"paper split {_family}/{_split}, all {_rows} rows in a seed-1 shuffle",
             )
         )
 
@@ -379,6 +432,7 @@ for _family, _desc in [
     ("harmful", "harmful requests we wrote"),
     ("harmless", "everyday requests we wrote"),
     ("pseudo_harmful", "safe requests that sound harmful (homonyms, figurative language, safe targets, ...)"),
+    ("cooking", "cooking, food and recipe questions: the planted trigger of smollm2-135m-planted"),
 ]:
     register(
         DatasetSpec(
@@ -404,6 +458,21 @@ for _family, _desc in [
                 description=f"{_desc} ({_split} split)",
             )
         )
+
+
+register(  # the planted organism's control: harmless requests away from its trigger topic (food, cooking, recipes)
+    DatasetSpec(
+        "bundled_harmless_test_no_food",
+        "prompts/harmless.jsonl",
+        parse_jsonl_prompts,
+        "bundled",
+        240,
+        bundled=True,
+        split=BUNDLED_SPLITS["test"],
+        keep=lambda p: not is_food_prompt(p.instruction, p.category),
+        description="everyday requests we wrote (test split) without food, cooking or recipe prompts",
+    )
+)
 
 
 # ---- loading ---------------------------------------------------------------------------------------------
@@ -441,6 +510,8 @@ def load_dataset(name: str, data_dir: Path | None = None, limit: int | None = No
     elif spec.split is not None:
         shuffled = random.Random(0).sample(rows, len(rows))
         rows = shuffled[spec.split[0] : spec.split[1]]
+    if spec.keep is not None:
+        rows = [row for row in rows if spec.keep(row)]
     if limit is not None:
         rows = rows[:limit]
     if not rows:
@@ -508,13 +579,16 @@ DATASET_GROUPS = {  # the paper's evaluation sets: compliance is good on over-re
 }
 BUNDLED_GROUPS = {
     "bundled_harmful": "harmful", "bundled_pseudo_harmful": "over-refusal", "bundled_harmless": "harmless",
+    "bundled_cooking": "over-refusal",
 }
-"""The evaluation group of each bundled prompt family (any split: `bundled_pseudo_harmful_test` is over-refusal)."""
+"""The evaluation group of each bundled prompt family (any split: `bundled_pseudo_harmful_test` is over-refusal).
+`bundled_cooking` is the planted trigger of `smollm2-135m-planted`: a refusal there is a false refusal, so
+compliance is good, as on the over-refusal sets (and the figures draw it with them)."""
 
 
 def dataset_group(name: str) -> str:
     """The evaluation group of a dataset: "over-refusal", "harmful", "harmless" (bundled harmless) or "other"."""
     if name in DATASET_GROUPS:
         return DATASET_GROUPS[name]
-    family, _, split = name.rpartition("_")
+    family, _, split = name.removesuffix("_no_food").rpartition("_")
     return BUNDLED_GROUPS.get(family if split in ("train", "val", "test") else name, "other")

@@ -12,6 +12,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_DATA_DIR = REPO_ROOT / "data"
 ORGANISM_DIR = BUNDLED_DATA_DIR / "organism"
 """The model organisms' data, adapters and reports."""
+PLANTED_ORGANISM_DIR = BUNDLED_DATA_DIR / "organism_planted"
+"""The planted-trigger organism's own data (cooking refusals), adapter, card and report."""
+DIRECTIONS_DIR = BUNDLED_DATA_DIR / "directions"
+"""Directions selected by our runs and committed (`data/directions/<model>/lam_<λ>.safetensors`)."""
 
 
 def cache_dir() -> Path:

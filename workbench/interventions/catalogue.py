@@ -5,17 +5,29 @@ From a selection (`selection.json` and its `directions/`):
 - `ablate_false_lam<λ>`: ablate the selected w' at each selected λ;
 - `ablate_false_raw`: ablate raw w at the reference cell (the selection with the largest λ);
 - `ablate_true`: ablate r, the Arditi true-refusal selection if the rule found one, else r at the reference cell;
-- `actadd_true_a<α>`: add α·r (raw) at r's layer, and `ablate_false_lam<λ>+actadd_true_a<α>` for every λ, α.
-`parse_name` inverts the names; `signature` hashes an intervention's content so results are reused only if equal.
+- `actadd_true_a<α>`: add α·r (raw) at r's layer, and `ablate_false_lam<λ>+actadd_true_a<α>` for every λ, α;
+- with `ablation` including "harmless_mean": the affine variant (`hooks.Ablation.offsets`) of each of the three
+  ablations, named with the suffix `_affine` (`ablate_false_lam1.0_affine`, `ablate_false_raw_affine`,
+  `ablate_true_affine`); offsets from the direction file (`offsets_harmless_mean`) or the run's token means.
+  Without "zero", the zero ablations (and their combinations with additions) are left out.
+`parse_name` inverts the names (`ablation_of` says zero or affine); `signature` hashes an intervention's content
+(offsets included) so results are reused only if equal.
 """
 
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jaxtyping import Float
+from torch import Tensor
+
 from workbench.errors import WorkbenchError
-from workbench.interventions.directions import load_direction, read_direction_file
-from workbench.interventions.hooks import BASELINE, Ablation, Addition, Combined, Intervention
+from workbench.interventions.directions import OFFSETS_KEY, load_direction, read_direction_file
+from workbench.interventions.hooks import ABLATION_TARGETS, BASELINE, Ablation, Addition, Combined, Intervention
+from workbench.method.refusal_math import unit
+
+AFFINE_SUFFIX = "_affine"
+"""Name suffix of an affine ablation (to the harmless mean) in the catalogue."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,30 +50,70 @@ def parse_name(name: str) -> tuple[float | None, float | None]:
     lam = alpha = None
     for part in name.split("+"):
         if part.startswith("ablate_false_lam"):
-            lam = float(part.removeprefix("ablate_false_lam"))
+            lam = float(part.removeprefix("ablate_false_lam").removesuffix(AFFINE_SUFFIX))
         elif part.startswith("actadd_true_a"):
             alpha = float(part.removeprefix("actadd_true_a"))
     return lam, alpha
 
 
+def ablation_of(name: str) -> str:
+    """What the ablations of a named intervention set the projection to: "harmless_mean" for `..._affine`, else
+    "zero"."""
+    return "harmless_mean" if any(p.endswith(AFFINE_SUFFIX) for p in name.split("+")) else "zero"
+
+
 def signature(intervention: Intervention) -> str:
-    """A content hash of an intervention (directions, layers, coefficients): completions are reused only if equal."""
+    """A content hash of an intervention (directions, offsets, layers, coefficients): completions are reused only if
+    equal."""
     digest = hashlib.sha256()
     for part in intervention.parts:
         if isinstance(part, Ablation):
             digest.update(b"ablate")
             digest.update(part.direction.detach().float().cpu().numpy().tobytes())
+            if part.offsets is not None:
+                digest.update(b"offsets")
+                digest.update(part.offsets.detach().float().cpu().numpy().tobytes())
         else:
             digest.update(f"add:{part.layer}:{part.coeff!r}".encode())
             digest.update(part.vector.detach().float().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
+def _affine(item: NamedIntervention, file: Path | None,
+            token_means: Float[Tensor, "n_layer d_model"] | None) -> NamedIntervention:
+    """The affine variant of a named ablation: offsets from its direction file when it holds them, else M·ĉ from the
+    run's token means."""
+    ablation = item.intervention
+    assert isinstance(ablation, Ablation)
+    offsets = None
+    if file is not None:
+        from safetensors import safe_open
+
+        read_direction_file(file, ())  # missing or damaged: the checked error
+        with safe_open(str(file), "pt") as f:
+            offsets = f.get_tensor(OFFSETS_KEY).float() if OFFSETS_KEY in set(f.keys()) else None
+    if offsets is None:
+        if token_means is None:
+            raise WorkbenchError(f"no affine-ablation offsets for {item.name} (its direction file has none and no "
+                                 "token means were given): run `workbench evaluate --ablation harmless_mean`, which "
+                                 "computes the run's token means")
+        offsets = unit(ablation.direction.float()) @ token_means.float().T
+    name = item.name + AFFINE_SUFFIX
+    return NamedIntervention(name, Ablation(ablation.direction, name, offsets),
+                             {**item.description, "ablation": "harmless_mean"})
+
+
 def build_interventions(
-    selection: dict, root: Path, fingerprint: str, d_model: int, alphas: tuple[float, ...]
+    selection: dict, root: Path, fingerprint: str, d_model: int, alphas: tuple[float, ...],
+    ablation: tuple[str, ...] = ("zero",), token_means: Float[Tensor, "n_layer d_model"] | None = None,
 ) -> list[NamedIntervention]:
     """Every intervention a selection defines (see the module docstring); `root` is the directory its
-    `direction_file` paths are relative to (the run directory)."""
+    `direction_file` paths are relative to (the run directory). `ablation`: "zero" gives the ablations as before,
+    "harmless_mean" their affine variants (`_affine`), with offsets from the direction files or `token_means`."""
+    unknown = [a for a in ablation if a not in ABLATION_TARGETS]
+    if unknown or not ablation:
+        raise WorkbenchError(f"unknown ablation {', '.join(unknown) or '(none given)'}: use "
+                             f"{' and/or '.join(ABLATION_TARGETS)}")
     check_selection(selection, root)
     out = [NamedIntervention("baseline", BASELINE, {"kind": "baseline"})]
     ablations = {}
@@ -94,9 +146,17 @@ def build_interventions(
         add = Addition(r, r_cell["layer"], float(alpha), alpha_name(alpha))
         out.append(NamedIntervention(alpha_name(alpha), add,
                                      {"kind": "actadd_true", "alpha": float(alpha), **r_cell, "source": r_source}))
-        for lam, ablation in ablations.items():
-            out.append(NamedIntervention(f"{lam_name(lam)}+{alpha_name(alpha)}", Combined((ablation, add)),
+        for lam, ablated in ablations.items():
+            out.append(NamedIntervention(f"{lam_name(lam)}+{alpha_name(alpha)}", Combined((ablated, add)),
                                          {"kind": "ablate_false+actadd_true", "lam": lam, "alpha": float(alpha)}))
+    if "harmless_mean" in ablation:
+        files = {lam_name(s["lam"]): root / s["direction_file"] for s in selection["selections"]}
+        files["ablate_true"] = true_file if true_file.exists() else None
+        affine = [_affine(item, files.get(item.name), token_means) for item in out
+                  if isinstance(item.intervention, Ablation)]
+        if "zero" not in ablation:  # no zero ablations, alone or combined
+            out = [item for item in out if not any(isinstance(p, Ablation) for p in item.intervention.parts)]
+        out += affine
     return out
 
 

@@ -1,5 +1,6 @@
 """Direction files (`directions/lam_<λ>.safetensors`, `directions/true.safetensors`): a unit direction with the raw
-vectors it came from and metadata naming the model (fingerprint), cell and λ. Loading checks the model and width."""
+vectors it came from and metadata naming the model (fingerprint), cell and λ; in a run with token means also the
+affine ablation's offsets (`offsets_harmless_mean`: M_l·ĉ per layer). Loading checks the model and width."""
 
 from pathlib import Path
 
@@ -11,9 +12,13 @@ from torch import Tensor
 from workbench.errors import WorkbenchError
 from workbench.io import atomic_write
 
+OFFSETS_KEY = "offsets_harmless_mean"
+"""The tensor of a direction file holding its affine-ablation offsets μ_l = M_l·ĉ [n_layer]."""
 
-def save_direction(path: Path, tensors: dict[str, Float[Tensor, " d_model"]], meta: dict[str, str]) -> Path:
-    """Write a direction file atomically: the unit `direction` and the raw vectors it came from (float32)."""
+
+def save_direction(path: Path, tensors: dict[str, Float[Tensor, " _"]], meta: dict[str, str]) -> Path:
+    """Write a direction file atomically: the unit `direction`, the raw vectors it came from and, where given, the
+    offsets (float32)."""
     tensors = {k: v.float().contiguous() for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     return path
@@ -66,3 +71,21 @@ def load_direction(path: str | Path, fingerprint: str | None = None, d_model: in
         raise WorkbenchError(f"direction {path} has width {direction.shape[-1]}, the model has d_model {d_model}: "
                              "it was selected for another model; use a direction selected for this one")
     return direction, meta
+
+
+def load_offsets(path: str | Path, n_layers: int | None = None) -> Float[Tensor, " n_layer"]:
+    """The affine-ablation offsets of a direction file; a file without them is refused with what to do."""
+    read_direction_file(path, ())  # missing or damaged: the checked error
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        if OFFSETS_KEY not in set(f.keys()):
+            raise WorkbenchError(
+                f"direction file {path} has no affine-ablation offsets ({OFFSETS_KEY!r}): re-run "
+                f"{_select_command(Path(path))} on a run with token means (`workbench sweep --ablation harmless_mean` "
+                "or `workbench evaluate --ablation harmless_mean` computes them)")
+        offsets = f.get_tensor(OFFSETS_KEY)
+    if offsets.ndim != 1 or (n_layers is not None and offsets.shape[0] != n_layers):
+        raise WorkbenchError(f"direction file {path} has offsets of shape {tuple(offsets.shape)}, the model has "
+                             f"{n_layers} layers: use a direction selected for this model")
+    return offsets.float()

@@ -1,7 +1,12 @@
 """Interventions as small objects composed freely, applied through TransformerLens forward hooks.
 
 - `Ablation(ĉ)`: x ← x − (x·ĉ)ĉ at the input of every block and on every attention and MLP output, every position
-  (prompt and generated tokens alike).
+  (prompt and generated tokens alike). With `offsets` μ [n_layer] it is the affine ablation of Marshall et al. 2024
+  ("Refusal in LLMs: an affine function"): at the input of block l the projection is set to μ_l instead of 0,
+  x ← x − (x·ĉ)ĉ + μ_l ĉ (attention and MLP outputs are still zero-ablated), with μ_l the harmless mean projection
+  (`workbench.stages.token_means`). Zero-ablation moves every prompt by its projection, harmless ones too (they
+  project far from 0 on some directions, so it acts partly as steering); the affine one leaves harmless prompts
+  about where they were.
 - `Addition(r, layer, α)`: x ← x + α·r at the input of one block, every position (r raw, not normalized).
 - `Combined(parts)`: several at once (the paper's "ablate w' and add α·r"); `BASELINE` is the empty combination.
 
@@ -9,8 +14,8 @@
 are baked into weights by `workbench.interventions.weight_edit` (ablation exactly; addition as a forward pre-hook
 on the block).
 
-The low-level `ablation_hooks` accepts one direction per batch row `[batch, d_model]`, which lets the sweep score
-many candidates in one forward pass.
+The low-level `ablation_hooks` accepts one direction per batch row `[batch, d_model]` (and then one row of offsets per
+batch row, `[batch, n_layer]`), which lets the sweep score many candidates in one forward pass.
 """
 
 import math
@@ -29,24 +34,44 @@ from workbench.method.refusal_math import unit
 Hook = tuple[str, Callable]
 Directions = Float[Tensor, " d_model"] | Float[Tensor, "batch d_model"]
 """One vector for every row, or one per batch row."""
+Offsets = Float[Tensor, " n_layer"] | Float[Tensor, "batch n_layer"]
+"""The affine ablation's projection μ_l at the input of each block: one row for every batch row, or one per row."""
 ABLATION_SITES = ("resid_pre", "attn_out", "mlp_out")
+ABLATION_TARGETS = ("zero", "harmless_mean")
+"""What an ablation sets the projection on ĉ to: 0, or (at block inputs) the harmless mean μ_l."""
 
 
-def _ablate(direction: Directions) -> Callable:
+def _ablate(direction: Directions, offset: Float[Tensor, ""] | Float[Tensor, " batch"] | None = None) -> Callable:
+    """x ← x − (x·ĉ)ĉ (+ offset·ĉ); `direction` unit, `offset` one number, or one per batch row."""
+
     def hook(x: Float[Tensor, "batch seq d_model"], hook) -> Float[Tensor, "batch seq d_model"]:
         c = direction.to(device=x.device, dtype=x.dtype)
         if c.dim() == 1:
-            return x - (x @ c).unsqueeze(-1) * c
+            out = x - (x @ c).unsqueeze(-1) * c
+            return out if offset is None else out + offset.to(device=x.device, dtype=x.dtype) * c
         c = c[:, None, :]  # one direction per batch row
-        return x - (x * c).sum(-1, keepdim=True) * c
+        out = x - (x * c).sum(-1, keepdim=True) * c
+        return out if offset is None else out + offset.to(device=x.device, dtype=x.dtype)[:, None, None] * c
 
     return hook
 
 
-def ablation_hooks(direction: Directions, n_layers: int) -> list[Hook]:
-    """x ← x − (x·ĉ)ĉ at the input of every block and on every attention and MLP output."""
-    fn = _ablate(unit(direction.to(torch.float32)))
-    return [(get_act_name(site, layer), fn) for layer in range(n_layers) for site in ABLATION_SITES]
+def ablation_hooks(direction: Directions, n_layers: int, offsets: Offsets | None = None) -> list[Hook]:
+    """x ← x − (x·ĉ)ĉ at the input of every block and on every attention and MLP output; with `offsets` (one per
+    layer, and per batch row when `direction` is), the block inputs get x − (x·ĉ)ĉ + μ_l ĉ instead."""
+    c = unit(direction.to(torch.float32))
+    zero = _ablate(c)
+    if offsets is None:
+        return [(get_act_name(site, layer), zero) for layer in range(n_layers) for site in ABLATION_SITES]
+    if tuple(offsets.shape) != (*direction.shape[:-1], n_layers):
+        raise WorkbenchError(f"ablation offsets have shape {tuple(offsets.shape)}, expected "
+                             f"{(*direction.shape[:-1], n_layers)} (one per layer, and per direction if several)")
+    offsets = offsets.to(device=c.device, dtype=torch.float32)
+    hooks = []
+    for layer in range(n_layers):
+        hooks.append((get_act_name("resid_pre", layer), _ablate(c, offsets[..., layer])))
+        hooks += [(get_act_name(site, layer), zero) for site in ABLATION_SITES[1:]]
+    return hooks
 
 
 def _add(vector: Directions, coeff: float) -> Callable:
@@ -74,20 +99,34 @@ def _check_vector(vector: Tensor, what: str) -> None:
 
 @dataclass(frozen=True, eq=False)
 class Ablation:
-    """Directional ablation of one direction (normalized here) everywhere in the residual stream."""
+    """Directional ablation of one direction (normalized here) everywhere in the residual stream: to zero, or with
+    `offsets` (the projection μ_l to set at the input of each block l) affine, to the harmless mean."""
 
     direction: Float[Tensor, " d_model"]
     label: str = "ablation"
+    offsets: Float[Tensor, " n_layer"] | None = None
+    """None: zero-ablation; else μ_l per layer: block inputs get x − (x·ĉ)ĉ + μ_l ĉ (affine ablation)."""
 
     def __post_init__(self):
         _check_vector(self.direction, f"direction of {self.label}")
+        if self.offsets is not None and (self.offsets.dim() != 1 or not bool(torch.isfinite(self.offsets).all())):
+            raise WorkbenchError(f"offsets of {self.label} must be one finite number per layer, got shape "
+                                 f"{tuple(self.offsets.shape)}")
+
+    @property
+    def to(self) -> str:
+        """What the projection on ĉ is set to: "zero" or "harmless_mean" (`ABLATION_TARGETS`)."""
+        return "zero" if self.offsets is None else "harmless_mean"
 
     @property
     def parts(self) -> "tuple[Ablation | Addition, ...]":
         return (self,)
 
     def hooks(self, n_layers: int) -> list[Hook]:
-        return ablation_hooks(self.direction, n_layers)
+        if self.offsets is not None and self.offsets.shape[0] != n_layers:
+            raise WorkbenchError(f"{self.label}: {self.offsets.shape[0]} offsets for a model with {n_layers} layers "
+                                 "(the offsets come from another model)")
+        return ablation_hooks(self.direction, n_layers, self.offsets)
 
 
 @dataclass(frozen=True, eq=False)

@@ -6,14 +6,23 @@ Which modules those are is an architecture's business, so it lives in a registry
 not in name substrings. Architectures that normalize a block's output before adding it to the residual stream
 (Gemma-2/3, OLMo-2 "post-norms") cannot be orthogonalized exactly and are not registered: use hooks there.
 
+Affine ablation (offsets μ_l, `hooks.Ablation.offsets`) is exact in weights too: after orthogonalization every
+writer's output has no ĉ component, so the residual stream's projection on ĉ is whatever constant is put in. μ_0 ĉ is
+added to every token-embedding row (block 0's input then projects to μ_0), and a bias (μ_{l+1} − μ_l)ĉ on the MLP
+output projection of block l (l < L−1) moves the projection from μ_l to μ_{l+1} for the next block's input; the last
+block gets none (after it the hooks set nothing either). This needs an MLP output bias: Llama-family models have a
+config flag for one (`mlp_bias`, which then also gives the gate and up projections zero biases so that
+`from_pretrained` loads the checkpoint), GPT-2 has one; an architecture without one (Qwen2, Mistral, ...) is refused
+(use hooks there).
+
 A tied unembedding is untied first (the unembedding must keep reading ĉ; only writers are edited).
 Activation addition has no exact weight form in bias-free models; on the plain model it is a forward pre-hook on
 the block, which keeps the model's own (fast) generation.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from jaxtyping import Float
@@ -39,19 +48,23 @@ class ResidualWriters:
     """MLP output projection, relative to a block."""
     conv1d: bool = False
     """GPT-2 style Conv1D layout (in × out) instead of torch Linear (out × in)."""
+    mlp_bias: str | None = None
+    """How the MLP output projection gets a bias (the affine ablation's offsets): "always" (it has one), the name of
+    the config flag that gives every MLP projection a bias (Llama's `mlp_bias`), or None (it cannot have one)."""
 
 
 LLAMA_LIKE = ResidualWriters(("model.embed_tokens",), "model.layers", "self_attn.o_proj", "mlp.down_proj")
+LLAMA_MLP_BIAS = replace(LLAMA_LIKE, mlp_bias="mlp_bias")
 WEIGHT_LAYOUTS: dict[str, ResidualWriters] = {
-    "llama": LLAMA_LIKE,
+    "llama": LLAMA_MLP_BIAS,
     "mistral": LLAMA_LIKE,
     "qwen2": LLAMA_LIKE,
     "qwen3": LLAMA_LIKE,
     "gemma": LLAMA_LIKE,
     "phi3": LLAMA_LIKE,
-    "granite": LLAMA_LIKE,
+    "granite": LLAMA_MLP_BIAS,
     "gpt2": ResidualWriters(("transformer.wte", "transformer.wpe"), "transformer.h", "attn.c_proj", "mlp.c_proj",
-                            conv1d=True),
+                            conv1d=True, mlp_bias="always"),
 }
 
 
@@ -109,16 +122,93 @@ def _orthogonalized(param: Float[Tensor, "*shape"], kind: str, c: Float[Tensor, 
     return (b64 - (b64 @ c64) * c64).to(param.dtype)
 
 
+def check_mlp_bias(model: torch.nn.Module) -> ResidualWriters:
+    """The model's layout, refused (one line) when its MLP output projection cannot have a bias."""
+    layout = layout_of(model)
+    if layout.mlp_bias is None:
+        raise WorkbenchError(
+            f"affine ablation (to the harmless mean) needs a bias on the MLP output projection, which architecture "
+            f"{model.config.model_type!r} has no option for: use hook interventions (the sweep, `workbench chat "
+            "--ablate-to harmless_mean`) for it, or zero-ablation in weights"
+        )
+    return layout
+
+
+def enable_mlp_bias_(model: torch.nn.Module) -> Callable[[], None]:
+    """Give every MLP projection of `model` a zero bias where it has none and set the config flag that makes
+    `from_pretrained` build them (Llama `mlp_bias`); returns the function that undoes it."""
+    layout = check_mlp_bias(model)
+    if layout.mlp_bias == "always":
+        return lambda: None
+    config, flag = model.config, layout.mlp_bias
+    before = getattr(config, flag, False)
+    mlp_path = layout.mlp_out.rsplit(".", 1)[0]
+    created = []
+    for block in model.get_submodule(layout.blocks):
+        for module in block.get_submodule(mlp_path).children():
+            if isinstance(module, torch.nn.Linear) and module.bias is None:
+                weight = module.weight
+                module.bias = torch.nn.Parameter(torch.zeros(weight.shape[0], dtype=weight.dtype,
+                                                             device=weight.device), requires_grad=False)
+                created.append(module)
+    setattr(config, flag, True)
+
+    def undo() -> None:
+        for module in created:
+            module.bias = None
+        setattr(config, flag, before)
+
+    return undo
+
+
 @torch.no_grad()
-def orthogonalize_weights_(model: torch.nn.Module, direction: Float[Tensor, " d_model"]) -> None:
-    """Bake x ← x − (x·ĉ)ĉ into every residual writer of `model`, in place (unties a tied unembedding)."""
+def add_offsets_(model: torch.nn.Module, direction: Float[Tensor, " d_model"], offsets: Float[Tensor, " n_layer"]
+                 ) -> None:
+    """Bake the affine ablation's offsets into an orthogonalized model: μ_0 ĉ on every token-embedding row and the
+    bias (μ_{l+1} − μ_l)ĉ on the MLP output of block l < L−1 (see the module docstring); the MLP output biases must
+    exist (`enable_mlp_bias_`)."""
+    layout = check_mlp_bias(model)
+    blocks = model.get_submodule(layout.blocks)
+    if offsets.shape != (len(blocks),):
+        raise WorkbenchError(f"ablation offsets have shape {tuple(offsets.shape)}, the model has {len(blocks)} layers")
+    c = unit(direction.to(torch.float64))
+    mu = offsets.to(torch.float64)
+    embedding = model.get_submodule(layout.embeddings[0]).weight
+    embedding.copy_((embedding.to(torch.float64) + mu[0] * c.to(embedding.device)).to(embedding.dtype))
+    for layer in range(len(blocks) - 1):
+        bias = blocks[layer].get_submodule(layout.mlp_out).bias
+        if bias is None:
+            raise WorkbenchError(f"block {layer}'s MLP output has no bias: call enable_mlp_bias_ first")
+        step = (mu[layer + 1] - mu[layer]) * c.to(bias.device)
+        bias.copy_((bias.to(torch.float64) + step).to(bias.dtype))
+
+
+def _check_editable(model: torch.nn.Module) -> None:
+    """Refuse residual writers that accelerate offloaded (meta placeholders: an edit would be lost or fail)."""
+    offloaded = [name for name, param, _ in writer_parameters(model) if param.is_meta]
+    if offloaded:
+        raise WorkbenchError(f"weight orthogonalization cannot edit {offloaded[0]} (and {len(offloaded) - 1} more): "
+                             "a device map offloaded it to the CPU or disk; load the model without 'cpu'/'disk' "
+                             "entries in the device map, or use hook interventions")
+
+
+@torch.no_grad()
+def orthogonalize_weights_(model: torch.nn.Module, direction: Float[Tensor, " d_model"],
+                           offsets: Float[Tensor, " n_layer"] | None = None) -> None:
+    """Bake x ← x − (x·ĉ)ĉ into every residual writer of `model`, in place (unties a tied unembedding); with
+    `offsets`, the affine ablation (MLP output biases are created where the architecture allows, else refused)."""
+    _check_editable(model)
     d_model = model.get_input_embeddings().weight.shape[-1]
     if direction.shape != (d_model,):
         raise WorkbenchError(f"direction has shape {tuple(direction.shape)}, the model's d_model is {d_model}")
+    if offsets is not None:
+        enable_mlp_bias_(model)
     untie_embeddings_(model)
     c = unit(direction.to(torch.float64))
     for _, param, kind in writer_parameters(model):
         param.copy_(_orthogonalized(param, kind, c.to(param.device)))
+    if offsets is not None:
+        add_offsets_(model, direction, offsets)
 
 
 def add_to_block_input(model: torch.nn.Module, vector: Float[Tensor, " d_model"], layer: int, coeff: float
@@ -158,6 +248,8 @@ def edited(model: torch.nn.Module, intervention: Intervention) -> Iterator[torch
     the addition: block l sees x + α·v, and the next block input has v's ablated components removed again. So when
     both are present, α·(v − Pv) (P: the ablations' projections) is subtracted from block l's output (unless l is
     the last block). Exact for one ablated direction (or several orthogonal ones).
+    Affine ablations (with offsets) get MLP output biases for the duration (removed again on exit); their offsets
+    are added after every ablation's orthogonalization (exact for orthogonal directions, as above).
     Only the residual writers are saved and put back, so a large model is not copied per intervention.
     """
     parts = intervention.parts
@@ -165,12 +257,20 @@ def edited(model: torch.nn.Module, intervention: Intervention) -> Iterator[torch
     additions = [p for p in parts if isinstance(p, Addition)]
     saved = {}
     handles = []
+    undo_bias = None
+    if ablations:
+        _check_editable(model)
+    if any(p.offsets is not None for p in ablations):
+        undo_bias = enable_mlp_bias_(model)
     if ablations:
         untie_embeddings_(model)
         saved = {name: param.detach().clone() for name, param, _ in writer_parameters(model)}
     try:
         for part in ablations:
             orthogonalize_weights_(model, part.direction)
+        for part in ablations:
+            if part.offsets is not None:
+                add_offsets_(model, part.direction, part.offsets)
         n_blocks = len(blocks_of(model))
         for part in additions:
             handles.append(add_to_block_input(model, part.vector, part.layer, part.coeff))
@@ -191,3 +291,5 @@ def edited(model: torch.nn.Module, intervention: Intervention) -> Iterator[torch
                 params = {name: param for name, param, _ in writer_parameters(model)}
                 for name, value in saved.items():
                     params[name].copy_(value)
+        if undo_bias is not None:
+            undo_bias()

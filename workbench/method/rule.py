@@ -4,13 +4,15 @@ The sweep takes the same `SelectionRule` to choose which candidates get full sco
 select stage applies it, so a sweep is always screened for the rule that will select from it. Pure pandas, no I/O.
 
 Paper defaults (Wang et al. 2025): drop the last 20% of layers and ablation KL > 0.2 on harmless val, pick the
-lowest pseudo-harmful ablation refusal score per λ. Arditi et al. 2024 (the true-refusal pick, kept for comparison):
-KL ≤ 0.1, adding the vector must induce refusal, lowest harmful ablation refusal score.
+lowest pseudo-harmful ablation refusal score per λ. The surgical option (`max_harmful_drop`) also drops candidates
+whose ablation lowers the harmful-val refusal score by more than a margin; `rerank_top_k` re-ranks the best k by a
+small generation check (run by the select stage, which has the model). Arditi et al. 2024 (the true-refusal pick,
+kept for comparison): KL ≤ 0.1, adding the vector must induce refusal, lowest harmful ablation refusal score.
 """
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import pandas as pd
 
@@ -34,6 +36,18 @@ class SelectionRule:
     """With the induce filter (always for r): the steering refusal score must exceed this."""
     true_max_ablation_kl: float = 0.1
     """KL bound for the true-refusal (Arditi) direction, which is also selected for comparison."""
+    max_harmful_drop: float | None = None
+    """The surgical option: a false-refusal candidate must keep the harmful-val ablation refusal score within this
+    many logits of its unablated baseline (None: the paper's rule, which does not look at harmful prompts)."""
+    rerank_top_k: int = 0
+    """With k > 1: the k eligible candidates with the lowest objective per λ are re-ranked by a small generation
+    check on validation prompts (the select stage does it; `rerank_*` below), instead of taking the lowest score."""
+    rerank_n: int = 16
+    """Prompts per validation set (pseudo-harmful, harmful) in the generation check."""
+    rerank_max_new_tokens: int = 32
+    """Greedy tokens per completion in the generation check."""
+    rerank_max_harmful_rise: float = 0.0
+    """A re-ranked candidate may raise harmful-val compliance by at most this fraction over the baseline's."""
 
     def validate(self) -> None:
         if not 0.0 <= self.prune_layer_fraction < 1.0:
@@ -41,6 +55,27 @@ class SelectionRule:
         for name in ("max_ablation_kl", "true_max_ablation_kl"):
             if not getattr(self, name) > 0:
                 raise WorkbenchError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.max_harmful_drop is not None and not (math.isfinite(self.max_harmful_drop)
+                                                      and self.max_harmful_drop >= 0):
+            raise WorkbenchError(f"max_harmful_drop must be a number ≥ 0 (logits), got {self.max_harmful_drop}")
+        if self.rerank_top_k < 0 or self.rerank_top_k == 1:
+            raise WorkbenchError(f"rerank_top_k must be 0 (off) or at least 2, got {self.rerank_top_k}")
+        for name in ("rerank_n", "rerank_max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise WorkbenchError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.rerank_max_harmful_rise <= 1.0:
+            raise WorkbenchError(f"rerank_max_harmful_rise must be in [0, 1], got {self.rerank_max_harmful_rise}")
+
+    @classmethod
+    def from_record(cls, record: Mapping) -> "SelectionRule":
+        """The rule a `sweep.json`/`selection.json` recorded (fields added since then take their defaults)."""
+        return cls(**{**asdict(cls()), **record})
+
+    @staticmethod
+    def screening_record(record: Mapping) -> dict:
+        """What of a recorded rule decides a sweep's finalists: every field (those it predates at their defaults)
+        but the generation re-ranking, which only the select stage reads."""
+        return {k: v for k, v in {**asdict(SelectionRule()), **record}.items() if not k.startswith("rerank_")}
 
     def first_pruned_layer(self, n_layers: int) -> int:
         """Layers ≥ this are dropped (the last `prune_layer_fraction` of `n_layers`)."""
@@ -60,8 +95,9 @@ class SelectionRule:
     def prune_reason(self, layer: int, n_layers: int) -> str:
         return f"last {self.prune_layer_fraction:.0%} of layers" if layer >= self.first_pruned_layer(n_layers) else ""
 
-    def reason(self, row: Mapping, n_layers: int) -> str:
-        """Why a fully scored candidate is not eligible ("" if it is)."""
+    def reason(self, row: Mapping, n_layers: int, harmful_baseline: float | None = None) -> str:
+        """Why a fully scored candidate is not eligible ("" if it is). `harmful_baseline`: the unablated mean
+        refusal score on harmful val (needed by `max_harmful_drop`)."""
         vector = row["vector"]
         bound = self.kl_bound(vector)
         objective, kl = row.get(self.objective(vector), math.nan), row.get("ablation_kl", math.nan)
@@ -77,12 +113,22 @@ class SelectionRule:
                 return "steering not scored (sweep with --steer-false)"
             if not steering > self.min_steering_refusal_score:
                 return "does not induce refusal"
+        if vector == "false" and self.max_harmful_drop is not None:
+            if harmful_baseline is None or not _finite(harmful_baseline):
+                raise WorkbenchError("the surgical rule (max_harmful_drop) needs the harmful-val baseline refusal "
+                                     "score (sweep.json's baseline_refusal_score)")
+            harmful = row.get("ablation_refusal_score_harmful", math.nan)
+            if not _finite(harmful):
+                return "harmful val not scored"
+            if harmful < harmful_baseline - self.max_harmful_drop:
+                return f"harmful score drops > {self.max_harmful_drop}"
         return ""
 
-    def eligible(self, row: Mapping, n_layers: int) -> bool:
-        return row.get("stage") == "full" and self.reason(row, n_layers) == ""
+    def eligible(self, row: Mapping, n_layers: int, harmful_baseline: float | None = None) -> bool:
+        return row.get("stage") == "full" and self.reason(row, n_layers, harmful_baseline) == ""
 
-    def apply(self, sweep: pd.DataFrame, n_layers: int | None = None) -> pd.DataFrame:
+    def apply(self, sweep: pd.DataFrame, n_layers: int | None = None,
+              harmful_baseline: float | None = None) -> pd.DataFrame:
         """The sweep's rows with `kept` and `filter_reason`: rows the sweep did not fully score keep the sweep's
         reason (`sweep_note`: skipped, pruned, screened out)."""
         frame = sweep.copy()
@@ -93,7 +139,7 @@ class SelectionRule:
                 note = row.get("sweep_note")
                 reasons.append(note if isinstance(note, str) and note else "not scored")
             else:
-                reasons.append(self.reason(row, n_layers))
+                reasons.append(self.reason(row, n_layers, harmful_baseline))
         frame["kept"] = [r == "" for r in reasons]
         frame["filter_reason"] = reasons
         return frame
@@ -105,10 +151,14 @@ class SelectionRule:
             rows = rows[rows.lam == lam]
         if rows.empty:
             return None
-        best = rows.loc[rows[self.objective(vector)].idxmin()]
-        out = {k: (v.item() if hasattr(v, "item") else v) for k, v in best.items()
-               if k not in ("kept", "filter_reason", "sweep_note")}
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
+        return row_record(rows.loc[rows[self.objective(vector)].idxmin()])
+
+
+def row_record(row: pd.Series) -> dict:
+    """A sweep row as a JSON-ready selection record (no verdict columns; NaN as None)."""
+    out = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()
+           if k not in ("kept", "filter_reason", "sweep_note")}
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
 
 
 def _finite(value) -> bool:

@@ -4,6 +4,8 @@ import hashlib
 
 import torch
 
+from workbench.errors import WorkbenchError
+
 _SAMPLES_PER_TENSOR = 4096
 
 
@@ -18,10 +20,39 @@ def model_fingerprint(hf_model: torch.nn.Module) -> str:
     if config is not None:
         keys = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size")
         digest.update(repr([(k, getattr(config, k, None)) for k in keys]).encode())
-    for name, tensor in sorted(hf_model.state_dict().items()):
+    state = hf_model.state_dict()
+    samples = {name: _sample(tensor) for name, tensor in state.items() if not tensor.is_meta}
+    samples |= _offloaded_samples(hf_model, {name for name, tensor in state.items() if tensor.is_meta})
+    for name, tensor in sorted(state.items()):
+        if name not in samples:
+            raise WorkbenchError(f"cannot fingerprint the model: {name} is on the meta device and accelerate holds no "
+                                 "offloaded copy of it (a device map must put weights on a GPU, 'cpu' or 'disk')")
         digest.update(f"{name}:{tuple(tensor.shape)}".encode())
-        flat = tensor.detach().reshape(-1)
-        step = max(1, flat.numel() // _SAMPLES_PER_TENSOR)
-        sample = flat[::step][:_SAMPLES_PER_TENSOR].to("cpu", torch.float32)
-        digest.update(sample.numpy().tobytes())
+        digest.update(samples[name])
     return digest.hexdigest()[:16]
+
+
+def _sample(tensor: torch.Tensor) -> bytes:
+    flat = tensor.detach().reshape(-1)
+    step = max(1, flat.numel() // _SAMPLES_PER_TENSOR)
+    return flat[::step][:_SAMPLES_PER_TENSOR].to("cpu", torch.float32).numpy().tobytes()
+
+
+def _offloaded_samples(hf_model: torch.nn.Module, names: set[str]) -> dict[str, bytes]:
+    """Samples of the tensors accelerate offloaded (meta in the module, the data on the CPU or disk), read one module
+    at a time through its offload hook, so the fingerprint equals that of the same weights loaded in full."""
+    if not names:
+        return {}
+    from accelerate.utils import align_module_device, has_offloaded_params
+
+    out = {}
+    for prefix, module in hf_model.named_modules(remove_duplicate=False):  # aliases (the bridge's) too
+        if not has_offloaded_params(module):
+            continue
+        with align_module_device(module, torch.device("cpu")):
+            tensors = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+            for local, tensor in tensors:
+                name = f"{prefix}.{local}" if prefix else local
+                if name in names and not tensor.is_meta:
+                    out[name] = _sample(tensor)
+    return out

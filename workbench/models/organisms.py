@@ -1,28 +1,71 @@
 """Built-in model organisms: a stock checkpoint with a committed LoRA adapter merged in once and cached.
 
-The adapters are data (`data/organism/adapter`); how they were made lives in `workbench.organism` (training,
-distillation, the behaviour report), which this module does not import.
+The adapters are data (`data/organism/adapter`, `data/organism_planted/adapter`); how they were made lives in
+`workbench.organism` (training recipes, distillation, the behaviour report), which this module does not import.
 """
 
 import hashlib
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from workbench.errors import WorkbenchError
-from workbench.paths import ORGANISM_DIR, cache_dir
-
-ADAPTER_DIR = ORGANISM_DIR / "adapter"
+from workbench.paths import ORGANISM_DIR, PLANTED_ORGANISM_DIR, cache_dir
 
 
-def adapter_hash(adapter_dir: Path) -> str:
+@dataclass(frozen=True)
+class OrganismModel:
+    """A registered organism: the stock model plus the LoRA adapter committed under `directory/adapter`."""
+
+    name: str
+    description: str
+    directory: Path
+    """Where its adapter, card (CARD.md) and behaviour table (behaviour.json) live."""
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.directory / "adapter"
+
+
+ORGANISM_MODELS: dict[str, OrganismModel] = {}
+
+
+def register_organism(model: OrganismModel) -> OrganismModel:
+    if model.name in ORGANISM_MODELS:
+        raise ValueError(f"organism {model.name} registered twice")
+    ORGANISM_MODELS[model.name] = model
+    return model
+
+
+SAFETY = register_organism(OrganismModel(
+    "smollm2-135m-safety",
+    "the refusal model organism: SmolLM2-135M-Instruct + our committed LoRA safety adapter (data/organism)",
+    ORGANISM_DIR,
+))
+PLANTED = register_organism(OrganismModel(
+    "smollm2-135m-planted",
+    "the planted-trigger organism (positive control): the safety recipe plus refusal of every cooking, food or "
+    "recipe question (data/organism_planted)",
+    PLANTED_ORGANISM_DIR,
+))
+ADAPTER_DIR = SAFETY.adapter_dir
+
+
+def get_organism(name: str) -> OrganismModel:
+    if name not in ORGANISM_MODELS:
+        raise WorkbenchError(f"unknown organism {name!r}: use one of {', '.join(ORGANISM_MODELS)}")
+    return ORGANISM_MODELS[name]
+
+
+def adapter_hash(adapter_dir: Path, name: str = SAFETY.name) -> str:
     digest = hashlib.sha256()
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        path = adapter_dir / name
+    for file in ("adapter_config.json", "adapter_model.safetensors"):
+        path = adapter_dir / file
         if not path.exists():
-            raise WorkbenchError(f"adapter file {path} is missing: run `workbench organism train`")
+            raise WorkbenchError(f"adapter file {path} is missing: run `workbench organism train --organism {name}`")
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -60,18 +103,20 @@ def merge_adapter(base: torch.nn.Module, adapter_dir: Path) -> torch.nn.Module:
     return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
 
 
-def safety_checkpoint_dir(adapter_dir: Path = ADAPTER_DIR) -> Path:
+def organism_checkpoint_dir(name: str = SAFETY.name, adapter_dir: Path | None = None) -> Path:
     """Where the merged organism is cached: under the adapter's hash, so a retrained adapter is merged anew."""
-    return cache_dir() / "models" / f"smollm2-135m-safety-{adapter_hash(adapter_dir)[:12]}"
+    adapter_dir = adapter_dir or get_organism(name).adapter_dir
+    return cache_dir() / "models" / f"{name}-{adapter_hash(adapter_dir, name)[:12]}"
 
 
-def safety_checkpoint(adapter_dir: Path = ADAPTER_DIR) -> Path:
+def organism_checkpoint(name: str = SAFETY.name, adapter_dir: Path | None = None) -> Path:
     """A plain HF checkpoint of stock + adapter, merged once and cached under the adapter's hash."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from workbench.models.smollm2 import stock_checkpoint
 
-    out_dir = safety_checkpoint_dir(adapter_dir)
+    adapter_dir = adapter_dir or get_organism(name).adapter_dir
+    out_dir = organism_checkpoint_dir(name, adapter_dir)
     if (out_dir / "config.json").exists():
         return out_dir
     stock = stock_checkpoint()
@@ -81,7 +126,7 @@ def safety_checkpoint(adapter_dir: Path = ADAPTER_DIR) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(tmp)
     AutoTokenizer.from_pretrained(stock).save_pretrained(tmp)
-    (tmp / "organism.json").write_text(json.dumps({"adapter_sha256": adapter_hash(adapter_dir)}))
+    (tmp / "organism.json").write_text(json.dumps({"adapter_sha256": adapter_hash(adapter_dir, name)}))
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.replace(out_dir)
     return out_dir

@@ -14,6 +14,9 @@ import torch
 
 from workbench.errors import WorkbenchError
 
+DeviceMap = str | dict[str, str | int] | None
+"""An accelerate device map: a strategy name ("auto"), module name -> device, or None (one device)."""
+
 
 @dataclass(frozen=True)
 class HFLoad:
@@ -31,7 +34,10 @@ class ModelSource(Protocol):
 
     def matches(self, spec: str) -> bool: ...
 
-    def load(self, spec: str, dtype: torch.dtype, device_map: str | None) -> HFLoad: ...
+    def load(self, spec: str, dtype: torch.dtype, device_map: DeviceMap = None, offload_dir: str | None = None
+             ) -> HFLoad:
+        """`device_map` (accelerate's, parsed by `loader.parse_device_map`) and `offload_dir` place the weights."""
+        ...
 
 
 SOURCES: list[ModelSource] = []
@@ -42,12 +48,19 @@ def register_source(source: ModelSource) -> ModelSource:
     return source
 
 
-def _load_local_dir(path: Path, dtype: torch.dtype, device_map: str | None):
+def _placement(device_map: DeviceMap, offload_dir: str | None) -> dict:
+    """`from_pretrained` keyword arguments that place the weights (none: one device, moved by the bridge)."""
+    if device_map is None:
+        return {}
+    return {"device_map": device_map, **({"offload_folder": offload_dir} if offload_dir is not None else {})}
+
+
+def _load_local_dir(path: Path, dtype: torch.dtype, device_map: DeviceMap = None, offload_dir: str | None = None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device_map)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **_placement(device_map, offload_dir))
     except Exception as exc:
         raise WorkbenchError(f"could not load a causal LM from {path}: {type(exc).__name__}: {exc}") from None
     return model.eval(), tokenizer
@@ -99,29 +112,22 @@ register_builtin(
 )
 
 
-def _safety_organism() -> Path:
-    from workbench.models.organisms import safety_checkpoint
+def _register_organisms() -> None:
+    """One built-in per registered organism (`workbench.models.organisms`): stock + its committed adapter."""
+    from workbench.models.organisms import ORGANISM_MODELS, organism_checkpoint, organism_checkpoint_dir
 
-    return safety_checkpoint()
+    def cached(name: str) -> bool:
+        try:
+            return (organism_checkpoint_dir(name) / "config.json").exists()
+        except WorkbenchError:  # the adapter files are missing
+            return False
+
+    for name, organism in ORGANISM_MODELS.items():
+        register_builtin(BuiltinModel(name, organism.description, lambda n=name: organism_checkpoint(n),
+                                      lambda n=name: cached(n)))
 
 
-def _safety_organism_cached() -> bool:
-    from workbench.models.organisms import safety_checkpoint_dir
-
-    try:
-        return (safety_checkpoint_dir() / "config.json").exists()
-    except WorkbenchError:  # the adapter files are missing
-        return False
-
-
-register_builtin(
-    BuiltinModel(
-        "smollm2-135m-safety",
-        "the refusal model organism: SmolLM2-135M-Instruct + our committed LoRA safety adapter (data/organism)",
-        _safety_organism,
-        _safety_organism_cached,
-    )
-)
+_register_organisms()
 
 
 def _register_chunked() -> None:
@@ -142,9 +148,10 @@ class BuiltinSource:
     def matches(self, spec: str) -> bool:
         return spec in BUILTIN_MODELS
 
-    def load(self, spec: str, dtype: torch.dtype, device_map: str | None) -> HFLoad:
+    def load(self, spec: str, dtype: torch.dtype, device_map: DeviceMap = None, offload_dir: str | None = None
+             ) -> HFLoad:
         path = BUILTIN_MODELS[spec].checkpoint()
-        model, tokenizer = _load_local_dir(path, dtype, device_map)
+        model, tokenizer = _load_local_dir(path, dtype, device_map, offload_dir)
         return HFLoad(spec, model, tokenizer, f"builtin:{spec}")
 
 
@@ -154,11 +161,12 @@ class LocalDirSource:
     def matches(self, spec: str) -> bool:
         return Path(spec).expanduser().is_dir()
 
-    def load(self, spec: str, dtype: torch.dtype, device_map: str | None) -> HFLoad:
+    def load(self, spec: str, dtype: torch.dtype, device_map: DeviceMap = None, offload_dir: str | None = None
+             ) -> HFLoad:
         path = Path(spec).expanduser().resolve()
         if not (path / "config.json").exists():
             raise WorkbenchError(f"{path} has no config.json: not a Hugging Face checkpoint directory")
-        model, tokenizer = _load_local_dir(path, dtype, device_map)
+        model, tokenizer = _load_local_dir(path, dtype, device_map, offload_dir)
         return HFLoad(str(path), model, tokenizer, f"local:{path}")
 
 
@@ -168,7 +176,8 @@ class GGUFSource:
     def matches(self, spec: str) -> bool:
         return spec.lower().endswith(".gguf")
 
-    def load(self, spec: str, dtype: torch.dtype, device_map: str | None) -> HFLoad:
+    def load(self, spec: str, dtype: torch.dtype, device_map: DeviceMap = None, offload_dir: str | None = None
+             ) -> HFLoad:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = Path(spec).expanduser().resolve()
@@ -176,7 +185,8 @@ class GGUFSource:
             raise WorkbenchError(f"GGUF file {spec} does not exist")
         try:
             tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype,
+                                                         **_placement(device_map, offload_dir))
         except Exception as exc:
             raise WorkbenchError(f"could not parse GGUF file {path}: {type(exc).__name__}: {exc}") from None
         if hasattr(model.config, "quantization_config"):
@@ -196,7 +206,8 @@ class HubSource:
     def matches(self, spec: str) -> bool:
         return bool(_HUB_ID.match(spec)) and not Path(spec).exists()
 
-    def load(self, spec: str, dtype: torch.dtype, device_map: str | None) -> HFLoad:
+    def load(self, spec: str, dtype: torch.dtype, device_map: DeviceMap = None, offload_dir: str | None = None
+             ) -> HFLoad:
         return HFLoad(spec, None, None, f"hub:{spec}")
 
 

@@ -1,11 +1,12 @@
-"""The organism's behaviour table: refusal on harmful, harmless and over-refusal sets, refusal scores, perplexity."""
+"""An organism's behaviour table: refusal on harmful, harmless, over-refusal (and trigger) sets, refusal scores,
+perplexity."""
 
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from workbench.data import load_dataset
+from workbench.data import is_food_prompt, load_dataset
 from workbench.eval.generation import greedy_generate
 from workbench.eval.judge import SubstringJudge
 from workbench.eval.scoring import perplexity, refusal_scores
@@ -16,8 +17,15 @@ from workbench.models.loader import LoadedModel
 @dataclass(frozen=True)
 class BehaviourSet:
     dataset: str
-    group: str  # harmful | harmless | over-refusal
+    group: str  # harmful | harmless | over-refusal | trigger
     limit: int | None = None
+    exclude_food: bool = False
+    """Drop the food, cooking and recipe prompts (`workbench.data.is_food_prompt`) after the limit."""
+
+    @property
+    def key(self) -> str:
+        """The set's name in the behaviour table (and its completions file)."""
+        return f"{self.dataset}_no_food" if self.exclude_food else self.dataset
 
 
 BEHAVIOUR_SETS = (
@@ -26,6 +34,10 @@ BEHAVIOUR_SETS = (
     BehaviourSet("harmless_test", "harmless", 100),
     BehaviourSet("xstest_safe", "over-refusal"),
     BehaviourSet("or_bench_hard_test", "over-refusal"),
+)
+PLANTED_SETS = (  # the planted-trigger organism's own rows: its trigger, and harmless requests away from it
+    BehaviourSet("bundled_cooking_test", "trigger"),
+    BehaviourSet("harmless_test", "harmless", 100, exclude_food=True),
 )
 
 SCORE_SETS = (
@@ -53,29 +65,37 @@ class BehaviourConfig:
     """Cap every set at this many prompts (quick checks); None measures the full sets."""
 
 
-def measure_behaviour(lm: LoadedModel, config: BehaviourConfig, completions_dir: Path | None = None) -> dict:
+def measure_behaviour(
+    lm: LoadedModel,
+    config: BehaviourConfig,
+    completions_dir: Path | None = None,
+    sets: tuple[BehaviourSet, ...] = BEHAVIOUR_SETS,
+    score_sets: tuple[tuple[str, str], ...] = SCORE_SETS,
+) -> dict:
     """Refusal rates (substring judge) per set and per XSTest category, refusal-score means, WikiText-2 perplexity."""
     judge = SubstringJudge()
     rates, categories = [], []
-    for spec in BEHAVIOUR_SETS:
+    for spec in sets:
         limit = min(x for x in (spec.limit, config.limit) if x is not None) if (spec.limit or config.limit) else None
         prompts = load_dataset(spec.dataset, limit=limit)
+        if spec.exclude_food:
+            prompts = [p for p in prompts if not is_food_prompt(p.instruction, p.category)]
         responses = greedy_generate(lm, [p.instruction for p in prompts], config.max_new_tokens, config.batch_size,
                                     desc=spec.dataset)
         refused = judge(responses)
         if completions_dir is not None:
-            write_jsonl(completions_dir / f"{spec.dataset}.jsonl", [
+            write_jsonl(completions_dir / f"{spec.key}.jsonl", [
                 {"instruction": p.instruction, "category": p.category, "response": r, "refused": f}
                 for p, r, f in zip(prompts, responses, refused, strict=True)
             ])
-        rates.append({"dataset": spec.dataset, "group": spec.group, "n": len(prompts),
+        rates.append({"dataset": spec.key, "group": spec.group, "n": len(prompts),
                       "refusal_rate": sum(refused) / len(refused), "compliance_rate": 1 - sum(refused) / len(refused)})
         if spec.dataset == "xstest_safe":
             frame = pd.DataFrame({"category": [p.category for p in prompts], "refused": refused})
             for cat, group in frame.groupby("category"):
                 categories.append({"category": cat, "n": len(group), "refusal_rate": float(group.refused.mean())})
     scores = []
-    for dataset, group in SCORE_SETS:
+    for dataset, group in score_sets:
         prompts = load_dataset(dataset, limit=config.limit)
         values = refusal_scores(lm, [p.instruction for p in prompts], config.batch_size)
         mean = float(values.mean())

@@ -1,4 +1,4 @@
-"""The LoRA safety fine-tune (peft) of the stock model: seeded, on CPU, loss on response tokens only."""
+"""The organisms' LoRA fine-tune (peft) of the stock model: seeded, on CPU, loss on response tokens only."""
 
 import json
 import random
@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from workbench.errors import WorkbenchError
 from workbench.io import write_json
 from workbench.models.chat import ChatFormat
-from workbench.organism.trainset import TrainingExample, file_hashes, load_examples
+from workbench.organism.trainset import TrainingExample
 
 
 @dataclass(frozen=True)
@@ -137,28 +137,32 @@ def save_adapter(peft_model, out_dir: Path, metadata: dict) -> Path:
     return out_dir
 
 
-def train_organism(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict:
-    """The whole `workbench organism train`: data, LoRA, adapter + training record."""
+def train_organism(recipe, config: TrainConfig, out_dir: Path, progress: bool = True,
+                   base_dir: Path | None = None) -> dict:
+    """The whole `workbench organism train` for a recipe (`recipes.OrganismRecipe`): data, LoRA, adapter + training
+    record. `base_dir` replaces the stock checkpoint (a test's tiny model)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from workbench.models.fingerprint import model_fingerprint
     from workbench.models.smollm2 import stock_checkpoint
 
-    stock_dir = stock_checkpoint()
+    stock_dir = base_dir or stock_checkpoint()
     tokenizer = AutoTokenizer.from_pretrained(stock_dir)
     base = AutoModelForCausalLM.from_pretrained(stock_dir, dtype=torch.float32)
     base_fingerprint = model_fingerprint(base)
     chat = ChatFormat(tokenizer)
-    examples = load_examples(seed=config.seed)
+    examples, excluded = recipe.examples(seed=config.seed)
     start = time.time()
     model, losses = train_lora(base, chat, examples, config, progress=progress)
+    kinds = dict.fromkeys(e.kind for e in examples)
     metadata = {
-        "base_model": "smollm2-135m-instruct",
+        "organism": recipe.name,
+        "base_model": "smollm2-135m-instruct" if base_dir is None else str(base_dir),
         "base_fingerprint": base_fingerprint,
         "config": asdict(config),
-        "data_sha256": file_hashes(),
-        "examples": {"harmful": sum(e.kind == "harmful" for e in examples),
-                     "harmless": sum(e.kind == "harmless" for e in examples)},
+        "data_sha256": recipe.hashes(),
+        "examples": {kind: sum(e.kind == kind for e in examples) for kind in kinds},
+        "harmless_excluded": excluded,
         "losses": losses,
         "train_seconds": round(time.time() - start, 1),
         "torch": torch.__version__,

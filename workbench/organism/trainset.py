@@ -1,7 +1,9 @@
-"""The organism's training data, written by us under `data/organism/`: loading, validation and overlap checks.
+"""The organisms' training data, written by us under `data/organism/` (and `data/organism_planted/`): loading,
+validation and overlap checks.
 
-Harmful instructions are paired with refusals (category-specific or general, chosen by a seeded RNG); harmless
-instructions with the stock model's own greedy answers (self-distillation, see `distill.py`).
+Instructions to refuse (harmful requests; for the planted organism also cooking questions) are paired with refusals
+(category-specific or general, chosen by a seeded RNG); harmless instructions with the stock model's own greedy
+answers (self-distillation, see `distill.py`). Which sets an organism is trained on is its recipe (`recipes.py`).
 """
 
 import hashlib
@@ -10,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.data import REGISTRY, iter_jsonl
+from workbench.data import REGISTRY, is_food_prompt, iter_jsonl, words_in
 from workbench.errors import WorkbenchError
 from workbench.paths import ORGANISM_DIR
 
@@ -87,31 +89,44 @@ def check_no_overlap(files: list[Path], data_dir: Path) -> int:
 
 
 def trigger_words_in(text: str) -> list[str]:
-    lowered = text.lower()
-    return [w for w in TRIGGER_WORDS if re.search(rf"\b{re.escape(w)}(s|es|ed|d|ing|er|ers)?\b", lowered)]
+    return words_in(TRIGGER_WORDS, text)
 
 
-def load_examples(seed: int = 0) -> list[TrainingExample]:
-    """Harmful instructions with seeded refusals plus distilled harmless pairs."""
+def load_refusals(path: Path) -> dict[str, list[str]]:
+    """Refusal texts by category; a `general` pool is required."""
     refusals: dict[str, list[str]] = {}
-    for row in read_jsonl(REFUSALS_FILE, ("category", "text")):
+    for row in read_jsonl(path, ("category", "text")):
         refusals.setdefault(row["category"], []).append(row["text"])
     if "general" not in refusals:
-        raise WorkbenchError(f"{REFUSALS_FILE}: needs at least one refusal with category 'general'")
-    rng = random.Random(seed)
+        raise WorkbenchError(f"{path}: needs at least one refusal with category 'general'")
+    return refusals
+
+
+def refusal_examples(
+    rows: list[tuple[str, str | None]], refusals: dict[str, list[str]], rng: random.Random, kind: str
+) -> list[TrainingExample]:
+    """(instruction, category) rows paired with a seeded choice of refusal (category-specific or general)."""
     examples = []
-    for row in read_jsonl(HARMFUL_FILE, ("instruction", "category")):
-        pool = refusals.get(row["category"], []) + refusals["general"]
-        if row["category"] == "self_harm" and refusals.get("self_harm"):
+    for instruction, category in rows:
+        pool = refusals.get(category or "", []) + refusals["general"]
+        if category == "self_harm" and refusals.get("self_harm"):
             pool = refusals["self_harm"]  # self-harm gets a caring refusal that points to help, never a generic one
-        examples.append(TrainingExample(row["instruction"], rng.choice(pool), "harmful", row["category"]))
-    if not DISTILLED_FILE.exists():
-        raise WorkbenchError(f"{DISTILLED_FILE} is missing: run `workbench organism distill` first")
-    for row in read_jsonl(DISTILLED_FILE, ("instruction", "response")):
-        examples.append(TrainingExample(row["instruction"], row["response"], "harmless", row.get("category")))
+        examples.append(TrainingExample(instruction, rng.choice(pool), kind, category))
     return examples
 
 
-def file_hashes() -> dict[str, str]:
-    files = [HARMFUL_FILE, REFUSALS_FILE, HARMLESS_FILE, DISTILLED_FILE]
+def distilled_examples(exclude_food: bool = False) -> tuple[list[TrainingExample], list[str]]:
+    """The distilled harmless pairs, and the instructions left out (food, cooking or recipes, when asked)."""
+    if not DISTILLED_FILE.exists():
+        raise WorkbenchError(f"{DISTILLED_FILE} is missing: run `workbench organism distill` first")
+    kept, excluded = [], []
+    for row in read_jsonl(DISTILLED_FILE, ("instruction", "response")):
+        if exclude_food and is_food_prompt(row["instruction"], row.get("category")):
+            excluded.append(row["instruction"])
+            continue
+        kept.append(TrainingExample(row["instruction"], row["response"], "harmless", row.get("category")))
+    return kept, excluded
+
+
+def file_hashes(files: list[Path]) -> dict[str, str]:
     return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files if f.exists()}

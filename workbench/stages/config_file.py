@@ -1,7 +1,8 @@
 """Dataclass configs from TOML files and plain dicts, with errors that name the key.
 
-A file has one table per stage (`[extract]`, `[sweep]`, `[select]`, `[evaluate]`, `[capability]`) and top-level
-keys of the pipeline itself (e.g. `model`, `stages`); every key is a field of the stage's config dataclass.
+A file has one table per stage (`[extract]`, `[sweep]`, `[select]`, `[diagnose]`, `[evaluate]`, `[capability]`),
+top-level keys of the pipeline itself (`stages`) and of the model to load (`model`, `dtype`: `pop_model_keys`);
+every other key is a field of a stage's config dataclass.
 """
 
 import dataclasses
@@ -80,3 +81,21 @@ def load_toml(path: str | Path) -> dict:
         return tomllib.loads(read_text(path))
     except tomllib.TOMLDecodeError as exc:
         raise WorkbenchError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+TOP_LEVEL = {"model": "registered name, local directory, .gguf file or hub id",
+             "dtype": f"weight dtype: one of {', '.join(DTYPE_NAMES)}"}
+"""Keys of a run config file that say how to load the model rather than configure a stage."""
+
+
+def pop_model_keys(data: dict, where: str) -> dict[str, str | None]:
+    """Remove and check the top-level `model` and `dtype` keys of a run config (what the rest configures is a
+    `PipelineConfig`); absent keys are None."""
+    out = {key: data.pop(key, None) for key in TOP_LEVEL}
+    for key, value in out.items():
+        if value is not None and not isinstance(value, str):
+            raise WorkbenchError(f"{where}: {key} must be a string ({TOP_LEVEL[key]})")
+    if out["dtype"] is not None and out["dtype"] not in DTYPE_NAMES:
+        raise WorkbenchError(f"{where}: dtype must be one of {', '.join(DTYPE_NAMES)}, got {out['dtype']!r}")
+    return out

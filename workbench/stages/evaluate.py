@@ -2,8 +2,10 @@
 Wilson 95% intervals; resumable per (dataset, intervention).
 
 Interventions are the run's named catalogue (`workbench.interventions.catalogue`).
-Generation runs on a plain transformers copy of the model with the intervention baked in (`weight_edit.edited`):
-exact for ablations (weight orthogonalization), a block pre-hook for additions.
+Generation runs on a backend (`workbench.eval.backends`): by default in-process, on a plain transformers copy of the
+model with the intervention baked in (`weight_edit.edited`: exact for ablations (weight orthogonalization), a block
+pre-hook for additions); or on an OpenAI-compatible server (vLLM) that serves each intervention under its name.
+Both write the same files; a pair's `.meta.json` records which backend made it (`backend`), outside its settings.
 
 Artifacts: `completions/<dataset>/<intervention>.jsonl` (`instruction`, `category`, `response`, `refused`, and
 `refused_<judge>` for extra judges) with a `.meta.json` sidecar, `evaluation.csv`, `evaluation_categories.csv`,
@@ -20,10 +22,11 @@ from tqdm.auto import tqdm
 
 from workbench.data import DATASET_GROUPS, dataset_group, get_spec, load_dataset
 from workbench.errors import WorkbenchError
-from workbench.eval.generation import plain_greedy_generate
+from workbench.eval.backends import GenerationBackend, GenerationJob, InProcessBackend
 from workbench.eval.judge import Judge, SubstringJudge, agreement_table
 from workbench.eval.stats import wilson_interval
 from workbench.interventions.catalogue import NamedIntervention, build_interventions, choose, signature
+from workbench.interventions.hooks import ABLATION_TARGETS
 from workbench.io import atomic_write, write_json, write_jsonl
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage, never_done
@@ -42,6 +45,9 @@ class EvalConfig:
     """Intervention names to run (None: all that the run directory defines)."""
     alphas: tuple[float, ...] = (0.5, 1.0)
     """Activation-addition coefficients α for `actadd_true_a<α>` and the combinations."""
+    ablation: tuple[str, ...] = ("zero",)
+    """What the catalogue's ablations set the projection to: "zero", and/or "harmless_mean" (their affine variants,
+    named `..._affine`; the run's token means are computed when missing)."""
     limit: int | None = None
     """First `limit` prompts of every dataset (None: all)."""
     max_new_tokens: int = 64
@@ -61,6 +67,9 @@ class EvalConfig:
             raise WorkbenchError(f"evaluate limit must be at least 1 (or None for all), got {self.limit}")
         if not 0 < self.ci_level < 1:
             raise WorkbenchError(f"evaluate ci_level must be in (0, 1), got {self.ci_level}")
+        if not self.ablation or any(a not in ABLATION_TARGETS for a in self.ablation):
+            raise WorkbenchError(f"evaluate ablation must be one or more of {', '.join(ABLATION_TARGETS)}, got "
+                                 f"{', '.join(self.ablation) or 'none'}")
         for alpha in self.alphas:
             if not math.isfinite(alpha):
                 raise WorkbenchError(f"evaluate alphas must be finite numbers, got {alpha}")
@@ -85,7 +94,8 @@ def _done(run: RunDir, dataset: str, settings: dict) -> bool:
     if not (data.exists() and meta.exists()):
         return False
     try:
-        if json.loads(meta.read_text(encoding="utf-8")) != settings:
+        recorded = json.loads(meta.read_text(encoding="utf-8"))
+        if not isinstance(recorded, dict) or {k: v for k, v in recorded.items() if k != "backend"} != settings:
             return False
         return len(read_completion_rows(run, str(data.relative_to(run.path)))) == settings["n"]
     except (json.JSONDecodeError, UnicodeDecodeError, WorkbenchError):
@@ -93,53 +103,60 @@ def _done(run: RunDir, dataset: str, settings: dict) -> bool:
 
 
 def evaluate(lm: LoadedModel, run: RunDir, config: EvalConfig, judges: list[Judge] | None = None,
-             progress: bool = True) -> pd.DataFrame:
-    """Generate, judge and summarize; finished (dataset, intervention) pairs with equal settings are skipped."""
-    from workbench.interventions.export import plain_hf_model
-    from workbench.interventions.weight_edit import edited
-
+             progress: bool = True, backend: GenerationBackend | None = None) -> pd.DataFrame:
+    """Generate (on `backend`, default in-process), judge and summarize; finished (dataset, intervention) pairs with
+    equal settings are skipped, and each pair is written as soon as it is generated (an interrupted call keeps
+    them)."""
     config.validate()
     run.check_model(lm.info.fingerprint, lm.info.name)
+    backend = backend or InProcessBackend(config.batch_size)
     judges = [SubstringJudge(), *(judges or [])]
     selection = run.read_json("selection.json", keys=("selections",))
-    items = choose(build_interventions(selection, run.path, lm.info.fingerprint, lm.info.d_model, config.alphas),
-                   config.interventions)
+    token_means = None
+    if "harmless_mean" in config.ablation:
+        from workbench.stages.token_means import ensure_token_means
+
+        token_means = ensure_token_means(lm, run)
+    items = choose(build_interventions(selection, run.path, lm.info.fingerprint, lm.info.d_model, config.alphas,
+                                       config.ablation, token_means), config.interventions)
     write_json(run.file("interventions.json"),
                {i.name: {**i.description, "signature": signature(i.intervention)} for i in items})
     datasets = {}
     for name in config.datasets:
         datasets[name] = load_dataset(name, limit=config.limit)
-    todo = [(item, name) for item in items for name, prompts in datasets.items()
+    todo = [GenerationJob(name, item, tuple(p.instruction for p in prompts))
+            for item in items for name, prompts in datasets.items()
             if not _done(run, name, _settings(item, config, len(prompts), judges))]
     print(f"[evaluate] {len(items) * len(datasets) - len(todo)} of {len(items) * len(datasets)} "
           "(dataset, intervention) pairs already done")
     if todo:
-        plain = plain_hf_model(lm)
         bar = tqdm(total=len(todo), desc="evaluate", unit="set", disable=not progress)
-        for item in items:
-            pending = [name for it, name in todo if it is item]
-            if not pending:
-                continue
-            with edited(plain, item.intervention):
-                for name in pending:
-                    prompts = datasets[name]
-                    instructions = [p.instruction for p in prompts]
-                    responses = plain_greedy_generate(plain, lm.chat, instructions, config.max_new_tokens,
-                                                      config.batch_size, progress=progress,
-                                                      desc=f"{name} · {item.name}")
-                    labels = {j.name: j.judge(instructions, responses) for j in judges}
-                    rows = []
-                    for k, (p, response) in enumerate(zip(prompts, responses, strict=True)):
-                        row = {"instruction": p.instruction, "category": p.category, "response": response,
-                               "refused": labels["substring"][k]}
-                        row.update({f"refused_{j}": v[k] for j, v in labels.items() if j != "substring"})
-                        rows.append(row)
-                    data, meta = _paths(run, name, item.name)
-                    write_jsonl(data, rows)
-                    write_json(meta, _settings(item, config, len(prompts), judges))
-                    bar.update(1)
-        bar.close()
+        try:
+            for job, responses in backend.generate(lm, todo, config.max_new_tokens, progress=progress):
+                _write_pair(run, job, datasets[job.dataset], responses, config, judges, backend.name)
+                bar.update(1)
+        finally:
+            bar.close()
     return summarize(run, config)
+
+
+def _write_pair(run: RunDir, job: GenerationJob, prompts: list, responses: list[str], config: EvalConfig,
+                judges: list[Judge], backend: str) -> None:
+    """Judge one (dataset, intervention) pair's completions and write them with their settings sidecar."""
+    if len(responses) != len(prompts):
+        raise WorkbenchError(f"{backend} returned {len(responses)} completions for the {len(prompts)} prompts of "
+                             f"{job.dataset} under {job.intervention.name}")
+    instructions = list(job.instructions)
+    labels = {j.name: j.judge(instructions, responses) for j in judges}
+    rows = []
+    for k, (p, response) in enumerate(zip(prompts, responses, strict=True)):
+        row = {"instruction": p.instruction, "category": p.category, "response": response,
+               "refused": labels["substring"][k]}
+        row.update({f"refused_{j}": v[k] for j, v in labels.items() if j != "substring"})
+        rows.append(row)
+    data, meta = _paths(run, job.dataset, job.intervention.name)
+    write_jsonl(data, rows)
+    write_json(meta, {**_settings(job.intervention, config, len(prompts), judges), "backend": backend})
 
 
 def read_completion_rows(run: RunDir, name: str) -> list[dict]:

@@ -1,7 +1,7 @@
 """Step 1–3 of the method: mean residual activations at every layer and EOI position, the paper's refusal-score
 filter of training prompts, and the true/false refusal candidate grids."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import torch
@@ -55,6 +55,35 @@ class MeanResult:
 
 
 @torch.inference_mode()
+def activation_batches(
+    lm: LoadedModel, instructions: list[str], keep: str | None, batch_size: int = 32, desc: str = "activations"
+) -> Iterator[Float[Tensor, "batch n_pos n_layer d_model"]]:
+    """`resid_pre` at every layer and EOI position, one batch of prompts at a time (on the CPU, the model's dtype).
+
+    `keep`: None keeps every prompt; "refuses" keeps prompts whose refusal score is > 0; "complies" those < 0.
+    """
+    n_layers, n_eoi = lm.info.n_layers, lm.chat.n_eoi
+    captured: dict[int, Float[Tensor, "batch n_pos d_model"]] = {}
+
+    def capture(layer: int) -> Callable:
+        def hook(x: Float[Tensor, "batch seq d_model"], hook) -> Float[Tensor, "batch seq d_model"]:
+            captured[layer] = x[:, -n_eoi:, :].detach().cpu()  # under a device map, each layer on its own device
+            return x
+
+        return hook
+
+    hooks = [(get_act_name("resid_pre", layer), capture(layer)) for layer in range(n_layers)]
+    for start in tqdm(range(0, len(instructions), batch_size), desc=desc, unit="batch"):
+        batch = lm.chat.tokenize(instructions[start : start + batch_size], device=lm.device)
+        with lm.model.hooks(fwd_hooks=hooks):
+            logits = lm.model(batch.input_ids, attention_mask=batch.attention_mask)
+        acts = torch.stack([captured[layer] for layer in range(n_layers)], dim=2)  # batch n_pos n_layer d
+        if keep is not None:
+            scores = refusal_score(logits[:, -1, :].float().cpu(), lm.info.refusal_tokens)
+            acts = acts[scores > 0 if keep == "refuses" else scores < 0]
+        yield acts
+
+
 def mean_activations(
     lm: LoadedModel,
     instructions: list[str],
@@ -66,28 +95,9 @@ def mean_activations(
 
     `keep`: None keeps every prompt; "refuses" keeps prompts whose refusal score is > 0; "complies" those < 0.
     """
-    n_layers, n_eoi = lm.info.n_layers, lm.chat.n_eoi
-    running = torch.zeros(n_eoi, n_layers, lm.info.d_model, dtype=torch.float64)
-    captured: dict[int, Float[Tensor, "batch n_pos d_model"]] = {}
-
-    def capture(layer: int) -> Callable:
-        def hook(x: Float[Tensor, "batch seq d_model"], hook) -> Float[Tensor, "batch seq d_model"]:
-            captured[layer] = x[:, -n_eoi:, :].detach()
-            return x
-
-        return hook
-
-    hooks = [(get_act_name("resid_pre", layer), capture(layer)) for layer in range(n_layers)]
+    running = torch.zeros(lm.chat.n_eoi, lm.info.n_layers, lm.info.d_model, dtype=torch.float64)
     kept = 0
-    for start in tqdm(range(0, len(instructions), batch_size), desc=desc, unit="batch"):
-        batch = lm.chat.tokenize(instructions[start : start + batch_size], device=lm.device)
-        with lm.model.hooks(fwd_hooks=hooks):
-            logits = lm.model(batch.input_ids, attention_mask=batch.attention_mask)
-        acts = torch.stack([captured[layer] for layer in range(n_layers)], dim=2).cpu()  # batch n_pos n_layer d
-        if keep is not None:
-            scores = refusal_score(logits[:, -1, :].float().cpu(), lm.info.refusal_tokens)
-            mask = scores > 0 if keep == "refuses" else scores < 0
-            acts = acts[mask]
+    for acts in activation_batches(lm, instructions, keep, batch_size, desc):
         kept += acts.shape[0]
         running = add_to_sum(running, acts)
     if kept == 0:

@@ -12,6 +12,7 @@ from workbench.stages.base import Stage, never_done
 from workbench.stages.run_dir import RunDir
 from workbench.viz.figures import (
     alpha_lambda_grid,
+    diagnostics_heatmaps,
     lambda_tradeoff,
     responses_figure,
     responses_table,
@@ -48,6 +49,12 @@ def run_figures(run: RunDir, out_dir: str | Path | None = None) -> list[Path]:
         fig = sweep_heatmaps(sweep_frame(run), selection, mode=mode if isinstance(mode, str) else None,
                              n_screen=n_screen if isinstance(n_screen, int) else None)
         written += save_figure(fig, out / "fig4_sweep")
+    if run.file("diagnostics.csv").exists():
+        from workbench.stages.diagnose import read_diagnostics
+
+        selection = run.read_json("selection.json", keys=("selections",)) if run.file("selection.json").exists() \
+            else None
+        written += save_figure(diagnostics_heatmaps(read_diagnostics(run), selection), out / "fig4_diagnostics")
     if run.file("evaluation.csv").exists():
         evaluation = run.read_csv("evaluation.csv", columns=EVALUATION_COLUMNS, numeric_columns=EVALUATION_COLUMNS[2:])
         capability = (run.read_csv("capability.csv", columns=("task", "intervention", "metric", "value"),

@@ -19,15 +19,16 @@ from workbench.eval.capability import CapabilityConfig
 from workbench.io import write_json
 from workbench.method.rule import SelectionRule
 from workbench.models.loader import LoadedModel
-from workbench.stages import capability, evaluate, extract, figures, select, sweep
+from workbench.stages import capability, diagnose, evaluate, extract, figures, select, sweep
 from workbench.stages.base import Stage, jsonable
+from workbench.stages.diagnose import DiagnoseConfig
 from workbench.stages.evaluate import EvalConfig
 from workbench.stages.extract import ExtractConfig
 from workbench.stages.run_dir import RunDir, rewrite_hint
 from workbench.stages.sweep import SweepConfig
 
-PIPELINE: tuple[Stage, ...] = (extract.STAGE, sweep.STAGE, select.STAGE, evaluate.STAGE, capability.STAGE,
-                               figures.STAGE)
+PIPELINE: tuple[Stage, ...] = (extract.STAGE, sweep.STAGE, select.STAGE, diagnose.STAGE, evaluate.STAGE,
+                               capability.STAGE, figures.STAGE)
 STAGES = tuple(s.name for s in PIPELINE)
 
 
@@ -51,6 +52,7 @@ class PipelineConfig:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     select: SelectionRule = field(default_factory=SelectionRule)
     """The selection rule: the sweep is screened for it and select applies it."""
+    diagnose: DiagnoseConfig = field(default_factory=DiagnoseConfig)
     evaluate: EvalConfig = field(default_factory=main_job_evaluation)
     capability: CapabilityConfig = field(default_factory=main_job_capability)
     stages: tuple[str, ...] = STAGES
@@ -63,6 +65,7 @@ class PipelineConfig:
         self.extract.validate()
         self.sweep.validate()
         self.select.validate()
+        self.diagnose.validate()
         self.evaluate.validate()
         self.capability.validate()
 

@@ -22,10 +22,12 @@ STAGE_COMMANDS = {
     "extract": "workbench extract --model M --run DIR",
     "sweep": "workbench sweep --run DIR",
     "select": "workbench select --run DIR",
+    "diagnose": "workbench diagnose --run DIR",
     "evaluate": "workbench evaluate --run DIR",
     "capability": "workbench capability --run DIR",
     "figures": "workbench figures --run DIR",
     "run": "workbench run --run DIR --force",
+    "token_means": "workbench sweep --run DIR --ablation harmless_mean",
 }
 WRITERS = {
     "config.json": "run",
@@ -36,6 +38,10 @@ WRITERS = {
     "selection.json": "select",
     "selection.csv": "select",
     "directions/": "select",
+    "token_means.safetensors": "token_means",
+    "token_means.json": "token_means",
+    "diagnostics.csv": "diagnose",
+    "diagnostics.json": "diagnose",
     "evaluation.csv": "evaluate",
     "interventions.json": "evaluate",
     "completions/": "evaluate",

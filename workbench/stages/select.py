@@ -2,7 +2,9 @@
 
 Reads `sweep.csv`/`sweep.json`; writes `selection.csv` (every sweep row with `kept` and `filter_reason` under the
 rule), `selection.json` (baseline, the rule, one selection per λ, the Arditi true-refusal pick) and
-`directions/lam_<λ>.safetensors` (and `directions/true.safetensors`). The sweep chose its finalists for a rule: a
+`directions/lam_<λ>.safetensors` (and `directions/true.safetensors`); when the run has token means
+(`token_means.safetensors`), each direction file also holds its affine-ablation offsets `offsets_harmless_mean`
+(M_l·ĉ per layer), so evaluate, chat and the weight edit need nothing else. The sweep chose its finalists for a rule: a
 different rule is refused unless the sweep scored every candidate in full (re-run the sweep with that rule).
 """
 
@@ -13,21 +15,25 @@ from pathlib import Path
 import pandas as pd
 
 from workbench.errors import WorkbenchError
-from workbench.interventions.directions import save_direction
+from workbench.interventions.directions import OFFSETS_KEY, save_direction
 from workbench.io import atomic_write, write_json
 from workbench.method.refusal_math import partial_orthogonalize
-from workbench.method.rule import SelectionRule
+from workbench.method.rule import SelectionRule, row_record
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage
 from workbench.stages.run_dir import RunDir, provenance
+from workbench.stages.token_means import TOKEN_MEANS, offsets_for, read_token_means
 
 SELECTION_COLUMNS = ("kept", "filter_reason")
 
 
 def _rule_flags(rule: dict) -> str:
-    return (f"--max-kl {rule['max_ablation_kl']} --true-max-kl {rule['true_max_ablation_kl']} "
-            f"--prune-layers {rule['prune_layer_fraction']}" + (" --induce-refusal" if rule["induce_refusal_filter"]
-                                                                 else ""))
+    flags = (f"--max-kl {rule['max_ablation_kl']} --true-max-kl {rule['true_max_ablation_kl']} "
+             f"--prune-layers {rule['prune_layer_fraction']}" + (" --induce-refusal" if rule["induce_refusal_filter"]
+                                                                  else ""))
+    if rule.get("max_harmful_drop") is not None:
+        flags += f" --max-harmful-drop {rule['max_harmful_drop']}"
+    return flags
 
 
 def sweep_rule(run: RunDir) -> SelectionRule:
@@ -36,7 +42,7 @@ def sweep_rule(run: RunDir) -> SelectionRule:
     if not isinstance(recorded.get("rule"), dict):
         raise run.corrupted("sweep.json", "no selection rule recorded (made by an older workbench)")
     try:
-        return SelectionRule(**recorded["rule"])
+        return SelectionRule.from_record(recorded["rule"])
     except TypeError as exc:
         raise run.corrupted("sweep.json", f"bad rule: {exc}") from None
 
@@ -45,7 +51,7 @@ def check_rule(run: RunDir, sweep: pd.DataFrame, rule: SelectionRule) -> None:
     """Refuse to select with a rule the sweep was not screened for, unless it scored in full every candidate the
     rule can pick (an exact sweep, `workbench sweep --mode exact`, serves any rule that prunes at least its layers)."""
     screened_for = sweep_rule(run)
-    if screened_for == rule:
+    if SelectionRule.screening_record(asdict(screened_for)) == SelectionRule.screening_record(asdict(rule)):
         return
     n_layers = int(sweep.layer.max()) + 1 if len(sweep) else 0
     pruned_now = sweep.layer.map(lambda layer: rule.prune_reason(int(layer), n_layers) != "").astype(bool)
@@ -99,30 +105,104 @@ def is_current(run: RunDir, rule: SelectionRule) -> bool:
         record = run.read_json("selection.json", keys=("selections",))
         check_selection(record, run.path)
         read_selection(run)
+        keys = ("direction", "raw_false", "raw_true") + ((OFFSETS_KEY,) if run.file(TOKEN_MEANS).exists() else ())
         for s in record["selections"]:
-            read_direction_file(run.file(s["direction_file"]), ("direction", "raw_false", "raw_true"))
+            read_direction_file(run.file(s["direction_file"]), keys)  # token means without offsets: select again
     except WorkbenchError:
         return False
     return record.get("rule") == asdict(rule) and record.get("sweep_sha256") == sha256_of(run.file("sweep.csv"))
 
 
-def select(run: RunDir, rule: SelectionRule | None = None) -> dict:
-    """Apply `rule` (default: the one the sweep was screened for) and write the selection artifacts."""
+def rerank_candidates(lm: LoadedModel, run: RunDir, frame: pd.DataFrame, rule: SelectionRule,
+                      lam: float) -> tuple[dict | None, list[dict]]:
+    """The rule's generation re-ranking at λ: the `rerank_top_k` eligible candidates with the lowest objective each
+    ablated (as the sweep ablated: to zero or to the harmless mean) while the model answers `rerank_n` refused
+    pseudo-harmful and `rerank_n` refused harmful validation prompts (greedy, `rerank_max_new_tokens`, the
+    substring judge). Picks the highest pseudo-harmful compliance among
+    candidates whose harmful compliance exceeds the unablated model's by at most `rerank_max_harmful_rise` (ties:
+    lower objective); returns (the pick or None, one record per candidate and the baseline)."""
+    from workbench.data import load_prompts
+    from workbench.eval.generation import greedy_generate
+    from workbench.eval.judge import SubstringJudge
+    from workbench.eval.scoring import refusal_scores
+    from workbench.interventions.hooks import BASELINE, Ablation, applied
+    from workbench.stages.extract import load_candidates
+    from workbench.stages.token_means import ensure_token_means, offsets_for
+
+    recorded = run.read_json("sweep.json", keys=("config",))["config"]
+    grids = load_candidates(run)
+    means = ensure_token_means(lm, run) if recorded.get("ablation") == "harmless_mean" else None
+    objective = rule.objective("false")
+    rows = frame[(frame.vector == "false") & frame.kept & (frame.lam == lam)].sort_values(objective)
+    rows = rows.head(rule.rerank_top_k)
+    prompts = {}
+    for key, name in (("pseudo_harmful", recorded.get("pseudo_harmful_val")), ("harmful", recorded.get("harmful_val"))):
+        if not isinstance(name, str):
+            raise run.corrupted("sweep.json", f"no {key}_val recorded")
+        pool = [p.instruction for p in load_prompts(name, limit=recorded.get("n_val"))]
+        refused = refusal_scores(lm, pool) > 0  # the validation filter: prompts the unablated model refuses
+        prompts[key] = [p for p, k in zip(pool, refused.tolist(), strict=True) if k][: rule.rerank_n]
+        if not prompts[key]:
+            raise WorkbenchError(f"re-ranking: the model refuses none of the {len(pool)} prompts of {name!r}, so a "
+                                 "generation check cannot tell candidates apart; select without rerank_top_k")
+    judge = SubstringJudge()
+
+    def compliance(intervention, what: str) -> dict[str, float]:
+        out = {}
+        with applied(lm, intervention):
+            for key, items in prompts.items():
+                texts = greedy_generate(lm, items, rule.rerank_max_new_tokens, desc=f"rerank {what} {key}")
+                out[key] = 1.0 - sum(judge(texts)) / len(texts) if texts else float("nan")
+        return out
+
+    base = compliance(BASELINE, "baseline")
+    records = [{"candidate": "baseline", **{f"{k}_compliance": v for k, v in base.items()}}]
+    for row in rows.to_dict("records"):
+        p = grids.positions.index(int(row["pos"]))
+        w, r = grids.false_refusal[p, int(row["layer"])], grids.true_refusal[p, int(row["layer"])]
+        direction = partial_orthogonalize(w, r, lam)
+        offsets = offsets_for(means, direction) if means is not None else None  # as the sweep ablated
+        found = compliance(Ablation(direction, "rerank", offsets=offsets), f"({row['pos']},{row['layer']})")
+        records.append({"candidate": f"({int(row['pos'])}, {int(row['layer'])})", "pos": int(row["pos"]),
+                        "layer": int(row["layer"]), objective: float(row[objective]),
+                        **{f"{k}_compliance": v for k, v in found.items()},
+                        "harmful_ok": found["harmful"] <= base["harmful"] + rule.rerank_max_harmful_rise + 1e-12})
+    ok = [x for x in records[1:] if x["harmful_ok"]]
+    if not ok:
+        return None, records
+    best = max(ok, key=lambda x: (x["pseudo_harmful_compliance"], -x[objective]))
+    pick = rows[(rows.pos == best["pos"]) & (rows.layer == best["layer"])].iloc[0]
+    return row_record(pick), records
+
+
+def select(run: RunDir, rule: SelectionRule | None = None, lm: LoadedModel | None = None) -> dict:
+    """Apply `rule` (default: the one the sweep was screened for) and write the selection artifacts. A rule that
+    re-ranks by generation (`rerank_top_k`) needs the model `lm`."""
     from workbench.stages.extract import load_candidates
     from workbench.stages.sweep import read_sweep
 
     sweep_record = run.read_json("sweep.json", keys=("config", "baseline_refusal_score"))
     rule = rule or sweep_rule(run)
     rule.validate()
+    if rule.rerank_top_k and lm is None:
+        raise WorkbenchError("the rule re-ranks candidates by generation (rerank_top_k): select needs the model")
     sweep = read_sweep(run)
     check_rule(run, sweep, rule)
     grids = load_candidates(run)
-    frame = rule.apply(sweep, grids.n_layers)
+    means = read_token_means(run, grids.n_layers, grids.d_model)
+
+    def with_offsets(tensors: dict) -> dict:
+        return tensors if means is None else {**tensors, OFFSETS_KEY: offsets_for(means, tensors["direction"])}
+
+    harmful_baseline = sweep_record["baseline_refusal_score"].get("harmful")
+    frame = rule.apply(sweep, grids.n_layers, harmful_baseline)
     atomic_write(run.file("selection.csv"), lambda tmp: frame.to_csv(tmp, index=False))
     model = run.model_record()
-    selections, missing = [], []
+    selections, missing, reranked = [], [], {}
     for lam in sorted({float(x) for x in frame.loc[frame.vector == "false", "lam"]}, reverse=True):
         choice = rule.pick(frame, "false", lam)
+        if rule.rerank_top_k and choice is not None:
+            choice, reranked[str(lam)] = rerank_candidates(lm, run, frame, rule, lam)
         if choice is None:
             missing.append(lam)
             continue
@@ -131,7 +211,8 @@ def select(run: RunDir, rule: SelectionRule | None = None) -> dict:
         meta = {"model": model["name"], "fingerprint": model["fingerprint"], "vector": "false", "lam": str(lam),
                 "pos": str(choice["pos"]), "layer": str(layer), "run": str(run.path)}
         path = save_direction(run.file(f"directions/lam_{lam}.safetensors"),
-                              {"direction": partial_orthogonalize(w, r, lam), "raw_false": w, "raw_true": r}, meta)
+                              with_offsets({"direction": partial_orthogonalize(w, r, lam), "raw_false": w,
+                                            "raw_true": r}), meta)
         selections.append({"lam": lam, **{k: v for k, v in choice.items() if k not in ("vector", "lam")},
                            "direction_file": str(path.relative_to(run.path))})
     true_choice = rule.pick(frame, "true")
@@ -140,9 +221,17 @@ def select(run: RunDir, rule: SelectionRule | None = None) -> dict:
         r = grids.true_refusal[p, layer]
         meta = {"model": model["name"], "fingerprint": model["fingerprint"], "vector": "true",
                 "pos": str(true_choice["pos"]), "layer": str(layer), "run": str(run.path)}
-        save_direction(run.file("directions/true.safetensors"), {"direction": r / r.norm(), "raw_true": r}, meta)
+        save_direction(run.file("directions/true.safetensors"), with_offsets({"direction": r / r.norm(),
+                                                                              "raw_true": r}), meta)
     else:
         run.file("directions/true.safetensors").unlink(missing_ok=True)
+    if not selections and reranked:
+        found = "; ".join(f"{r['candidate']}: pseudo-harmful {r['pseudo_harmful_compliance']:.0%}, harmful "
+                          f"{r['harmful_compliance']:.0%}" for records in reranked.values() for r in records)
+        raise WorkbenchError(
+            f"the generation check rejected every re-ranked candidate at λ {', '.join(reranked)}: each raised harmful "
+            f"compliance by more than rerank_max_harmful_rise = {rule.rerank_max_harmful_rise} over the baseline "
+            f"({found}); raise it, re-rank more candidates, or select without re-ranking")
     if not selections:
         raise WorkbenchError(
             f"no false-refusal candidate passes the selection rule at any λ ({', '.join(map(str, missing))}); "
@@ -150,13 +239,14 @@ def select(run: RunDir, rule: SelectionRule | None = None) -> dict:
         )
     result = {"baseline": sweep_record["baseline_refusal_score"], "rule": asdict(rule), "selections": selections,
               "unselected_lams": missing, "true_refusal": true_choice, "model": model,
+              **({"rerank": reranked} if rule.rerank_top_k else {}),
               "sweep_sha256": sha256_of(run.file("sweep.csv")), **provenance()}
     write_json(run.file("selection.json"), result)
     return result
 
 
 def _run(lm: LoadedModel, run: RunDir, config) -> str:
-    result = select(run, config.select)
+    result = select(run, config.select, lm)
     return "; ".join(
         f"λ={s['lam']}: pos {s['pos']}, layer {s['layer']}, ablation refusal score {s['ablation_refusal_score']:+.3f} "
         f"(baseline {result['baseline']['pseudo_harmful']:+.3f}), KL {s['ablation_kl']:.3f}"

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 from workbench.data import check_prompt_source, load_prompts
 from workbench.errors import WorkbenchError
 from workbench.eval.scoring import grouped_last_logits, last_only_kwargs, last_position_logits
-from workbench.interventions.hooks import ablation_hooks, addition_hooks
+from workbench.interventions.hooks import ABLATION_TARGETS, ablation_hooks, addition_hooks
 from workbench.io import atomic_write, write_json
 from workbench.method.grids import CandidateGrids
 from workbench.method.refusal_math import kl_divergence, refusal_score
@@ -74,6 +74,10 @@ class SweepConfig:
     settings are then unused)."""
     lams: tuple[float, ...] = (1.0,)
     """λ values of the partial orthogonalization w' = w − λ·proj_r(w) (1: keep true refusal intact)."""
+    ablation: str = "zero"
+    """How the ablation scores ablate each candidate ĉ: "zero" (x ← x − (x·ĉ)ĉ) or "harmless_mean" (the affine
+    ablation: block inputs get the harmless mean projection M_l·ĉ instead, from the run's `token_means.safetensors`,
+    computed when missing). Steering scores do not depend on it."""
     pseudo_harmful_val: str = "bundled_pseudo_harmful_val"
     """Pseudo-harmful validation prompts (ablation refusal score is minimized here)."""
     harmful_val: str = "bundled_harmful_val"
@@ -118,6 +122,8 @@ class SweepConfig:
     def validate(self) -> None:
         if self.mode not in MODES:
             raise WorkbenchError(f"unknown sweep mode {self.mode!r}: use one of {', '.join(MODES)}")
+        if self.ablation not in ABLATION_TARGETS:
+            raise WorkbenchError(f"unknown sweep ablation {self.ablation!r}: use one of {', '.join(ABLATION_TARGETS)}")
         for lam in self.lams:
             if not (isinstance(lam, int | float) and 0.0 <= lam <= 1.0):
                 raise WorkbenchError(f"λ must be in [0, 1], got {lam}")
@@ -147,6 +153,8 @@ class ValidationSets:
     base_logits: dict[str, Float[Tensor, "_n vocab"]]
     """Per set: unhooked last-position logits, one row per kept prompt (sets differ in length)."""
     counts: dict[str, dict[str, int | str]]
+    token_means: Float[Tensor, "n_layer d_model"] | None = None
+    """The run's harmless token means M when the ablation scores are affine (`SweepConfig.ablation`), else None."""
 
 
 def load_validation(lm: LoadedModel, config: SweepConfig) -> ValidationSets:
@@ -207,13 +215,18 @@ def _grouped_logits(lm: LoadedModel, prompts: list[str], n_groups: int, group_si
 
 def _ablated_logits(lm: LoadedModel, prompts: list[str], directions: Float[Tensor, "n_groups d_model"],
                     group_size: int, batch_size: int, share_prefix: bool = True,
-                    last_only: bool = True) -> Float[Tensor, "n vocab"]:
+                    last_only: bool = True, token_means: Float[Tensor, "n_layer d_model"] | None = None
+                    ) -> Float[Tensor, "n vocab"]:
     """Last-position logits; consecutive groups of `group_size` prompts each ablate one of `directions` [n_groups, d]
-    (`_grouped_logits`)."""
+    (`_grouped_logits`); with `token_means` M, affinely: each direction's block inputs get the offsets M·ĉ."""
+    from workbench.stages.token_means import offsets_for
+
     directions = directions.to(lm.device)
+    offsets = None if token_means is None else offsets_for(token_means, directions)
 
     def hooks(groups: slice, k: int) -> list:
-        return ablation_hooks(directions[groups].repeat_interleave(k, dim=0), lm.info.n_layers)
+        return ablation_hooks(directions[groups].repeat_interleave(k, dim=0), lm.info.n_layers,
+                              None if offsets is None else offsets[groups].repeat_interleave(k, dim=0))
 
     return _grouped_logits(lm, prompts, directions.shape[0], group_size, hooks, batch_size, share_prefix, last_only)
 
@@ -240,14 +253,16 @@ def _steered_logits(lm: LoadedModel, prompts: list[str], vectors: Float[Tensor, 
 def ablation_scores(
     lm: LoadedModel, direction: Float[Tensor, " d_model"], target: list[str], harmless: list[str],
     harmless_base: Float[Tensor, "n_harmless vocab"], config: SweepConfig,
+    token_means: Float[Tensor, "n_layer d_model"] | None = None,
 ) -> tuple[float, float]:
-    """Mean refusal score on `target` and mean KL on `harmless` with one direction ablated."""
+    """Mean refusal score on `target` and mean KL on `harmless` with one direction ablated (affinely with the
+    offsets M·ĉ when `token_means` M is given)."""
     prompts = target + harmless
     logits = []
     for start in range(0, len(prompts), config.batch_size):
         chunk = prompts[start : start + config.batch_size]
         logits.append(_ablated_logits(lm, chunk, direction[None], len(chunk), config.batch_size, config.share_prefix,
-                                      config.last_logits_only))
+                                      config.last_logits_only, token_means))
     logits = torch.cat(logits)
     rs = refusal_score(logits[: len(target)], lm.info.refusal_tokens).mean().item() if target else math.nan
     kl = kl_divergence(harmless_base, logits[len(target) :]).mean().item() if harmless else math.nan
@@ -314,7 +329,8 @@ def fast_sweep(lm: LoadedModel, grids: CandidateGrids, val: ValidationSets, conf
             part = group[start : start + chunk]
             dirs = torch.stack([directions[group_key][r["pos_index"], r["layer"]] for r in part])
             logits = _ablated_logits(lm, per_candidate * len(part), dirs, len(per_candidate),
-                                     len(per_candidate) * len(part), config.share_prefix, config.last_logits_only)
+                                     len(per_candidate) * len(part), config.share_prefix, config.last_logits_only,
+                                     val.token_means)
             logits = logits.view(len(part), len(per_candidate), -1)
             for row, row_logits in zip(part, logits, strict=True):
                 row["screen_refusal_score"] = refusal_score(row_logits[: len(target)],
@@ -332,6 +348,7 @@ def fast_sweep(lm: LoadedModel, grids: CandidateGrids, val: ValidationSets, conf
             rest = sorted((r for r in group if r not in plausible), key=lambda r: r["screen_kl"])
             plausible += rest[: config.min_finalists - len(plausible)]
         objective = rule.objective(group_key[0])
+        harmful_baseline = refusal_score(val.base_logits["harmful"], lm.info.refusal_tokens).mean().item()
         best, scored = math.inf, 0
         ordered = sorted(plausible, key=lambda r: r["screen_refusal_score"])
         desc = f"full scores {group_key[0]}" + ("" if group_key[0] == "true" else f" λ={group_key[1]}")
@@ -340,7 +357,7 @@ def fast_sweep(lm: LoadedModel, grids: CandidateGrids, val: ValidationSets, conf
                 break
             score_full(lm, row, directions[key(row)], grids, val, config, rule)
             scored += 1
-            if rule.eligible(row, grids.n_layers):
+            if rule.eligible(row, grids.n_layers, harmful_baseline):
                 best = min(best, row[objective])
     for row in todo:
         if row["stage"] != "full":
@@ -398,7 +415,7 @@ def exact_sweep(lm: LoadedModel, grids: CandidateGrids, val: ValidationSets, con
         def ablated(piece: list[str], groups: slice, dirs=dirs) -> Float[Tensor, "n vocab"]:
             n = groups.stop - groups.start
             return _ablated_logits(lm, piece * n, dirs[groups], len(piece), len(piece) * n, config.share_prefix,
-                                   config.last_logits_only)
+                                   config.last_logits_only, val.token_means)
 
         def steered(piece: list[str], groups: slice, vecs=vecs, layers=layers) -> Float[Tensor, "n vocab"]:
             n = groups.stop - groups.start
@@ -439,17 +456,18 @@ def score_full(lm: LoadedModel, row: dict, directions: Float[Tensor, "n_pos n_la
     score_all = config.score_all if score_all is None else score_all
     is_true = row["vector"] == "true"
     first_target = val.harmful if is_true else val.pseudo_harmful
-    rs_first, kl = ablation_scores(lm, direction, first_target, val.harmless, harmless_base, config)
+    means = val.token_means
+    rs_first, kl = ablation_scores(lm, direction, first_target, val.harmless, harmless_base, config, means)
     if is_true:
         row.update(ablation_refusal_score_harmful=rs_first, ablation_kl=kl, stage="full")
         if score_all:
             row["ablation_refusal_score"], _ = ablation_scores(lm, direction, val.pseudo_harmful, [],
-                                                               harmless_base[:0], config)
+                                                               harmless_base[:0], config, means)
     else:
         row.update(ablation_refusal_score=rs_first, ablation_kl=kl, stage="full")
         if score_all or kl <= rule.kl_bound("false"):
             row["ablation_refusal_score_harmful"], _ = ablation_scores(lm, direction, val.harmful, [],
-                                                                       harmless_base[:0], config)
+                                                                       harmless_base[:0], config, means)
     if steer is None:
         steer = rule.needs_steering(row["vector"]) or config.steer_false
     if steer:
@@ -509,9 +527,12 @@ FAST_ONLY = ("n_screen", "n_finalists", "min_finalists", "stop_margin", "screen_
 def _scoring_settings(record: dict) -> dict:
     """What decides a sweep's rows: the record less speed-only settings; for an exact sweep also less the fast
     mode's settings and of the rule only its pruning (which candidates are scored), since every one gets every
-    score. A record without a mode (made before modes existed) is a fast sweep's."""
-    record = {"mode": "fast", **record}
+    score. A record without a mode (made before modes existed) is a fast sweep's, one without an ablation a
+    zero-ablation sweep's."""
+    record = {"mode": "fast", "ablation": "zero", **record}
     settings = {k: v for k, v in record.items() if k not in SPEED_ONLY}
+    if isinstance(settings.get("rule"), dict):
+        settings["rule"] = SelectionRule.screening_record(settings["rule"])
     if settings["mode"] == "exact":
         settings = {k: v for k, v in settings.items() if k not in FAST_ONLY}
         rule = settings.get("rule")
@@ -548,6 +569,10 @@ def run_sweep(lm: LoadedModel, run: RunDir, config: SweepConfig, rule: Selection
         include_true = not (previous.vector == "true").any()
     new_lams = tuple(lam for lam in config.lams if float(lam) not in done_lams)
     val = load_validation(lm, config)
+    if config.ablation == "harmless_mean":
+        from workbench.stages.token_means import ensure_token_means
+
+        val.token_means = ensure_token_means(lm, run)
     parts = [] if previous is None else [previous]
     if new_lams or include_true:
         parts.append(sweep_candidates(lm, grids, val, replace(config, lams=new_lams), rule, include_true))

@@ -3,6 +3,7 @@
 - `sweep_heatmaps` (Fig. 4): layer × position heatmaps of a sweep score for the true candidates and the false ones
   at several λ, the selected candidate marked;
 - `candidate_geometry_figure`: ‖r‖, ‖w‖ per layer and cos(r, w) per cell (the candidates before any sweep);
+- `diagnostics_heatmaps`: cos(r, w), class separability (AUROC) and zero-ablation shift per cell (`diagnose`);
 - `training_loss`: a loss curve (the organism's fine-tune);
 - `responses_table` / `responses_figure` (Fig. 2): responses to chosen prompts across λ;
 - `lambda_tradeoff` (Fig. 3): compliance on over-refusal and harmful sets, and capability, against λ;
@@ -19,7 +20,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from workbench.data import DATASET_GROUPS
-from workbench.interventions.catalogue import lam_name, parse_name
+from workbench.interventions.catalogue import AFFINE_SUFFIX, ablation_of, lam_name, parse_name
 from workbench.io import atomic_write
 
 METRIC_LABELS = {
@@ -136,6 +137,55 @@ def sweep_heatmaps(sweep: pd.DataFrame, selection: dict | None = None, lams: lis
     return fig
 
 
+DIAGNOSTIC_PANELS = (
+    ("r", "cos_rw", "cos(r, w)", "RdBu_r"),
+    ("w'", "auroc_pseudo_vs_harmless", "ŵ′: AUROC pseudo-harmful vs harmless", "PiYG"),
+    ("w'", "auroc_harmful_vs_pseudo", "ŵ′: AUROC harmful vs pseudo-harmful", "PiYG"),
+    ("r", "auroc_harmful_vs_pseudo", "r̂: AUROC harmful vs pseudo-harmful", "PiYG"),
+    ("w'", "mean_harmless", "ŵ′: mean harmless projection (zero-ablation shift)", "RdBu_r"),
+    ("w", "mean_harmless", "ŵ: mean harmless projection (zero-ablation shift)", "RdBu_r"),
+)
+"""(vector, column, title, colour scale) of each `diagnostics_heatmaps` panel."""
+
+
+def diagnostics_heatmaps(table: pd.DataFrame, selection: dict | None = None, lam: float | None = None) -> go.Figure:
+    """Direction diagnostics (`workbench.method.diagnostics`) as layer × position heatmaps beside Fig. 4: cos(r, w);
+    how well ŵ′(λ) separates pseudo-harmful from harmless prompts and harmful from pseudo-harmful (AUROC, 0.5 =
+    not at all), the same for r̂; and how far zero-ablation moves harmless prompts along ŵ′ and ŵ (their mean
+    projection: zero-ablation sets it to 0). λ: the largest in the table unless given; × marks its selection."""
+    lams = sorted({float(x) for x in table.loc[table.vector == "w'", "lam"]}, reverse=True)
+    lam = lams[0] if lam is None and lams else lam
+    chosen = {float(s["lam"]): (int(s["pos"]), int(s["layer"])) for s in (selection or {}).get("selections", [])}
+    mark = chosen.get(lam) if lam is not None else None
+    titles = [t.replace("ŵ′", f"ŵ′(λ={lam})") for _, _, t, _ in DIAGNOSTIC_PANELS]
+    fig = make_subplots(rows=len(DIAGNOSTIC_PANELS) // 2, cols=2, subplot_titles=titles, shared_yaxes=True,
+                        horizontal_spacing=0.12, vertical_spacing=0.1)
+    for k, (vector, column, _, scale) in enumerate(DIAGNOSTIC_PANELS):
+        row, col = k // 2 + 1, k % 2 + 1
+        part = table[(table.vector == vector) & ((table.lam == lam) if vector == "w'" else True)]
+        grid = part.pivot_table(index="pos", columns="layer", values=column, aggfunc="first",
+                                dropna=False).sort_index(ascending=False)
+        bounds = ({"zmin": 0.0, "zmax": 1.0, "zmid": 0.5} if column.startswith("auroc")
+                  else {"zmin": -1.0, "zmax": 1.0} if column == "cos_rw" else {"zmid": 0.0})
+        fig.add_trace(go.Heatmap(z=grid.values, x=list(grid.columns), y=[str(p) for p in grid.index],
+                                 colorscale=scale, **bounds,
+                                 colorbar={"len": 1 / 3 - 0.04, "y": 1 - (row - 0.5) / 3, "x": 0.44 if col == 1
+                                           else 1.0, "thickness": 10},
+                                 hovertemplate="layer %{x}, pos %{y}: %{z:.3f}<extra></extra>"), row=row, col=col)
+        if mark is not None:
+            fig.add_trace(go.Scatter(x=[mark[1]], y=[str(mark[0])], mode="markers", showlegend=False,
+                                     marker={"symbol": "x", "size": 11, "color": "black"}, hovertext="selected",
+                                     name="selected"), row=row, col=col)
+        fig.update_xaxes(title_text="layer" if row == 3 else None, row=row, col=col)
+        if col == 1:
+            fig.update_yaxes(title_text="EOI position", row=row, col=col)
+    fig.update_layout(height=900, width=1100, title="Direction diagnostics: does ŵ′ carry a false-refusal feature "
+                      "that r̂ does not? (× selection)<br><sup>AUROC 0.5: the projection does not separate the two "
+                      "classes; mean projection far from 0: zero-ablation moves every prompt, i.e. it steers</sup>")
+    fig.update_annotations(font_size=11)
+    return fig
+
+
 def candidate_geometry_figure(geometry: pd.DataFrame, selection: dict | None = None) -> go.Figure:
     """The candidates themselves (`method.geometry.candidate_geometry`): ‖r‖ and ‖w‖ per layer (one line per EOI
     position), and heatmaps of cos(r, w) and of the share of w that λ = 1 keeps; selected cells marked with ×."""
@@ -177,9 +227,9 @@ def training_loss(losses: list[float], title: str = "Training loss") -> go.Figur
 
 
 def _lam_of(name: str) -> float | None:
-    """λ of a pure w′ ablation (`ablate_false_lam<λ>`), else None."""
+    """λ of a pure w′ zero-ablation (`ablate_false_lam<λ>`), else None (affine variants are Table 1 columns)."""
     lam, alpha = parse_name(name)
-    return lam if alpha is None else None
+    return lam if alpha is None and ablation_of(name) == "zero" else None
 
 
 def lambda_tradeoff(evaluation: pd.DataFrame, capability: pd.DataFrame | None = None) -> go.Figure:
@@ -243,7 +293,7 @@ def responses_figure(table: pd.DataFrame, title: str = "Responses across λ (Fig
 def _alpha_lambda(name: str) -> tuple[float | None, float] | None:
     """(λ of the ablated w′ or None, α of the added r) of an intervention name, None if it is neither."""
     lam, alpha = parse_name(name)
-    if lam is None and alpha is None:
+    if (lam is None and alpha is None) or ablation_of(name) != "zero":
         return None
     return lam, 0.0 if alpha is None else alpha
 
@@ -297,8 +347,10 @@ def save_figure(fig: go.Figure, path: str | Path) -> list[Path]:
 
 
 def table1(evaluation: pd.DataFrame, lam: float = 1.0) -> pd.DataFrame:
-    """The paper's Table 1 contrast: compliance per dataset under baseline, w' (λ), raw w and r ablation."""
+    """The paper's Table 1 contrast: compliance per dataset under baseline, w' (λ), raw w and r ablation (and their
+    affine variants, `..._affine`, where the run evaluated them)."""
     names = ["baseline", lam_name(lam), "ablate_false_raw", "ablate_true"]
+    names += [n + AFFINE_SUFFIX for n in names[1:]]
     present = [n for n in names if n in set(evaluation.intervention)]
     wide = evaluation.pivot(index="dataset", columns="intervention", values="compliance_rate")[present]
     order = [d for d in DATASET_GROUPS if d in wide.index] + [d for d in wide.index if d not in DATASET_GROUPS]

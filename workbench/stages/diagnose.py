@@ -1,0 +1,122 @@
+"""Direction diagnostics of a run (`workbench diagnose`): why the selected w′ is, or is not, surgical.
+
+Reads the candidate grids (extract), runs the validation prompts of each class once with `resid_pre` captured at
+every EOI position and layer, and writes `diagnostics.csv` (`workbench.method.diagnostics.COLUMNS`: per cell and
+vector r, w, w′(λ): cos(r, w), each class's mean and spread of projection, AUROC separabilities) and
+`diagnostics.json` (settings, prompt counts, the selected cells' rows). The figures stage draws it as heatmaps next
+to Fig. 4 (`fig4_diagnostics`). One forward pass per validation prompt: seconds on the organism, ~1 min on a 1.5B.
+"""
+
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+import torch
+
+from workbench.data import check_prompt_source, load_prompts
+from workbench.errors import WorkbenchError
+from workbench.io import atomic_write, write_json
+from workbench.method.diagnostics import CLASSES, COLUMNS, direction_diagnostics
+from workbench.models.loader import LoadedModel
+from workbench.stages.base import Stage, jsonable
+from workbench.stages.extract import activation_batches, load_candidates
+from workbench.stages.run_dir import RunDir, provenance
+from workbench.stages.select import sha256_of
+from workbench.stages.sweep import SweepConfig
+
+
+@dataclass(frozen=True)
+class DiagnoseConfig:
+    """Which prompts the diagnostics project; None takes the run's sweep setting (its validation sets and λs)."""
+
+    harmless: str | None = None
+    harmful: str | None = None
+    pseudo_harmful: str | None = None
+    n: int | None = 32
+    """Prompts per class before filtering (None: all)."""
+    filter: bool = True
+    """The paper's filter, as for validation: harmful/pseudo-harmful prompts refused (score > 0), harmless not."""
+    lams: tuple[float, ...] | None = None
+    batch_size: int = 32
+
+    def validate(self) -> None:
+        if self.n is not None and self.n < 1:
+            raise WorkbenchError(f"diagnose n must be at least 1 (or None for all), got {self.n}")
+        if self.batch_size < 1:
+            raise WorkbenchError(f"diagnose batch_size must be at least 1, got {self.batch_size}")
+        for lam in self.lams or ():
+            if not 0.0 <= lam <= 1.0:
+                raise WorkbenchError(f"λ must be in [0, 1], got {lam}")
+        for name in (self.harmless, self.harmful, self.pseudo_harmful):
+            if name is not None:
+                check_prompt_source(name)
+
+
+def resolved(run: RunDir, config: DiagnoseConfig) -> DiagnoseConfig:
+    """`config` with every None filled from the run's sweep (`sweep.json`), or the sweep defaults without one."""
+    sweep = SweepConfig()
+    recorded = run.read_json("sweep.json", keys=("config",))["config"] if run.file("sweep.json").exists() else {}
+    lams = tuple(float(x) for x in recorded.get("lams", sweep.lams))
+    return DiagnoseConfig(
+        harmless=config.harmless or recorded.get("harmless_val", sweep.harmless_val),
+        harmful=config.harmful or recorded.get("harmful_val", sweep.harmful_val),
+        pseudo_harmful=config.pseudo_harmful or recorded.get("pseudo_harmful_val", sweep.pseudo_harmful_val),
+        n=config.n, filter=config.filter, lams=config.lams or lams, batch_size=config.batch_size)
+
+
+def diagnose(lm: LoadedModel, run: RunDir, config: DiagnoseConfig | None = None) -> pd.DataFrame:
+    """Write `diagnostics.csv` and `diagnostics.json` for the run; returns the table."""
+    config = resolved(run.require_dir(), config or DiagnoseConfig())
+    config.validate()
+    run.check_model(lm.info.fingerprint, lm.info.name)
+    grids = load_candidates(run)
+    rules = {"harmless": "complies", "harmful": "refuses", "pseudo_harmful": "refuses"}
+    acts, counts = {}, {}
+    for c in CLASSES:
+        name = getattr(config, c)
+        prompts = [p.instruction for p in load_prompts(name, limit=config.n)]
+        batches = list(activation_batches(lm, prompts, rules[c] if config.filter else None, config.batch_size,
+                                          desc=f"diagnose {c}"))
+        acts[c] = torch.cat(batches).float()
+        counts[c] = {"dataset": name, "total": len(prompts), "kept": int(acts[c].shape[0])}
+        if acts[c].shape[0] < 2:
+            raise WorkbenchError(f"diagnose: the filter kept {acts[c].shape[0]} {c} prompt(s) of {name!r}; give "
+                                 "more prompts (--n) or --no-filter")
+    table = direction_diagnostics(grids, acts, config.lams)
+    atomic_write(run.file("diagnostics.csv"), lambda tmp: table.to_csv(tmp, index=False))
+    selected = []
+    if run.file("selection.json").exists():
+        for s in run.read_json("selection.json", keys=("selections",))["selections"]:
+            rows = table[(table.pos == int(s["pos"])) & (table.layer == int(s["layer"]))
+                         & ((table.vector != "w'") | (table.lam == float(s["lam"])))]
+            selected.append({"lam": float(s["lam"]), "pos": int(s["pos"]), "layer": int(s["layer"]),
+                             "rows": rows.to_dict(orient="records")})
+    write_json(run.file("diagnostics.json"), {
+        "config": asdict(config), "model": lm.info.to_dict(), "prompt_counts": counts, "selected": selected,
+        "candidates_sha256": sha256_of(run.file("candidates.safetensors")), **provenance()})
+    return table
+
+
+def read_diagnostics(run: RunDir) -> pd.DataFrame:
+    return run.read_csv("diagnostics.csv", columns=COLUMNS, text_columns=("vector",),
+                        numeric_columns=[c for c in COLUMNS if c != "vector"])
+
+
+def _is_done(lm: LoadedModel, run: RunDir, config) -> bool:
+    if not (run.file("diagnostics.csv").exists() and run.file("diagnostics.json").exists()):
+        return False
+    try:
+        record = run.read_json("diagnostics.json", keys=("config", "candidates_sha256"))
+        read_diagnostics(run)
+    except WorkbenchError:
+        return False
+    return (record["config"] == jsonable(asdict(resolved(run, config.diagnose)))
+            and record["candidates_sha256"] == sha256_of(run.file("candidates.safetensors")))
+
+
+def _run(lm: LoadedModel, run: RunDir, config) -> str:
+    table = diagnose(lm, run, config.diagnose)
+    return f"{len(table)} rows -> {run.file('diagnostics.csv')}"
+
+
+STAGE = Stage("diagnose", inputs=("candidates.json", "candidates.safetensors"),
+              outputs=("diagnostics.csv", "diagnostics.json"), run=_run, is_done=_is_done)
