@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
+from workbench.stages.config_file import DTYPE_NAMES
 
 
 def _number(kind: type, low: float, inclusive: bool = True, high: float | None = None, what: str = ""):
@@ -42,7 +43,6 @@ ABLATION_CHOICES = ("zero", "harmless_mean")
 """`interventions.hooks.ABLATION_TARGETS`, spelled here so that parsing flags does not import torch."""
 
 
-DTYPE_NAMES = ("float32", "bfloat16", "float16")  # as `workbench.stages.config_file.DTYPE_NAMES`
 
 
 def _add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
@@ -398,11 +398,11 @@ def cmd_diagnose(args) -> None:
     print(f"{len(table)} rows -> {run.file('diagnostics.csv')} (prompts kept: {counts})")
     for s in record["selected"]:
         print(f"selected λ={s['lam']} (pos {s['pos']}, layer {s['layer']}):")
-        print(pd_table(s["rows"]))
+        print(_selected_rows_table(s["rows"]))
     print(f"heatmaps: workbench figures --run {run.path} (fig4_diagnostics)")
 
 
-def pd_table(rows: list[dict]) -> str:
+def _selected_rows_table(rows: list[dict]) -> str:
     import pandas as pd
 
     columns = ["vector", "lam", "cos_rw", "mean_harmless", "mean_harmful", "mean_pseudo_harmful",

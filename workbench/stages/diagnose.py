@@ -74,9 +74,9 @@ def diagnose(lm: LoadedModel, run: RunDir, config: DiagnoseConfig | None = None)
     for c in CLASSES:
         name = getattr(config, c)
         prompts = [p.instruction for p in load_prompts(name, limit=config.n)]
-        batches = list(activation_batches(lm, prompts, rules[c] if config.filter else None, config.batch_size,
-                                          desc=f"diagnose {c}"))
-        acts[c] = torch.cat(batches).float()
+        batches = activation_batches(lm, prompts, rules[c] if config.filter else None, config.batch_size,
+                                     desc=f"diagnose {c}")
+        acts[c] = torch.cat([a for a, _ in batches]).float()
         counts[c] = {"dataset": name, "total": len(prompts), "kept": int(acts[c].shape[0])}
         if acts[c].shape[0] < 2:
             raise WorkbenchError(f"diagnose: the filter kept {acts[c].shape[0]} {c} prompt(s) of {name!r}; give "

@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -56,18 +56,21 @@ class MeanResult:
 
 @torch.inference_mode()
 def activation_batches(
-    lm: LoadedModel, instructions: list[str], keep: str | None, batch_size: int = 32, desc: str = "activations"
-) -> Iterator[Float[Tensor, "batch n_pos n_layer d_model"]]:
-    """`resid_pre` at every layer and EOI position, one batch of prompts at a time (on the CPU, the model's dtype).
+    lm: LoadedModel, instructions: list[str], keep: str | None, batch_size: int = 32, desc: str = "activations",
+    every_position: bool = False,
+) -> Iterator[tuple[Float[Tensor, "batch pos n_layer d_model"], Int[Tensor, "batch pos"]]]:
+    """`resid_pre` at every layer, one batch of prompts at a time (on the CPU, the model's dtype), with the batch's
+    attention mask at the same positions: the EOI positions (the last `n_eoi`), or with `every_position` all of them.
 
     `keep`: None keeps every prompt; "refuses" keeps prompts whose refusal score is > 0; "complies" those < 0.
     """
-    n_layers, n_eoi = lm.info.n_layers, lm.chat.n_eoi
-    captured: dict[int, Float[Tensor, "batch n_pos d_model"]] = {}
+    n_layers = lm.info.n_layers
+    first = 0 if every_position else -lm.chat.n_eoi
+    captured: dict[int, Float[Tensor, "batch pos d_model"]] = {}
 
     def capture(layer: int) -> Callable:
         def hook(x: Float[Tensor, "batch seq d_model"], hook) -> Float[Tensor, "batch seq d_model"]:
-            captured[layer] = x[:, -n_eoi:, :].detach().cpu()  # under a device map, each layer on its own device
+            captured[layer] = x[:, first:, :].detach().cpu()  # under a device map, each layer on its own device
             return x
 
         return hook
@@ -77,11 +80,13 @@ def activation_batches(
         batch = lm.chat.tokenize(instructions[start : start + batch_size], device=lm.device)
         with lm.model.hooks(fwd_hooks=hooks):
             logits = lm.model(batch.input_ids, attention_mask=batch.attention_mask)
-        acts = torch.stack([captured[layer] for layer in range(n_layers)], dim=2)  # batch n_pos n_layer d
+        acts = torch.stack([captured[layer] for layer in range(n_layers)], dim=2)  # batch pos n_layer d
+        mask = batch.attention_mask[:, first:].cpu()
         if keep is not None:
             scores = refusal_score(logits[:, -1, :].float().cpu(), lm.info.refusal_tokens)
-            acts = acts[scores > 0 if keep == "refuses" else scores < 0]
-        yield acts
+            rows = scores > 0 if keep == "refuses" else scores < 0
+            acts, mask = acts[rows], mask[rows]
+        yield acts, mask
 
 
 def mean_activations(
@@ -97,7 +102,7 @@ def mean_activations(
     """
     running = torch.zeros(lm.chat.n_eoi, lm.info.n_layers, lm.info.d_model, dtype=torch.float64)
     kept = 0
-    for acts in activation_batches(lm, instructions, keep, batch_size, desc):
+    for acts, _ in activation_batches(lm, instructions, keep, batch_size, desc):
         kept += acts.shape[0]
         running = add_to_sum(running, acts)
     if kept == 0:

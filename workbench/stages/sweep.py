@@ -340,6 +340,7 @@ def fast_sweep(lm: LoadedModel, grids: CandidateGrids, val: ValidationSets, conf
     # Finalists, in order of screened refusal score among those whose screened KL is plausible under the rule's
     # bound: full scores until the next candidate's screened score is worse than the best full score of a candidate
     # the rule keeps by more than the screen's noise margin (or n_finalists are scored).
+    harmful_baseline = refusal_score(val.base_logits["harmful"], lm.info.refusal_tokens).mean().item()
     for group_key in sorted({key(r) for r in todo}, key=str):
         group = [r for r in todo if key(r) == group_key]
         bound = rule.kl_bound(group_key[0])
@@ -348,7 +349,6 @@ def fast_sweep(lm: LoadedModel, grids: CandidateGrids, val: ValidationSets, conf
             rest = sorted((r for r in group if r not in plausible), key=lambda r: r["screen_kl"])
             plausible += rest[: config.min_finalists - len(plausible)]
         objective = rule.objective(group_key[0])
-        harmful_baseline = refusal_score(val.base_logits["harmful"], lm.info.refusal_tokens).mean().item()
         best, scored = math.inf, 0
         ordered = sorted(plausible, key=lambda r: r["screen_refusal_score"])
         desc = f"full scores {group_key[0]}" + ("" if group_key[0] == "true" else f" λ={group_key[1]}")

@@ -11,55 +11,36 @@ generation. `token_class_projections` measures what the single offset gives up: 
 token class and layer (`benchmarks/affine_offsets.py` prints it for a run's selected direction).
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pandas as pd
 import torch
 from jaxtyping import Float
 from safetensors.torch import save_file
 from torch import Tensor
-from tqdm.auto import tqdm
-from transformer_lens.utilities import get_act_name
 
 from workbench.data import load_prompts
 from workbench.errors import WorkbenchError
 from workbench.io import atomic_write, write_json
-from workbench.method.refusal_math import refusal_score, unit
+from workbench.method.refusal_math import unit
 from workbench.models.loader import LoadedModel
+from workbench.stages.extract import activation_batches
 from workbench.stages.run_dir import RunDir, provenance
 
 TOKEN_MEANS = "token_means.safetensors"
 TOKEN_MEANS_RECORD = "token_means.json"
 
 
-@torch.inference_mode()
 def _resid_pre_batches(lm: LoadedModel, prompts: list[str], batch_size: int, keep: str | None
                        ) -> Iterator[tuple[Float[Tensor, "batch seq n_layer d_model"], Tensor]]:
-    """`resid_pre` of every layer at every position (float64, CPU) and the mask of the tokens that count: not
-    padding, and not the first token of its sequence. `keep="complies"` keeps only prompts with refusal score < 0."""
-    n_layers = lm.info.n_layers
-    captured: dict[int, Tensor] = {}
-
-    def capture(layer: int) -> Callable:
-        def hook(x: Float[Tensor, "batch seq d_model"], hook) -> Float[Tensor, "batch seq d_model"]:
-            captured[layer] = x.detach().cpu()  # blocks may sit on different devices (a device map)
-            return x
-
-        return hook
-
-    hooks = [(get_act_name("resid_pre", layer), capture(layer)) for layer in range(n_layers)]
-    for start in tqdm(range(0, len(prompts), batch_size), desc="token means", unit="batch"):
-        batch = lm.chat.tokenize(prompts[start : start + batch_size], device=lm.device)
-        with lm.model.hooks(fwd_hooks=hooks):
-            logits = lm.model(batch.input_ids, attention_mask=batch.attention_mask)
-        acts = torch.stack([captured[layer] for layer in range(n_layers)], dim=2).to("cpu", torch.float64)
-        mask = batch.attention_mask.to("cpu").bool().clone()
+    """`resid_pre` of every layer at every position (float64, CPU; `extract.activation_batches`) and the mask of the
+    tokens that count: not padding, and not the first token of its sequence. `keep="complies"` keeps only prompts
+    with refusal score < 0."""
+    for acts, attention in activation_batches(lm, prompts, keep, batch_size, desc="token means", every_position=True):
+        mask = attention.bool().clone()
         first = mask.int().argmax(dim=1)  # left padding: the first non-padding position of each row
         mask[torch.arange(mask.shape[0]), first] = False
-        if keep == "complies":
-            rows = refusal_score(logits[:, -1, :].float().cpu(), lm.info.refusal_tokens) < 0
-            acts, mask = acts[rows], mask[rows]
-        yield acts, mask
+        yield acts.to(torch.float64), mask
 
 
 def harmless_token_means(lm: LoadedModel, prompts: list[str], batch_size: int = 32, keep: str | None = None
