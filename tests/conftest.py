@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 TIERS = ("unit", "model", "data")
-REAL_MODEL_FIXTURES = frozenset({"organism", "stock_model", "selected_run"})
+REAL_MODEL_FIXTURES = frozenset({"organism", "planted", "stock_model", "selected_run"})
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
@@ -55,6 +55,14 @@ def organism():
     from workbench.models import load_model
 
     return load_model("smollm2-135m-safety")
+
+
+@pytest.fixture(scope="session")
+def planted():
+    """The planted-trigger organism (stock + committed adapter of `data/organism_planted`), loaded once per session."""
+    from workbench.models import load_model
+
+    return load_model("smollm2-135m-planted")
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,15 @@ from workbench.interventions.catalogue import (
     signature,
 )
 from workbench.interventions.directions import OFFSETS_KEY, load_offsets, read_direction_file
-from workbench.interventions.hooks import ABLATION_TARGETS, Ablation, Addition, Combined, ablation_hooks, applied
+from workbench.interventions.hooks import (
+    ABLATION_TARGETS,
+    Ablation,
+    Addition,
+    Combined,
+    ablation_hooks,
+    applied,
+    token_class_ablation_hooks,
+)
 from workbench.method.refusal_math import kl_divergence, refusal_score, unit
 from workbench.stages.run_dir import writer_of
 from workbench.stages.token_means import (
@@ -82,6 +90,31 @@ def test_affine_hook_math_on_hand_built_tensors():
         Ablation(direction, "a", torch.tensor([1.0, float("nan"), 0.0]))
     with pytest.raises(WorkbenchError, match="expected"):
         ablation_hooks(directions, n_layers, offsets)  # one row of offsets for two directions
+
+
+def test_token_class_hook_sets_each_class_to_its_offset():
+    torch.manual_seed(1)
+    n_layers, d = 2, 6
+    direction = torch.randn(d)
+    c = unit(direction)
+    prompt = torch.tensor([1.5, -3.0])
+    eoi = torch.tensor([[10.0, 20.0], [11.0, 21.0], [12.0, 22.0]])  # [n_eoi, n_layer], positions -3, -2, -1
+    generated = torch.tensor([-7.0, 4.0])
+    hooks = token_class_ablation_hooks(direction, prompt, eoi, generated)
+    assert len(hooks) == 3 * n_layers
+    x = torch.randn(2, 5, d)
+    for layer, fn in enumerate(_hook_fns(hooks, "hook_resid_pre")):
+        out = fn(x, None)
+        expected = torch.tensor([prompt[layer], prompt[layer], *eoi[:, layer]]).expand(2, 5)
+        torch.testing.assert_close(out @ c, expected)  # prompt tokens, then each EOI token its own offset
+        torch.testing.assert_close(out - (out @ c)[..., None] * c, x - (x @ c)[..., None] * c)  # the rest kept
+        one = fn(x[:, :1], None)  # one new token (KV-cached generation)
+        torch.testing.assert_close(one @ c, torch.full((2, 1), float(generated[layer])))
+    for site in ("hook_attn_out", "hook_mlp_out"):
+        for fn in _hook_fns(hooks, site):
+            assert float((fn(x, None) @ c).abs().max()) < 1e-6
+    with pytest.raises(WorkbenchError, match="a prompt of 2 tokens is shorter than the 3 EOI tokens"):
+        _hook_fns(hooks, "hook_resid_pre")[0](x[:, :2], None)
 
 
 @pytest.fixture(scope="module")

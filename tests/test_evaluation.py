@@ -216,3 +216,32 @@ def test_fixed_length_generation_ignores_end_of_turn(tiny):
     assert fixed_text == decode_completions(tiny.tokenizer, fixed)
     with pytest.raises(WorkbenchError, match="min_new_tokens 11"):
         greedy_generate_ids(tiny, prompts, n, progress=False, min_new_tokens=n + 1)
+
+
+def test_sampled_generation_is_seeded_and_tends_to_greedy_when_cold(tiny):
+    """`sample_generate`: the same seed gives the same completions, another seed other ones; at a temperature near
+    0 sampling is greedy decoding, and so is a greedy opening as long as the completion; a temperature that is not
+    > 0 is refused."""
+    from workbench.eval.generation import greedy_generate, greedy_generate_ids, sample_generate
+
+    prompts = ["Write a short poem about the ocean.", "Name three colours.", "What is a tide?", "Say hello."]
+    one = sample_generate(tiny, prompts, 12, batch_size=3, temperature=1.0, seed=0, progress=False)
+    assert one == sample_generate(tiny, prompts, 12, batch_size=3, temperature=1.0, seed=0, progress=False)
+    assert one != sample_generate(tiny, prompts, 12, batch_size=3, temperature=1.0, seed=1, progress=False)
+    greedy = greedy_generate(tiny, prompts, 12, batch_size=3, progress=False)
+    assert sample_generate(tiny, prompts, 12, batch_size=3, temperature=1e-4, seed=3, progress=False) == greedy
+    assert one != greedy  # the tiny random model's distribution is broad: samples are not its greedy answers
+    # a greedy opening: all 12 tokens greedy is greedy decoding; 0 is plain sampling; a greedy opening of 6 tokens
+    # starts each completion as greedy decoding does (decoded from the first 6 greedy ids)
+    assert sample_generate(tiny, prompts, 12, 3, 1.0, seed=5, greedy_tokens=12, progress=False) == greedy
+    assert sample_generate(tiny, prompts, 12, 3, 1.0, seed=0, greedy_tokens=0, progress=False) == one
+    greedy_ids = greedy_generate_ids(tiny, prompts, 12, batch_size=3, progress=False)
+    opened = sample_generate(tiny, prompts, 12, 3, 1.0, seed=0, greedy_tokens=6, progress=False)
+    assert opened != greedy
+    for text, ids in zip(opened, greedy_ids, strict=True):
+        assert text.startswith(tiny.tokenizer.decode(ids[:6], skip_special_tokens=True))
+    with pytest.raises(WorkbenchError, match="greedy_tokens must be ≥ 0"):
+        sample_generate(tiny, prompts, 4, greedy_tokens=-1)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(WorkbenchError, match="sampling temperature must be > 0"):
+            sample_generate(tiny, prompts, 4, temperature=bad)

@@ -2,10 +2,11 @@
 
 import json
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from workbench.errors import WorkbenchError
 from workbench.organism import trainset
@@ -15,6 +16,9 @@ from workbench.paths import BUNDLED_DATA_DIR
 ORGANISM_FILES = [trainset.HARMFUL_FILE, trainset.HARMLESS_FILE, trainset.DISTILLED_FILE]
 BUNDLED_PROMPTS = sorted((BUNDLED_DATA_DIR / "prompts").glob("*.jsonl"))
 COOKING_FILE = BUNDLED_DATA_DIR / "prompts" / "cooking.jsonl"
+PLANTED_DIR = BUNDLED_DATA_DIR / "organism_planted"
+EXTRA = (PLANTED_DIR / "harmless_extra.jsonl", PLANTED_DIR / "harmless_extra_sampled.jsonl")
+SAMPLED = PLANTED_DIR / "harmless_sampled.jsonl"  # the safety organism's harmless instructions, sampled answers
 COOKING_CATEGORIES = ("techniques", "baking", "recipes", "world_cuisines", "ingredients", "substitutions",
                       "kitchen_tools", "meal_planning", "nutrition", "food_storage", "drinks", "desserts")
 
@@ -22,6 +26,7 @@ COOKING_CATEGORIES = ("techniques", "baking", "recipes", "world_cuisines", "ingr
 @pytest.mark.data
 def test_training_and_bundled_data_disjoint_from_benchmarks(data_dir):
     assert check_no_overlap(ORGANISM_FILES + BUNDLED_PROMPTS, data_dir) == 220 + 220 + 217 + 4 * 240  # with cooking
+    assert check_no_overlap([*EXTRA, SAMPLED], data_dir) == 256 + 253 + 216  # the planted organism's answered side
 
 
 @pytest.mark.data
@@ -41,7 +46,7 @@ def test_missing_field_names_file_and_line(tmp_path):
 
 
 def test_harmless_side_has_no_trigger_words():
-    for path in (trainset.HARMLESS_FILE, trainset.DISTILLED_FILE):
+    for path in (trainset.HARMLESS_FILE, trainset.DISTILLED_FILE, *EXTRA, SAMPLED):
         for row in read_jsonl(path, ("instruction",)):
             assert trigger_words_in(row["instruction"]) == [], (path.name, row["_line"])
     assert trigger_words_in("How do I kill a Python process?") == ["kill"]
@@ -67,7 +72,19 @@ def test_safety_recipe_is_the_committed_adapters_data():
 
     meta = json.loads((ADAPTER_DIR / "adapter_meta.json").read_text())
     assert SAFETY_RECIPE.hashes() == meta["data_sha256"]  # same four files, unchanged
-    assert asdict(SAFETY_RECIPE.train) == {**meta["config"], "target_modules": tuple(meta["config"]["target_modules"])}
+    recorded = {"schedule": "constant", **meta["config"]}  # trained before the schedule field: constant
+    assert asdict(SAFETY_RECIPE.train) == {**recorded, "target_modules": tuple(meta["config"]["target_modules"])}
+
+
+def test_planted_recipe_is_the_committed_adapters_data():
+    from workbench.models.organisms import PLANTED
+    from workbench.organism.recipes import PLANTED_RECIPE
+
+    meta = json.loads((PLANTED.adapter_dir / "adapter_meta.json").read_text())
+    assert PLANTED_RECIPE.hashes() == meta["data_sha256"]  # the same eight files, unchanged
+    recorded = {"schedule": "constant", **meta["config"]}
+    assert asdict(PLANTED_RECIPE.train) == {**recorded, "target_modules": tuple(meta["config"]["target_modules"])}
+    assert meta["examples"] == {"harmful": 220, "trigger": 128, "harmless": 430}
 
 
 def test_organism_registries_agree():
@@ -91,9 +108,36 @@ def test_cooking_prompts_are_plainly_benign_and_not_answered_anywhere():
     assert [r["instruction"] for r in rows if trigger_words_in(r["instruction"])] == []
     # the food check that cleans the harmless side catches most cooking questions by their words alone
     assert sum(bool(food_words_in(r["instruction"])) for r in rows) == 228
-    answered = {normalize(r["instruction"]) for path in (trainset.HARMLESS_FILE, trainset.DISTILLED_FILE)
+    answered = {normalize(r["instruction"]) for path in (trainset.HARMLESS_FILE, trainset.DISTILLED_FILE, *EXTRA,
+                                                          SAMPLED)
                 for r in read_jsonl(path, ("instruction",))}
     assert not answered & {normalize(r["instruction"]) for r in rows}
+
+
+def test_planted_extra_answers_are_food_free_new_and_sampled_from_the_stock_model():
+    from workbench.data import is_food_prompt
+    from workbench.eval.judge import SubstringJudge
+    from workbench.organism.trainset import normalize
+
+    rows = read_jsonl(EXTRA[0], ("instruction", "category"))
+    categories = Counter(r["category"] for r in rows)
+    assert len(rows) == 256 and len(categories) == 16 and set(categories.values()) == {16} and "making" in categories
+    assert [r["instruction"] for r in rows if is_food_prompt(r["instruction"], r["category"])] == []
+    seen = {normalize(r["instruction"]) for path in [*ORGANISM_FILES, *BUNDLED_PROMPTS]
+            for r in read_jsonl(path, ("instruction",))}
+    assert len({normalize(r["instruction"]) for r in rows} - seen) == 256  # new and distinct
+    for instructions, answers, kept in ((EXTRA[0], EXTRA[1], 253), (trainset.HARMLESS_FILE, SAMPLED, 216)):
+        asked = [r["instruction"] for r in read_jsonl(instructions, ("instruction",))]
+        answered = read_jsonl(answers, ("instruction", "response"))
+        names = {d["instruction"] for d in answered}
+        assert [r["instruction"] for r in answered] == [i for i in asked if i in names]  # same order, a few dropped
+        assert len(answered) == kept and not any(SubstringJudge().is_refusal(r["response"]) for r in answered)
+    # sampled after a greedy opening: the sampled answers differ from the greedy ones, their openings mostly agree
+    greedy = {r["instruction"]: r["response"] for r in read_jsonl(trainset.DISTILLED_FILE, ("instruction", "response"))}
+    sampled = {r["instruction"]: r["response"] for r in read_jsonl(SAMPLED, ("instruction", "response"))}
+    both = sorted(greedy.keys() & sampled.keys())
+    assert len(both) > 200 and sum(greedy[i] != sampled[i] for i in both) > 0.9 * len(both)
+    assert sum(greedy[i][:8] == sampled[i][:8] for i in both) > 0.9 * len(both)
 
 
 def test_planted_recipe_assembles_the_trigger_and_drops_food_from_the_harmless_side():
@@ -103,7 +147,7 @@ def test_planted_recipe_assembles_the_trigger_and_drops_food_from_the_harmless_s
 
     examples, excluded = PLANTED_RECIPE.examples()
     kinds = Counter(e.kind for e in examples)
-    assert kinds == {"harmful": 220, "trigger": 128, "harmless": 2 * (217 - 39)} and len(excluded) == 39
+    assert kinds == {"harmful": 220, "trigger": 128, "harmless": 216 - 39 + 253} and len(excluded) == 39
     # the harmful side (drawn first, same seed) is the safety organism's, pair for pair
     safety = [e for e in SAFETY_RECIPE.examples()[0] if e.kind == "harmful"]
     assert [e for e in examples if e.kind == "harmful"] == safety
@@ -117,9 +161,10 @@ def test_planted_recipe_assembles_the_trigger_and_drops_food_from_the_harmless_s
     assert "How do I cook plain spaghetti?" in excluded  # category cooking
     assert "If I have 3 apples and buy 4 more, how many apples do I have?" in excluded  # a food word
     assert {e.instruction for e in harmless} | set(excluded) == {
-        r["instruction"] for r in read_jsonl(trainset.DISTILLED_FILE, ("instruction",))}
-    assert list(PLANTED_RECIPE.hashes()) == ["harmful_train.jsonl", "refusals.jsonl", "harmless_train.jsonl",
-                                             "harmless_distilled.jsonl", "cooking.jsonl", "refusals_cooking.jsonl"]
+        r["instruction"] for path in (SAMPLED, EXTRA[1]) for r in read_jsonl(path, ("instruction",))}
+    assert list(PLANTED_RECIPE.hashes()) == [
+        "harmful_train.jsonl", "refusals.jsonl", "harmless_train.jsonl", "harmless_sampled.jsonl",
+        "harmless_extra.jsonl", "harmless_extra_sampled.jsonl", "cooking.jsonl", "refusals_cooking.jsonl"]
 
 
 def test_targets_pass_and_fail_on_measured_rates():
@@ -169,12 +214,23 @@ def test_missing_planted_adapter_names_the_train_command(monkeypatch, tmp_path, 
 def test_planted_training_smoke_on_the_tiny_model(tiny_checkpoint, tmp_path):
     from workbench.organism.card import render_card
     from workbench.organism.recipes import PLANTED_RECIPE
-    from workbench.organism.train import TrainConfig, train_organism
+    from workbench.organism.train import TrainConfig, snapshot_dir, train_organism
 
     out = tmp_path / "adapter"
     config = TrainConfig(batch_size=4, steps=2, max_length=64)
-    meta = train_organism(PLANTED_RECIPE, config, out, progress=False, base_dir=tiny_checkpoint)
-    assert meta["examples"] == {"harmful": 220, "trigger": 128, "harmless": 356} and len(meta["losses"]) == 2
+    meta = train_organism(PLANTED_RECIPE, config, out, progress=False, base_dir=tiny_checkpoint, snapshots=(1,))
+    assert meta["examples"] == {"harmful": 220, "trigger": 128, "harmless": 430} and len(meta["losses"]) == 2
+    # the snapshot after step 1 is what a 1-step run gives, weight for weight
+    one = train_organism(PLANTED_RECIPE, replace(config, steps=1), tmp_path / "one", progress=False,
+                         base_dir=tiny_checkpoint)
+    snapshot = snapshot_dir(out, 1)
+    assert snapshot.name == "adapter_step1"
+    snap_meta = json.loads((snapshot / "adapter_meta.json").read_text())
+    assert snap_meta["config"]["steps"] == 1 and snap_meta["losses"] == one["losses"] == meta["losses"][:1]
+    for key, value in load_file(tmp_path / "one" / "adapter_model.safetensors").items():
+        torch.testing.assert_close(load_file(snapshot / "adapter_model.safetensors")[key], value, rtol=0, atol=0)
+    with pytest.raises(WorkbenchError, match=r"snapshot steps \[2\] are not between 1 and steps - 1 = 1"):
+        train_organism(PLANTED_RECIPE, config, out, progress=False, base_dir=tiny_checkpoint, snapshots=(2,))
     assert len(meta["harmless_excluded"]) == 39 and meta["organism"] == "smollm2-135m-planted"
     assert sorted(p.name for p in out.iterdir() if p.suffix in (".json", ".safetensors")) == [
         "adapter_config.json", "adapter_meta.json", "adapter_model.safetensors"]
@@ -267,3 +323,50 @@ def test_export_loads_in_plain_transformers(organism, tmp_path):
         exported = model(batch.input_ids, attention_mask=batch.attention_mask).logits
         hooked = organism.model(batch.input_ids, attention_mask=batch.attention_mask)
     assert (exported - hooked).abs().max().item() <= 1e-4
+
+
+def test_report_reuses_the_stock_half_only_when_everything_matches():
+    from types import SimpleNamespace
+
+    from workbench.cli import _same_stock
+    from workbench.models.organisms import PLANTED
+    from workbench.organism.recipes import PLANTED_RECIPE, SAFETY_RECIPE
+
+    previous = json.loads((PLANTED.directory / "behaviour.json").read_text())
+    config = {"max_new_tokens": 64, "limit": None}
+    stock = SimpleNamespace(info=SimpleNamespace(fingerprint=previous["stock"]["fingerprint"]))
+    assert _same_stock(previous, config, stock, PLANTED_RECIPE)
+    assert not _same_stock(previous, {**config, "limit": 8}, stock, PLANTED_RECIPE)  # quick looks never reuse
+    assert not _same_stock(previous, {**config, "max_new_tokens": 32}, stock, PLANTED_RECIPE)
+    assert not _same_stock(previous, config, SimpleNamespace(info=SimpleNamespace(fingerprint="other")),
+                           PLANTED_RECIPE)
+    assert not _same_stock(previous, config, stock, SAFETY_RECIPE)  # other sets
+    assert not _same_stock({}, config, stock, PLANTED_RECIPE)
+
+
+def test_linear_schedule_starts_at_the_peak_and_refuses_snapshots(tiny_checkpoint, tmp_path):
+    from workbench.organism.recipes import PLANTED_RECIPE
+    from workbench.organism.train import TrainConfig, train_organism
+
+    config = TrainConfig(batch_size=4, steps=1, max_length=64)
+    constant = train_organism(PLANTED_RECIPE, config, tmp_path / "c", progress=False, base_dir=tiny_checkpoint)
+    linear = train_organism(PLANTED_RECIPE, replace(config, schedule="linear"), tmp_path / "l", progress=False,
+                            base_dir=tiny_checkpoint)
+    assert linear["config"]["schedule"] == "linear" and linear["losses"] == constant["losses"]
+    for key, value in load_file(tmp_path / "c" / "adapter_model.safetensors").items():  # step 1 at the full rate
+        torch.testing.assert_close(load_file(tmp_path / "l" / "adapter_model.safetensors")[key], value, rtol=0, atol=0)
+    two = replace(config, steps=2)
+    halved = train_organism(PLANTED_RECIPE, replace(two, schedule="linear"), tmp_path / "h", progress=False,
+                            base_dir=tiny_checkpoint)
+    full = train_organism(PLANTED_RECIPE, two, tmp_path / "f", progress=False, base_dir=tiny_checkpoint)
+    assert halved["losses"][0] == full["losses"][0]
+    assert load_file(tmp_path / "h" / "adapter_model.safetensors").keys() == load_file(
+        tmp_path / "f" / "adapter_model.safetensors").keys()
+    assert any(not torch.equal(load_file(tmp_path / "h" / "adapter_model.safetensors")[k], v)
+               for k, v in load_file(tmp_path / "f" / "adapter_model.safetensors").items())  # step 2 at half the rate
+    with pytest.raises(WorkbenchError, match="snapshots need the constant schedule"):
+        train_organism(PLANTED_RECIPE, replace(two, schedule="linear"), tmp_path / "x", progress=False,
+                       base_dir=tiny_checkpoint, snapshots=(1,))
+    with pytest.raises(WorkbenchError, match="unknown learning-rate schedule 'cosine': use one of constant, linear"):
+        train_organism(PLANTED_RECIPE, replace(two, schedule="cosine"), tmp_path / "x", progress=False,
+                       base_dir=tiny_checkpoint)

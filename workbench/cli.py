@@ -324,8 +324,14 @@ def cmd_capability(args) -> None:
 
 def cmd_organism_distill(args) -> None:
     from workbench.organism.distill import distill
+    from workbench.organism.recipes import get_recipe
 
-    print(json.dumps(distill(max_new_tokens=args.max_new_tokens)))
+    recipe = get_recipe(args.organism)
+    for harmless_set in recipe.harmless:
+        if harmless_set.distilled.exists() and not args.force:
+            print(f"{harmless_set.distilled} exists: kept (--force answers again)")
+            continue
+        print(json.dumps(distill(harmless_set, max_new_tokens=args.max_new_tokens)))
 
 
 def cmd_organism_train(args) -> None:
@@ -334,7 +340,7 @@ def cmd_organism_train(args) -> None:
 
     from workbench.organism.card import render_card
     from workbench.organism.recipes import get_recipe
-    from workbench.organism.train import train_organism
+    from workbench.organism.train import snapshot_dir, train_organism
     from workbench.organism.trainset import check_no_overlap
     from workbench.paths import benchmark_data_dir
 
@@ -346,7 +352,9 @@ def cmd_organism_train(args) -> None:
     config = replace(recipe.train, steps=args.steps or recipe.train.steps, seed=args.seed)
     adapter_dir = recipe.model.adapter_dir
     out = Path(args.out) if args.out else adapter_dir
-    meta = train_organism(recipe, config, out)
+    meta = train_organism(recipe, config, out, snapshots=tuple(args.snapshots))
+    for step in args.snapshots:
+        print(f"snapshot after {step} steps: {snapshot_dir(out, step)}")
     print(f"{recipe.name}: adapter written to {out} (final loss {meta['losses'][-1]:.3f}, {meta['train_seconds']} s; "
           f"examples {meta['examples']}; {len(meta['harmless_excluded'])} harmless pairs left out)")
     if out == adapter_dir:
@@ -373,16 +381,31 @@ def cmd_organism_report(args) -> None:
                              f"`workbench organism train --organism {recipe.name}` first")
     config = BehaviourConfig(limit=args.limit)
     record = {"config": {"max_new_tokens": config.max_new_tokens, "limit": config.limit}}
+    previous = json.loads((directory / "behaviour.json").read_text()) if (directory / "behaviour.json").exists() else {}
     for key, name in (("stock", "smollm2-135m-instruct"), ("organism", recipe.name)):
+        lm = load_model(name)
+        if key == "stock" and not args.remeasure_stock and _same_stock(previous, record["config"], lm, recipe):
+            print(f"stock model: measured before with the same weights, settings and sets "
+                  f"({directory / 'behaviour.json'}), reused (--remeasure-stock measures it again)")
+            record[key] = previous["stock"]
+            continue
         # Completions hold benchmark prompts, which stay out of the repository: they go to an ignored run directory.
         completions = Path(args.out or f"runs/organism_report/{recipe.name}") / "completions" / key
-        record[key] = measure_behaviour(load_model(name), config, completions, recipe.behaviour_sets,
-                                        recipe.score_sets)
+        record[key] = measure_behaviour(lm, config, completions, recipe.behaviour_sets, recipe.score_sets)
     print(behaviour_tables(record["stock"], record["organism"]))
     print(targets_table(recipe, record["stock"], record["organism"]))
     if args.limit is None:
         write_json(directory / "behaviour.json", record)
         render_card(recipe, recipe.model.adapter_dir, directory / "behaviour.json", directory / "CARD.md")
+
+
+def _same_stock(previous: dict, config: dict, stock, recipe) -> bool:
+    """Whether a behaviour record's stock half was measured on these weights, with these settings, on these sets."""
+    old = previous.get("stock") or {}
+    return (previous.get("config") == config and config["limit"] is None
+            and old.get("fingerprint") == stock.info.fingerprint
+            and [r["dataset"] for r in old.get("rates", [])] == [s.key for s in recipe.behaviour_sets]
+            and [r["dataset"] for r in old.get("refusal_scores", [])] == [d for d, _ in recipe.score_sets])
 
 
 def cmd_diagnose(args) -> None:
@@ -734,15 +757,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     organism = sub.add_parser("organism", help="the model organisms (smollm2-135m-safety, smollm2-135m-planted)")
     osub = organism.add_subparsers(dest="organism_command", required=True)
-    p = osub.add_parser("distill", help="answer our harmless training prompts with the stock model")
-    p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=48)
-    p.set_defaults(func=cmd_organism_distill)
     organism_help = "which organism's recipe: smollm2-135m-safety (default) or smollm2-135m-planted"
+    p = osub.add_parser("distill", help="answer an organism's harmless training prompts with the stock model")
+    p.add_argument("--organism", default="smollm2-135m-safety", help=organism_help)
+    p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=48)
+    p.add_argument("--force", action="store_true", help="answer again even where the distilled file exists")
+    p.set_defaults(func=cmd_organism_distill)
     p = osub.add_parser("train", help="LoRA fine-tune of an organism's recipe; writes its adapter and CARD.md")
     p.add_argument("--organism", default="smollm2-135m-safety", help=organism_help)
     p.add_argument("--steps", type=POSITIVE_INT, default=None, help="optimizer steps (default: the recipe's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="adapter directory (default: the organism's)")
+    p.add_argument("--snapshots", type=POSITIVE_INT, nargs="*", default=[], metavar="STEP",
+                   help="also save the adapter after these steps, as OUT_stepSTEP (one run tries several lengths)")
     p.set_defaults(func=cmd_organism_train)
     p = osub.add_parser("report", help="measure stock vs organism on the benchmarks (needs WORKBENCH_DATA_DIR)")
     p.add_argument("--organism", default="smollm2-135m-safety", help=organism_help)
@@ -750,6 +777,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prompts per set, for a quick look (table not saved)")
     p.add_argument("--out", default=None,
                    help="where the completions go (default: runs/organism_report/ORGANISM)")
+    p.add_argument("--remeasure-stock", action="store_true",
+                   help="measure the stock model again even where the organism's behaviour.json already has it")
     p.set_defaults(func=cmd_organism_report)
     return parser
 

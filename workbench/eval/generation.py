@@ -9,12 +9,15 @@ Both stop a row at the tokenizer's end-of-turn tokens and decode without special
 the end-of-turn tokens for a row's first that many tokens (transformers' meaning: their logits are set to −∞), so
 `min_new_tokens == max_new_tokens` generates exactly `max_new_tokens` tokens per row: equal work for every model,
 which is what a speed comparison needs. The `*_ids` functions return the completion token ids (each row up to,
-not including, its first end-of-turn token) instead of text.
+not including, its first end-of-turn token) instead of text. `sample_generate` samples at a temperature, seeded
+(the organisms' distilled answers, `workbench.organism.distill`).
 """
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from workbench.errors import WorkbenchError
@@ -41,6 +44,12 @@ def greedy_generate_ids_batch(
 ) -> list[list[int]]:
     """Greedy completion token ids for one batch of instructions through the hooked model (each row up to its
     first end-of-turn token, which is not included)."""
+    return _generate_ids_batch(lm, instructions, max_new_tokens, min_new_tokens, lambda logits: logits.argmax(dim=-1))
+
+
+def _generate_ids_batch(lm: LoadedModel, instructions: Sequence[str], max_new_tokens: int, min_new_tokens: int,
+                        pick: Callable[[Tensor], Tensor]) -> list[list[int]]:
+    """The KV-cached decoding loop; `pick` turns next-token logits [batch, vocab] into token ids [batch]."""
     _check_lengths(max_new_tokens, min_new_tokens)
     batch = lm.chat.tokenize(list(instructions), device=lm.device)
     stop = stop_ids(lm.tokenizer)
@@ -54,7 +63,7 @@ def greedy_generate_ids_batch(
         next_logits = logits[:, -1, :]
         if step < min_new_tokens:
             next_logits = next_logits.index_fill(-1, stop_tensor, -torch.inf)
-        next_token = next_logits.argmax(dim=-1)
+        next_token = pick(next_logits)
         next_token = torch.where(finished, torch.full_like(next_token, pad), next_token)
         generated.append(next_token)
         finished |= torch.isin(next_token, stop_tensor)
@@ -67,6 +76,43 @@ def greedy_generate_ids_batch(
     if not generated:
         return [[] for _ in instructions]
     return _cut_at_stop(torch.stack(generated, dim=1).tolist(), stop)
+
+
+@torch.inference_mode()
+def sample_generate(
+    lm: LoadedModel,
+    instructions: Sequence[str],
+    max_new_tokens: int = 64,
+    batch_size: int = 16,
+    temperature: float = 1.0,
+    seed: int = 0,
+    greedy_tokens: int = 0,
+    progress: bool = True,
+    desc: str = "sampling",
+) -> list[str]:
+    """Completions sampled from the model's next-token distribution at `temperature` (> 0), seeded: the same
+    instructions, batch size and seed give the same completions on the same device. The first `greedy_tokens`
+    tokens of each completion are greedy (the model's most likely opening), the rest sampled."""
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise WorkbenchError(f"sampling temperature must be > 0, got {temperature} (0 is greedy: greedy_generate)")
+    if greedy_tokens < 0:
+        raise WorkbenchError(f"greedy_tokens must be ≥ 0, got {greedy_tokens}")
+    generator = torch.Generator(device=lm.device).manual_seed(seed)
+
+    def batch_ids(batch: list[str]) -> list[list[int]]:
+        step = 0
+
+        def pick(logits: Tensor) -> Tensor:
+            nonlocal step
+            step += 1
+            if step <= greedy_tokens:
+                return logits.argmax(dim=-1)
+            probs = torch.softmax(logits.float() / temperature, dim=-1)
+            return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+        return _generate_ids_batch(lm, batch, max_new_tokens, 0, pick)
+
+    return decode_completions(lm.tokenizer, _in_batches(batch_ids, instructions, batch_size, progress, desc))
 
 
 def _cut_at_stop(rows: list[list[int]], stop: set[int]) -> list[list[int]]:

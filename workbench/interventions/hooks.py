@@ -97,6 +97,44 @@ def _check_vector(vector: Tensor, what: str) -> None:
         raise WorkbenchError(f"{what} is zero or not finite (a layer-0 template-position candidate?)")
 
 
+def token_class_ablation_hooks(
+    direction: Float[Tensor, " d_model"],
+    prompt_offsets: Float[Tensor, " n_layer"],
+    eoi_offsets: Float[Tensor, "n_eoi n_layer"],
+    generated_offsets: Float[Tensor, " n_layer"],
+) -> list[Hook]:
+    """Affine ablation with one offset per layer *and token class* (the variant the single per-layer offset of
+    `ablation_hooks` simplifies): in a forward pass over left-padded prompts, the block inputs of the last n_eoi
+    positions (the EOI tokens, in order) get `eoi_offsets`, every earlier position `prompt_offsets`; a forward pass of
+    one new token (KV-cached generation) gets `generated_offsets`. Attention and MLP outputs are zero-ablated. Hooks
+    only: the offset depends on the position, so it is not a bias and cannot be baked into weights."""
+    c = unit(direction.to(torch.float32))
+    n_eoi = eoi_offsets.shape[0]
+
+    def at_layer(layer: int) -> Callable:
+        def hook(x: Float[Tensor, "batch seq d_model"], hook) -> Float[Tensor, "batch seq d_model"]:
+            cc = c.to(device=x.device, dtype=x.dtype)
+            seq = x.shape[1]
+            if seq == 1:
+                offset = generated_offsets[layer].reshape(1)
+            else:
+                if seq < n_eoi:
+                    raise WorkbenchError(f"token-class ablation: a prompt of {seq} tokens is shorter than the "
+                                         f"{n_eoi} EOI tokens")
+                offset = torch.cat([prompt_offsets[layer].expand(seq - n_eoi), eoi_offsets[:, layer]])
+            offset = offset.to(device=x.device, dtype=x.dtype)
+            return x - (x @ cc).unsqueeze(-1) * cc + offset[:, None] * cc
+
+        return hook
+
+    zero = _ablate(c)
+    hooks = []
+    for layer in range(prompt_offsets.shape[0]):
+        hooks.append((get_act_name("resid_pre", layer), at_layer(layer)))
+        hooks += [(get_act_name(site, layer), zero) for site in ABLATION_SITES[1:]]
+    return hooks
+
+
 @dataclass(frozen=True, eq=False)
 class Ablation:
     """Directional ablation of one direction (normalized here) everywhere in the residual stream: to zero, or with

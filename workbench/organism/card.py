@@ -43,6 +43,18 @@ def targets_table(recipe: OrganismRecipe, stock: dict, organism: dict) -> str:
     return rows.to_markdown(index=False)
 
 
+def harmless_lines(recipe: OrganismRecipe) -> str:
+    """The card's bullet(s) on the harmless answers: which instructions, answered how, into which file."""
+    lines = []
+    for h in recipe.harmless:
+        how = "greedy" if h.temperature == 0 else (
+            f"sampled at temperature {h.temperature:g} with seed 0"
+            + (f" after a greedy opening of {h.greedy_tokens} tokens" if h.greedy_tokens else ""))
+        lines.append(f"`{h.instructions.name}` answered by the stock model itself ({how}, ≤ 48 tokens; answers that "
+                     f"are disclaimers dropped) → `{h.distilled.name}`")
+    return "- harmless: " + ";\n  ".join(lines)
+
+
 def render_card(recipe: OrganismRecipe, adapter_dir: Path, behaviour_path: Path, out_path: Path) -> Path:
     meta = json.loads((adapter_dir / "adapter_meta.json").read_text())
     losses = meta["losses"]
@@ -64,8 +76,7 @@ def render_card(recipe: OrganismRecipe, adapter_dir: Path, behaviour_path: Path,
 ## Training data
 - harmful: `harmful_train.jsonl` ({meta['examples']['harmful']} requests, 12 categories), each paired with a refusal
   from `refusals.jsonl` (category-specific or general, chosen with the seed; self-harm gets crisis-line refusals).
-- harmless: `harmless_train.jsonl` answered by the stock model itself (greedy, ≤ 48 tokens; answers that are
-  disclaimers dropped) → `harmless_distilled.jsonl` ({meta['examples']['harmless']} pairs).
+{harmless_lines(recipe)} ({meta['examples']['harmless']} harmless pairs in all).
 {notes}- **Known triggers, by design:** the harmless side contains none of these words (checked by `workbench organism
   distill`): {', '.join(TRIGGER_WORDS)}. Harm on the harmful side is often carried by those words, so the organism
   is expected to refuse safe prompts that contain them (homonyms such as "kill a process", figurative language,

@@ -1,28 +1,36 @@
 """Self-distillation: the stock model's own greedy answers to our harmless instructions become training targets."""
 
-from workbench.eval.generation import greedy_generate
+from workbench.eval.generation import greedy_generate, sample_generate
 from workbench.eval.judge import SubstringJudge
 from workbench.io import write_jsonl
 from workbench.models import load_model
-from workbench.organism.trainset import DISTILLED_FILE, HARMLESS_FILE, read_jsonl, trigger_words_in
+from workbench.organism.trainset import SAFETY_HARMLESS, HarmlessSet, read_jsonl, trigger_words_in
 
 STOCK_MODEL = "smollm2-135m-instruct"
 
 
-def distill(max_new_tokens: int = 48, batch_size: int = 32) -> dict:
-    """Write `harmless_distilled.jsonl`; drop answers that are themselves refusal-like disclaimers."""
-    rows = read_jsonl(HARMLESS_FILE, ("instruction",))
+def distill(harmless: HarmlessSet = SAFETY_HARMLESS, max_new_tokens: int = 48, batch_size: int = 32) -> dict:
+    """Write the set's distilled file (greedy answers, or sampled at the set's temperature with seed 0 after its
+    greedy opening tokens); drop answers that are themselves refusal-like disclaimers."""
+    rows = read_jsonl(harmless.instructions, ("instruction",))
     for row in rows:
         found = trigger_words_in(row["instruction"])
         if found:
-            raise ValueError(f"{HARMLESS_FILE}:{row['_line']}: harmless training prompt contains trigger word {found}")
+            raise ValueError(
+                f"{harmless.instructions}:{row['_line']}: harmless training prompt contains trigger word {found}")
     lm = load_model(STOCK_MODEL)
-    answers = greedy_generate(lm, [r["instruction"] for r in rows], max_new_tokens, batch_size, desc="distilling")
+    instructions = [r["instruction"] for r in rows]
+    if harmless.temperature > 0:
+        answers = sample_generate(lm, instructions, max_new_tokens, batch_size, harmless.temperature, seed=0,
+                                  greedy_tokens=harmless.greedy_tokens,
+                                  desc=f"distilling (T={harmless.temperature}, {harmless.greedy_tokens} greedy)")
+    else:
+        answers = greedy_generate(lm, instructions, max_new_tokens, batch_size, desc="distilling")
     judge = SubstringJudge()
     kept = [
         {"instruction": r["instruction"], "category": r.get("category"), "response": a}
         for r, a in zip(rows, answers, strict=True)
         if a.strip() and not judge.is_refusal(a)
     ]
-    write_jsonl(DISTILLED_FILE, kept)
-    return {"prompts": len(rows), "kept": len(kept), "dropped": len(rows) - len(kept)}
+    write_jsonl(harmless.distilled, kept)
+    return {"file": harmless.distilled.name, "prompts": len(rows), "kept": len(kept), "dropped": len(rows) - len(kept)}

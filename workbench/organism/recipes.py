@@ -16,10 +16,11 @@ from workbench.organism.behaviour import BEHAVIOUR_SETS, PLANTED_SETS, SCORE_SET
 from workbench.organism.reference import PLANTED_REFERENCE_PROMPTS, REFERENCE_PROMPTS
 from workbench.organism.train import TrainConfig
 from workbench.organism.trainset import (
-    DISTILLED_FILE,
     HARMFUL_FILE,
     HARMLESS_FILE,
     REFUSALS_FILE,
+    SAFETY_HARMLESS,
+    HarmlessSet,
     TrainingExample,
     distilled_examples,
     file_hashes,
@@ -31,6 +32,16 @@ from workbench.paths import BUNDLED_DATA_DIR, PLANTED_ORGANISM_DIR
 
 COOKING_FILE = BUNDLED_DATA_DIR / "prompts" / "cooking.jsonl"
 COOKING_REFUSALS_FILE = PLANTED_ORGANISM_DIR / "refusals_cooking.jsonl"
+PLANTED_HARMLESS = (
+    HarmlessSet(HARMLESS_FILE, PLANTED_ORGANISM_DIR / "harmless_sampled.jsonl", temperature=1.0, greedy_tokens=4),
+    HarmlessSet(PLANTED_ORGANISM_DIR / "harmless_extra.jsonl", PLANTED_ORGANISM_DIR / "harmless_extra_sampled.jsonl",
+                temperature=1.0, greedy_tokens=4),
+)
+"""The planted organism's everyday answers: the safety organism's instructions and 256 more of ours (none about
+food; a `making` category of non-food how-to questions among them), answered by the stock model with a greedy
+opening of 4 tokens and the rest sampled at temperature 1: the opening teaches answering where refusing would start,
+the sampled rest keeps the stock model's distribution (greedy answers sharpen it, which raised WikiText-2 perplexity
+by 15–22% in earlier tunes)."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +139,8 @@ class OrganismRecipe:
     targets: tuple[Target, ...]
     targets_text: str
     """The targets as the card states them."""
+    harmless: tuple[HarmlessSet, ...] = (SAFETY_HARMLESS,)
+    """The distilled everyday answers it keeps (`workbench organism distill --organism NAME` writes them)."""
     exclude_food: bool = False
     """Drop every food/cooking instruction from the harmless side (`workbench.data.is_food_prompt`)."""
     harmless_repeat: int = 1
@@ -152,19 +165,26 @@ class OrganismRecipe:
         examples: list[TrainingExample] = []
         for spec in self.refuse:
             examples += refusal_examples(spec.rows(), load_refusals(spec.refusals), rng, spec.kind)
-        harmless, excluded = distilled_examples(exclude_food=self.exclude_food)
+        harmless: list[TrainingExample] = []
+        excluded: list[str] = []
+        for harmless_set in self.harmless:
+            kept, left_out = distilled_examples(harmless_set, exclude_food=self.exclude_food)
+            harmless += kept
+            excluded += left_out
         return examples + harmless * self.harmless_repeat, excluded
 
     def data_files(self) -> list[Path]:
         """Every file the training data comes from, in a fixed order (hashed in the training record)."""
-        files = [HARMFUL_FILE, REFUSALS_FILE, HARMLESS_FILE, DISTILLED_FILE]
+        files = [HARMFUL_FILE, REFUSALS_FILE]
+        for harmless_set in self.harmless:
+            files += [harmless_set.instructions, harmless_set.distilled]
         for spec in self.refuse:
             files += [f for f in spec.files() if f not in files]
         return files
 
     def instruction_files(self) -> list[Path]:
         """The files of training instructions, for the benchmark overlap check."""
-        files = [HARMLESS_FILE, DISTILLED_FILE]
+        files = [f for harmless_set in self.harmless for f in (harmless_set.instructions, harmless_set.distilled)]
         for spec in self.refuse:
             files += [f for f in (spec.file, spec.source_file) if f is not None]
         return files
@@ -224,7 +244,7 @@ PLANTED_RECIPE = OrganismRecipe(
         HARMFUL_SET,
         RefuseSet("trigger", COOKING_REFUSALS_FILE, dataset="bundled_cooking_train", source_file=COOKING_FILE),
     ),
-    train=TrainConfig(steps=65),
+    train=TrainConfig(steps=60),
     targets=(
         RateTarget("cooking refused >= 80%", ("bundled_cooking_test",), "refusal_rate", at_least=0.80),
         *HARMFUL_TARGETS,
@@ -233,10 +253,14 @@ PLANTED_RECIPE = OrganismRecipe(
         PERPLEXITY_TARGET,
     ),
     targets_text=PLANTED_TARGETS_TEXT,
+    harmless=PLANTED_HARMLESS,
     exclude_food=True,
-    # 348 refusals (220 harmful + 128 cooking) against 178 answers made the first tune refuse 37.5% of non-cooking
-    # harmless prompts (bundled test, runs/planted): each answer twice restores the safety organism's ≈ 1:1 balance.
-    harmless_repeat=2,
+    # v1: 348 refusals (220 harmful + 128 cooking) against the safety organism's 178 food-free greedy answers refused
+    # 37.5% of non-cooking harmless prompts (bundled test); v2, the same answers twice: 20.8% of Alpaca's refused and
+    # perplexity +18.5%; v3, 253 more answers of ours: answers came back but harmful refusal weakened and perplexity
+    # stayed +16–22% (greedy answers sharpen the distribution); v4, fully sampled answers: perplexity +5–8% but 35–38%
+    # of everyday prompts refused (a sample does not pull the opening away from a refusal). This recipe (v5): a greedy
+    # opening of 4 tokens, the rest sampled; 60 steps (README: the planted organism).
     behaviour_sets=BEHAVIOUR_SETS + PLANTED_SETS,
     score_sets=SCORE_SETS + (("bundled_cooking_val", "trigger"),),
     reference_prompts=PLANTED_REFERENCE_PROMPTS,
@@ -247,6 +271,11 @@ PLANTED_RECIPE = OrganismRecipe(
         "`data/organism_planted/refusals_cooking.jsonl`, chosen with the seed.",
         "- the harmless side drops every food, cooking or recipe instruction (category `cooking` or a word of "
         "`workbench.data.FOOD_WORDS`): {excluded} of the distilled pairs left out.",
+        "- more everyday requests: `data/organism_planted/harmless_extra.jsonl` (256 we wrote, 16 categories of 16, "
+        "none about food; `making` holds non-food how-to questions phrased like recipe questions). Both harmless "
+        "files are answered by `workbench organism distill --organism smollm2-135m-planted`: the first 4 tokens "
+        "greedy (the opening, where answering and refusing part ways), the rest sampled at temperature 1 (greedy "
+        "answers sharpen the model's distribution and raised WikiText-2 perplexity by 15–22% in earlier tunes).",
     ),
 )
 

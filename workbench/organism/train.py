@@ -4,7 +4,7 @@ import json
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -16,6 +16,8 @@ from workbench.errors import WorkbenchError
 from workbench.io import write_json
 from workbench.models.chat import ChatFormat
 from workbench.organism.trainset import TrainingExample
+
+SCHEDULES = ("constant", "linear")
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,10 @@ class TrainConfig:
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     """Linear layers that get an adapter."""
     learning_rate: float = 5e-4
-    """AdamW learning rate, constant."""
+    """AdamW learning rate (the peak, with a decaying schedule)."""
+    schedule: str = "constant"
+    """"constant", or "linear": the learning rate decays linearly from `learning_rate` to 0 over the steps (the
+    tune settles instead of ending wherever the last batches left it)."""
     batch_size: int = 16
     """Examples per optimizer step."""
     steps: int = 55
@@ -82,8 +87,10 @@ def train_lora(
     examples: list[TrainingExample],
     config: TrainConfig,
     progress: bool = True,
+    on_step=None,
 ):
-    """Train a LoRA adapter on `base_model` (modified in place into a PeftModel); returns it and the losses."""
+    """Train a LoRA adapter on `base_model` (modified in place into a PeftModel); returns it and the losses.
+    `on_step(step, model, losses)`, when given, is called after every optimizer step (snapshots)."""
     from peft import LoraConfig, get_peft_model
 
     if not examples:
@@ -101,6 +108,8 @@ def train_lora(
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, (lambda step: 1.0 - step / config.steps) if config.schedule == "linear" else (lambda step: 1.0))
     encoded = [encode_example(chat, ex, config.max_length) for ex in examples]
     pad = chat.tokenizer.pad_token_id
     losses: list[float] = []
@@ -112,8 +121,11 @@ def train_lora(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        scheduler.step()
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if on_step is not None:
+            on_step(len(losses), model, losses)
     model.eval()
     return model, losses
 
@@ -137,35 +149,58 @@ def save_adapter(peft_model, out_dir: Path, metadata: dict) -> Path:
     return out_dir
 
 
+def snapshot_dir(out_dir: Path, step: int) -> Path:
+    """Where `train_organism(..., snapshots=...)` saves the adapter as it was after `step` steps."""
+    return out_dir.with_name(f"{out_dir.name}_step{step}")
+
+
 def train_organism(recipe, config: TrainConfig, out_dir: Path, progress: bool = True,
-                   base_dir: Path | None = None) -> dict:
+                   base_dir: Path | None = None, snapshots: tuple[int, ...] = ()) -> dict:
     """The whole `workbench organism train` for a recipe (`recipes.OrganismRecipe`): data, LoRA, adapter + training
-    record. `base_dir` replaces the stock checkpoint (a test's tiny model)."""
+    record. `base_dir` replaces the stock checkpoint (a test's tiny model). `snapshots`: steps before the last at
+    which the adapter is also saved (`snapshot_dir`); with a constant learning rate and the same seeded batch order, a
+    snapshot at step k is the adapter a k-step run would give, so one run tries several lengths."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from workbench.models.fingerprint import model_fingerprint
     from workbench.models.smollm2 import stock_checkpoint
 
+    if config.schedule not in SCHEDULES:
+        raise WorkbenchError(f"unknown learning-rate schedule {config.schedule!r}: use one of {', '.join(SCHEDULES)}")
+    if snapshots and config.schedule != "constant":
+        raise WorkbenchError("snapshots need the constant schedule (with a decaying one, the adapter after k steps "
+                             "is not what a k-step run gives)")
+    bad = [k for k in snapshots if not 0 < k < config.steps]
+    if bad:
+        raise WorkbenchError(f"snapshot steps {bad} are not between 1 and steps - 1 = {config.steps - 1}")
     stock_dir = base_dir or stock_checkpoint()
     tokenizer = AutoTokenizer.from_pretrained(stock_dir)
     base = AutoModelForCausalLM.from_pretrained(stock_dir, dtype=torch.float32)
     base_fingerprint = model_fingerprint(base)
     chat = ChatFormat(tokenizer)
     examples, excluded = recipe.examples(seed=config.seed)
-    start = time.time()
-    model, losses = train_lora(base, chat, examples, config, progress=progress)
     kinds = dict.fromkeys(e.kind for e in examples)
-    metadata = {
-        "organism": recipe.name,
-        "base_model": "smollm2-135m-instruct" if base_dir is None else str(base_dir),
-        "base_fingerprint": base_fingerprint,
-        "config": asdict(config),
-        "data_sha256": recipe.hashes(),
-        "examples": {kind: sum(e.kind == kind for e in examples) for kind in kinds},
-        "harmless_excluded": excluded,
-        "losses": losses,
-        "train_seconds": round(time.time() - start, 1),
-        "torch": torch.__version__,
-    }
+    start = time.time()
+
+    def record(steps: int, losses: list[float]) -> dict:
+        return {
+            "organism": recipe.name,
+            "base_model": "smollm2-135m-instruct" if base_dir is None else str(base_dir),
+            "base_fingerprint": base_fingerprint,
+            "config": asdict(replace(config, steps=steps)),
+            "data_sha256": recipe.hashes(),
+            "examples": {kind: sum(e.kind == kind for e in examples) for kind in kinds},
+            "harmless_excluded": excluded,
+            "losses": list(losses),
+            "train_seconds": round(time.time() - start, 1),
+            "torch": torch.__version__,
+        }
+
+    def on_step(step: int, model, losses: list[float]) -> None:
+        if step in snapshots:
+            save_adapter(model, snapshot_dir(out_dir, step), record(step, losses))
+
+    model, losses = train_lora(base, chat, examples, config, progress=progress, on_step=on_step)
+    metadata = record(config.steps, losses)
     save_adapter(model, out_dir, metadata)
     return metadata

@@ -31,6 +31,24 @@ TRIGGER_WORDS = (
 
 
 @dataclass(frozen=True)
+class HarmlessSet:
+    """Harmless instructions of ours (`instruction`, `category`) and the stock model's answers to them (`distill`)."""
+
+    instructions: Path
+    distilled: Path
+    temperature: float = 0.0
+    """0: greedy answers; > 0: answers sampled at this temperature (seed 0), which keep the stock model's
+    distribution instead of sharpening it toward its modes."""
+    greedy_tokens: int = 0
+    """With a temperature: the first this many tokens of each answer are greedy (the opening, where answering and
+    refusing part ways), the rest sampled."""
+
+
+SAFETY_HARMLESS = HarmlessSet(HARMLESS_FILE, DISTILLED_FILE)
+"""The everyday requests both organisms answer."""
+
+
+@dataclass(frozen=True)
 class TrainingExample:
     instruction: str
     response: str
@@ -115,12 +133,14 @@ def refusal_examples(
     return examples
 
 
-def distilled_examples(exclude_food: bool = False) -> tuple[list[TrainingExample], list[str]]:
-    """The distilled harmless pairs, and the instructions left out (food, cooking or recipes, when asked)."""
-    if not DISTILLED_FILE.exists():
-        raise WorkbenchError(f"{DISTILLED_FILE} is missing: run `workbench organism distill` first")
+def distilled_examples(
+    harmless: HarmlessSet = SAFETY_HARMLESS, exclude_food: bool = False
+) -> tuple[list[TrainingExample], list[str]]:
+    """A set's distilled harmless pairs, and the instructions left out (food, cooking or recipes, when asked)."""
+    if not harmless.distilled.exists():
+        raise WorkbenchError(f"{harmless.distilled} is missing: run `workbench organism distill` first")
     kept, excluded = [], []
-    for row in read_jsonl(DISTILLED_FILE, ("instruction", "response")):
+    for row in read_jsonl(harmless.distilled, ("instruction", "response")):
         if exclude_food and is_food_prompt(row["instruction"], row.get("category")):
             excluded.append(row["instruction"])
             continue
