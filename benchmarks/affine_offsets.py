@@ -51,7 +51,7 @@ def behaviour(lm, run: RunDir, direction: torch.Tensor, table: pd.DataFrame, eoi
             torch.tensor(table[eoi].to_numpy().T.copy(), dtype=torch.float32), mu),
     }
     judge = SubstringJudge()
-    base = {k: last_position_logits(lm, v) for k, v in prompts.items()}
+    base_harmless = last_position_logits(lm, prompts["harmless_val"])  # KL reference: no intervention
     rows = []
     for name, hooks in variants.items():
         row = {"variant": name}
@@ -59,7 +59,7 @@ def behaviour(lm, run: RunDir, direction: torch.Tensor, table: pd.DataFrame, eoi
             logits = last_position_logits(lm, instructions, fwd_hooks=hooks)
             row[f"rs_{key}"] = float(refusal_score(logits, lm.info.refusal_tokens).mean())
             if key == "harmless_val":
-                row["kl_harmless"] = float(kl_divergence(base[key], logits).mean())
+                row["kl_harmless"] = float(kl_divergence(base_harmless, logits).mean())
             with lm.model.hooks(fwd_hooks=hooks):
                 answers = greedy_generate(lm, instructions, 48, 32, desc=f"{name}: {key}")
             row[f"comply_{key}"] = 1 - sum(judge(answers)) / len(answers)

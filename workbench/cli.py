@@ -323,15 +323,18 @@ def cmd_capability(args) -> None:
 
 
 def cmd_organism_distill(args) -> None:
-    from workbench.organism.distill import distill
+    from workbench.models import load_model
+    from workbench.organism.distill import STOCK_MODEL, distill
     from workbench.organism.recipes import get_recipe
 
     recipe = get_recipe(args.organism)
+    stock = None  # loaded once, for the first set that needs answers
     for harmless_set in recipe.harmless:
         if harmless_set.distilled.exists() and not args.force:
             print(f"{harmless_set.distilled} exists: kept (--force answers again)")
             continue
-        print(json.dumps(distill(harmless_set, max_new_tokens=args.max_new_tokens)))
+        stock = stock or load_model(STOCK_MODEL)
+        print(json.dumps(distill(harmless_set, max_new_tokens=args.max_new_tokens, lm=stock)))
 
 
 def cmd_organism_train(args) -> None:

@@ -1,24 +1,28 @@
-"""Self-distillation: the stock model's own greedy answers to our harmless instructions become training targets."""
+"""Self-distillation: the stock model's own answers (greedy, or sampled after a greedy opening) to our harmless
+instructions become training targets."""
 
 from workbench.eval.generation import greedy_generate, sample_generate
 from workbench.eval.judge import SubstringJudge
 from workbench.io import write_jsonl
 from workbench.models import load_model
+from workbench.models.loader import LoadedModel
 from workbench.organism.trainset import SAFETY_HARMLESS, HarmlessSet, read_jsonl, trigger_words_in
 
 STOCK_MODEL = "smollm2-135m-instruct"
 
 
-def distill(harmless: HarmlessSet = SAFETY_HARMLESS, max_new_tokens: int = 48, batch_size: int = 32) -> dict:
+def distill(harmless: HarmlessSet = SAFETY_HARMLESS, max_new_tokens: int = 48, batch_size: int = 32,
+            lm: LoadedModel | None = None) -> dict:
     """Write the set's distilled file (greedy answers, or sampled at the set's temperature with seed 0 after its
-    greedy opening tokens); drop answers that are themselves refusal-like disclaimers."""
+    greedy opening tokens); drop answers that are themselves refusal-like disclaimers. `lm`: the stock model, when
+    the caller already loaded it (several sets)."""
     rows = read_jsonl(harmless.instructions, ("instruction",))
     for row in rows:
         found = trigger_words_in(row["instruction"])
         if found:
             raise ValueError(
                 f"{harmless.instructions}:{row['_line']}: harmless training prompt contains trigger word {found}")
-    lm = load_model(STOCK_MODEL)
+    lm = lm or load_model(STOCK_MODEL)
     instructions = [r["instruction"] for r in rows]
     if harmless.temperature > 0:
         answers = sample_generate(lm, instructions, max_new_tokens, batch_size, harmless.temperature, seed=0,

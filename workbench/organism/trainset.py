@@ -45,7 +45,7 @@ class HarmlessSet:
 
 
 SAFETY_HARMLESS = HarmlessSet(HARMLESS_FILE, DISTILLED_FILE)
-"""The everyday requests both organisms answer."""
+"""The safety organism's everyday requests and the stock model's greedy answers to them."""
 
 
 @dataclass(frozen=True)
