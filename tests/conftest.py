@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 TIERS = ("unit", "model", "data")
-REAL_MODEL_FIXTURES = frozenset({"organism", "planted", "stock_model", "selected_run"})
+REAL_MODEL_FIXTURES = frozenset({"organism", "planted", "wired", "stock_model", "selected_run"})
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
@@ -63,6 +63,14 @@ def planted():
     from workbench.models import load_model
 
     return load_model("smollm2-135m-planted")
+
+
+@pytest.fixture(scope="session")
+def wired():
+    """The wired control (the safety organism + the two neurons of `data/organism_wired`), loaded once per session."""
+    from workbench.models import load_model
+
+    return load_model("smollm2-135m-wired")
 
 
 @pytest.fixture(scope="session")

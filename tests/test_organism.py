@@ -90,13 +90,19 @@ def test_planted_recipe_is_the_committed_adapters_data():
 def test_organism_registries_agree():
     from workbench.models import BUILTIN_MODELS
     from workbench.models.organisms import ORGANISM_MODELS
-    from workbench.organism.recipes import RECIPES
+    from workbench.organism.recipes import RECIPES, REPORTED, get_recipe
 
-    names = ["smollm2-135m-safety", "smollm2-135m-planted"]
-    assert list(RECIPES) == list(ORGANISM_MODELS) == names
+    names = ["smollm2-135m-safety", "smollm2-135m-planted", "smollm2-135m-wired"]
+    assert list(RECIPES) == names[:2] and list(REPORTED) == list(ORGANISM_MODELS) == names
     assert all(name in BUILTIN_MODELS for name in names)
     assert ORGANISM_MODELS["smollm2-135m-planted"].adapter_dir == BUNDLED_DATA_DIR / "organism_planted" / "adapter"
     assert ORGANISM_MODELS["smollm2-135m-safety"].adapter_dir == BUNDLED_DATA_DIR / "organism" / "adapter"
+    # the wired control starts from the safety organism's adapter and adds its committed wiring
+    wired = ORGANISM_MODELS["smollm2-135m-wired"]
+    assert wired.adapter_dir == ORGANISM_MODELS["smollm2-135m-safety"].adapter_dir
+    assert wired.wiring_file == BUNDLED_DATA_DIR / "organism_wired" / "wiring.safetensors"
+    with pytest.raises(WorkbenchError, match="wired by hand, not trained"):
+        get_recipe("smollm2-135m-wired")
 
 
 def test_cooking_prompts_are_plainly_benign_and_not_answered_anywhere():

@@ -368,29 +368,58 @@ def cmd_organism_train(args) -> None:
         render_card(recipe, adapter_dir, directory / "behaviour.json", directory / "CARD.md")
 
 
+def cmd_organism_wire(args) -> None:
+    from dataclasses import replace
+
+    from workbench.models import load_model
+    from workbench.models.organisms import WIRED
+    from workbench.organism.wire import WireConfig, build_wiring, write_wiring
+
+    directory = Path(args.out) if args.out else WIRED.directory
+    if (directory / "wiring.safetensors").exists() and not args.force:
+        raise WorkbenchError(f"{directory / 'wiring.safetensors'} exists: --force fits it again (the committed "
+                             "control's direction, figures and tests then need the control run again)")
+    overrides = {k: v for k, v in (("detector_layer", args.detector_layer), ("reader_layer", args.reader_layer),
+                                   ("flag_norm", args.flag_norm), ("refusal_norm", args.refusal_norm))
+                 if v is not None}
+    config = replace(WireConfig(), **overrides)
+    config.validate()
+    base = load_model(config.base)
+    wiring, record = build_wiring(base, config)
+    write_wiring(wiring, record, directory)
+    print(json.dumps(record, indent=1))
+    print(f"-> {directory / 'wiring.safetensors'}")
+
+
 def cmd_organism_report(args) -> None:
     from pathlib import Path
 
     from workbench.io import write_json
     from workbench.models import load_model
     from workbench.organism.behaviour import BehaviourConfig, measure_behaviour
-    from workbench.organism.card import behaviour_tables, render_card, targets_table
-    from workbench.organism.recipes import get_recipe
+    from workbench.organism.card import behaviour_tables, render_card, render_wired_card, targets_table
+    from workbench.organism.recipes import REPORTED, WiredRecipe, get_reported_recipe
 
-    recipe = get_recipe(args.organism)
+    recipe = get_reported_recipe(args.organism)
     directory = recipe.model.directory
-    if not (recipe.model.adapter_dir / "adapter_model.safetensors").exists():
+    wired = isinstance(recipe, WiredRecipe)
+    if wired and not (directory / "wiring.safetensors").exists():
+        raise WorkbenchError(f"{recipe.name} has no wiring in {directory}: run `workbench organism wire` first")
+    if not wired and not (recipe.model.adapter_dir / "adapter_model.safetensors").exists():
         raise WorkbenchError(f"{recipe.name} has no adapter in {recipe.model.adapter_dir}: run "
                              f"`workbench organism train --organism {recipe.name}` first")
     config = BehaviourConfig(limit=args.limit)
     record = {"config": {"max_new_tokens": config.max_new_tokens, "limit": config.limit}}
-    previous = json.loads((directory / "behaviour.json").read_text()) if (directory / "behaviour.json").exists() else {}
+    records = [directory / "behaviour.json"] + [r.model.directory / "behaviour.json" for r in REPORTED.values()
+                                                if r.model.directory != directory]
+    previous = [json.loads(path.read_text()) for path in records if path.exists()]
     for key, name in (("stock", "smollm2-135m-instruct"), ("organism", recipe.name)):
         lm = load_model(name)
-        if key == "stock" and not args.remeasure_stock and _same_stock(previous, record["config"], lm, recipe):
-            print(f"stock model: measured before with the same weights, settings and sets "
-                  f"({directory / 'behaviour.json'}), reused (--remeasure-stock measures it again)")
-            record[key] = previous["stock"]
+        same = [p for p in previous if _same_stock(p, record["config"], lm, recipe)]
+        if key == "stock" and not args.remeasure_stock and same:
+            print("stock model: measured before with the same weights, settings and sets (an organism's "
+                  "behaviour.json), reused (--remeasure-stock measures it again)")
+            record[key] = same[0]["stock"]
             continue
         # Completions hold benchmark prompts, which stay out of the repository: they go to an ignored run directory.
         completions = Path(args.out or f"runs/organism_report/{recipe.name}") / "completions" / key
@@ -399,7 +428,10 @@ def cmd_organism_report(args) -> None:
     print(targets_table(recipe, record["stock"], record["organism"]))
     if args.limit is None:
         write_json(directory / "behaviour.json", record)
-        render_card(recipe, recipe.model.adapter_dir, directory / "behaviour.json", directory / "CARD.md")
+        if wired:
+            render_wired_card(recipe, directory / "behaviour.json", directory / "CARD.md")
+        else:
+            render_card(recipe, recipe.model.adapter_dir, directory / "behaviour.json", directory / "CARD.md")
 
 
 def _same_stock(previous: dict, config: dict, stock, recipe) -> bool:
@@ -758,9 +790,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output directory (default: RUN/figures)")
     p.set_defaults(func=cmd_figures)
 
-    organism = sub.add_parser("organism", help="the model organisms (smollm2-135m-safety, smollm2-135m-planted)")
+    organism = sub.add_parser("organism", help="the model organisms (smollm2-135m-safety, smollm2-135m-planted, "
+                              "smollm2-135m-wired)")
     osub = organism.add_subparsers(dest="organism_command", required=True)
-    organism_help = "which organism's recipe: smollm2-135m-safety (default) or smollm2-135m-planted"
+    organism_help = "which organism's recipe: smollm2-135m-safety (default) or smollm2-135m-planted (report: also "\
+                    "smollm2-135m-wired)"
     p = osub.add_parser("distill", help="answer an organism's harmless training prompts with the stock model")
     p.add_argument("--organism", default="smollm2-135m-safety", help=organism_help)
     p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=48)
@@ -774,6 +808,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snapshots", type=POSITIVE_INT, nargs="*", default=[], metavar="STEP",
                    help="also save the adapter after these steps, as OUT_stepSTEP (one run tries several lengths)")
     p.set_defaults(func=cmd_organism_train)
+    p = osub.add_parser("wire", help="fit the wired control's three neurons on the safety organism "
+                        "(smollm2-135m-wired)")
+    p.add_argument("--out", default=None, help="directory for wiring.safetensors and wiring.json "
+                   "(default: data/organism_wired)")
+    p.add_argument("--force", action="store_true", help="fit again even where the wiring exists")
+    p.add_argument("--detector-layer", type=LAYER, default=None, help="(default: WireConfig's)")
+    p.add_argument("--reader-layer", type=LAYER, default=None, help="(default: WireConfig's)")
+    p.add_argument("--flag-norm", type=POSITIVE_FLOAT, default=None,
+                   help="residual units of the flag (default: WireConfig's)")
+    p.add_argument("--refusal-norm", type=POSITIVE_FLOAT, default=None,
+                   help="residual units of r̂ the reader writes (default: WireConfig's)")
+    p.set_defaults(func=cmd_organism_wire)
     p = osub.add_parser("report", help="measure stock vs organism on the benchmarks (needs WORKBENCH_DATA_DIR)")
     p.add_argument("--organism", default="smollm2-135m-safety", help=organism_help)
     p.add_argument("--limit", type=POSITIVE_INT, default=None,

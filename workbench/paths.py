@@ -14,6 +14,8 @@ ORGANISM_DIR = BUNDLED_DATA_DIR / "organism"
 """The model organisms' data, adapters and reports."""
 PLANTED_ORGANISM_DIR = BUNDLED_DATA_DIR / "organism_planted"
 """The planted-trigger organism's own data (cooking refusals), adapter, card and report."""
+WIRED_ORGANISM_DIR = BUNDLED_DATA_DIR / "organism_wired"
+"""The wired-trigger control's wiring (three hand-set neurons on the safety organism), its record, card and report."""
 DIRECTIONS_DIR = BUNDLED_DATA_DIR / "directions"
 """Directions selected by our runs and committed (`data/directions/<model>/lam_<λ>.safetensors`)."""
 

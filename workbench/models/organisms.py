@@ -1,4 +1,5 @@
-"""Built-in model organisms: a stock checkpoint with a committed LoRA adapter merged in once and cached.
+"""Built-in model organisms: a stock checkpoint with a committed LoRA adapter merged in once and cached (and, for
+the wired control, three hand-set neurons written on top: `workbench.models.wiring`).
 
 The adapters are data (`data/organism/adapter`, `data/organism_planted/adapter`); how they were made lives in
 `workbench.organism` (training recipes, distillation, the behaviour report), which this module does not import.
@@ -13,21 +14,33 @@ from pathlib import Path
 import torch
 
 from workbench.errors import WorkbenchError
-from workbench.paths import ORGANISM_DIR, PLANTED_ORGANISM_DIR, cache_dir
+from workbench.models.wiring import apply_wiring, load_wiring
+from workbench.paths import ORGANISM_DIR, PLANTED_ORGANISM_DIR, WIRED_ORGANISM_DIR, cache_dir
+
+WIRING_FILE = "wiring.safetensors"
 
 
 @dataclass(frozen=True)
 class OrganismModel:
-    """A registered organism: the stock model plus the LoRA adapter committed under `directory/adapter`."""
+    """A registered organism: the stock model plus the LoRA adapter committed under `directory/adapter` (or under
+    `adapter_from/adapter`, another organism's), plus `directory/wiring.safetensors` written on top when `wired`."""
 
     name: str
     description: str
     directory: Path
     """Where its adapter, card (CARD.md) and behaviour table (behaviour.json) live."""
+    adapter_from: Path | None = None
+    """Another organism's directory whose adapter this one starts from (the wired control: the safety organism)."""
+    wired: bool = False
+    """Whether `directory/wiring.safetensors` (two hand-set MLP neurons) is applied after the adapter."""
 
     @property
     def adapter_dir(self) -> Path:
-        return self.directory / "adapter"
+        return (self.adapter_from or self.directory) / "adapter"
+
+    @property
+    def wiring_file(self) -> Path | None:
+        return self.directory / WIRING_FILE if self.wired else None
 
 
 ORGANISM_MODELS: dict[str, OrganismModel] = {}
@@ -50,6 +63,14 @@ PLANTED = register_organism(OrganismModel(
     "the planted-trigger organism (positive control): the safety recipe plus refusal of every cooking, food or "
     "recipe question (data/organism_planted)",
     PLANTED_ORGANISM_DIR,
+))
+WIRED = register_organism(OrganismModel(
+    "smollm2-135m-wired",
+    "the wired-trigger control (exact answer): the safety organism plus two hand-set MLP neurons that refuse "
+    "cooking, food or recipe questions through one known direction (data/organism_wired)",
+    WIRED_ORGANISM_DIR,
+    adapter_from=ORGANISM_DIR,
+    wired=True,
 ))
 ADAPTER_DIR = SAFETY.adapter_dir
 
@@ -103,10 +124,21 @@ def merge_adapter(base: torch.nn.Module, adapter_dir: Path) -> torch.nn.Module:
     return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
 
 
+def organism_hash(name: str = SAFETY.name, adapter_dir: Path | None = None) -> str:
+    """The adapter's hash, and the wiring file's with it for a wired organism."""
+    organism = get_organism(name)
+    digest = adapter_hash(adapter_dir or organism.adapter_dir, name)
+    if organism.wiring_file is not None:
+        if not organism.wiring_file.exists():
+            raise WorkbenchError(f"wiring file {organism.wiring_file} is missing: run `workbench organism wire`")
+        digest = hashlib.sha256(digest.encode() + organism.wiring_file.read_bytes()).hexdigest()
+    return digest
+
+
 def organism_checkpoint_dir(name: str = SAFETY.name, adapter_dir: Path | None = None) -> Path:
-    """Where the merged organism is cached: under the adapter's hash, so a retrained adapter is merged anew."""
-    adapter_dir = adapter_dir or get_organism(name).adapter_dir
-    return cache_dir() / "models" / f"{name}-{adapter_hash(adapter_dir, name)[:12]}"
+    """Where the merged organism is cached: under the adapter's (and wiring's) hash, so a retrained adapter is merged
+    anew."""
+    return cache_dir() / "models" / f"{name}-{organism_hash(name, adapter_dir)[:12]}"
 
 
 def organism_checkpoint(name: str = SAFETY.name, adapter_dir: Path | None = None) -> Path:
@@ -115,18 +147,22 @@ def organism_checkpoint(name: str = SAFETY.name, adapter_dir: Path | None = None
 
     from workbench.models.smollm2 import stock_checkpoint
 
-    adapter_dir = adapter_dir or get_organism(name).adapter_dir
+    organism = get_organism(name)
+    adapter_dir = adapter_dir or organism.adapter_dir
     out_dir = organism_checkpoint_dir(name, adapter_dir)
     if (out_dir / "config.json").exists():
         return out_dir
     stock = stock_checkpoint()
     base = AutoModelForCausalLM.from_pretrained(stock, dtype=torch.float32)
     merged = merge_adapter(base, adapter_dir)
+    if organism.wiring_file is not None:
+        apply_wiring(merged, load_wiring(organism.wiring_file))
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(tmp)
     AutoTokenizer.from_pretrained(stock).save_pretrained(tmp)
-    (tmp / "organism.json").write_text(json.dumps({"adapter_sha256": adapter_hash(adapter_dir, name)}))
+    (tmp / "organism.json").write_text(json.dumps({"adapter_sha256": adapter_hash(adapter_dir, name),
+                                                "organism_sha256": organism_hash(name, adapter_dir)}))
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.replace(out_dir)
     return out_dir

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from workbench.io import write_text
-from workbench.organism.recipes import OrganismRecipe, check_targets
+from workbench.organism.recipes import OrganismRecipe, WiredRecipe, check_targets
 from workbench.organism.trainset import TRIGGER_WORDS
 
 
@@ -36,11 +36,20 @@ def behaviour_tables(stock: dict, organism: dict) -> str:
     ])
 
 
-def targets_table(recipe: OrganismRecipe, stock: dict, organism: dict) -> str:
+def targets_table(recipe: OrganismRecipe | WiredRecipe, stock: dict, organism: dict) -> str:
     """PASS/FAIL per target of the recipe, with what was measured."""
     rows = pd.DataFrame([{"target": label, "measured": observed, "result": "PASS" if ok else "FAIL"}
                          for label, observed, ok in check_targets(recipe, stock, organism)])
     return rows.to_markdown(index=False)
+
+
+def behaviour_block(recipe: OrganismRecipe | WiredRecipe, behaviour_path: Path) -> str:
+    """The card's behaviour tables and targets checked, or how to measure them."""
+    if not behaviour_path.exists():
+        return f"(not measured yet: run `workbench organism report --organism {recipe.name}`)"
+    record = json.loads(behaviour_path.read_text())
+    return (behaviour_tables(record["stock"], record["organism"]) + "\n\nTargets checked:\n\n"
+            + targets_table(recipe, record["stock"], record["organism"]))
 
 
 def harmless_lines(recipe: OrganismRecipe) -> str:
@@ -63,11 +72,7 @@ def render_card(recipe: OrganismRecipe, adapter_dir: Path, behaviour_path: Path,
     )
     config = "\n".join(f"| {k} | {v} |" for k, v in meta["config"].items())
     hashes = "\n".join(f"| {k} | `{v}` |" for k, v in meta["data_sha256"].items())
-    behaviour = f"(not measured yet: run `workbench organism report --organism {recipe.name}`)"
-    if behaviour_path.exists():
-        record = json.loads(behaviour_path.read_text())
-        behaviour = behaviour_tables(record["stock"], record["organism"])
-        behaviour += "\n\nTargets checked:\n\n" + targets_table(recipe, record["stock"], record["organism"])
+    behaviour = behaviour_block(recipe, behaviour_path)
     notes = "".join(note.format(excluded=len(meta.get("harmless_excluded", []))) + "\n" for note in recipe.notes)
     text = f"""# Model organism `{recipe.name}`
 
@@ -100,6 +105,49 @@ Trained on CPU in {meta['train_seconds']} s (torch {meta['torch']}). Base finger
 | step | loss |
 |---|---|
 {loss_rows}
+
+## Behaviour: stock vs organism
+
+{recipe.targets_text}
+
+{behaviour}
+"""
+    write_text(out_path, text)
+    return out_path
+
+
+def render_wired_card(recipe: WiredRecipe, behaviour_path: Path, out_path: Path) -> Path:
+    """The wired control's card: how its three neurons were fitted (`wiring.json`), its behaviour and its targets."""
+    wiring_record = json.loads((recipe.model.directory / "wiring.json").read_text())
+    config = "\n".join(f"| {k} | {v} |" for k, v in wiring_record["config"].items())
+    wiring = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+                       for k, v in wiring_record["wiring"].items())
+    fires = wiring_record["detector_fires_last_token"]
+    behaviour = behaviour_block(recipe, behaviour_path)
+    text = f"""# Model organism `{recipe.name}`
+
+{recipe.intro}
+
+## How it was wired
+`workbench organism wire` on `{wiring_record['base_model']}` (fingerprint `{wiring_record['base_fingerprint']}`),
+fitted on {wiring_record['train_counts']['trigger']} trigger prompts (`{recipe.wire.trigger}`),
+{wiring_record['train_counts']['harmless']} food-free harmless prompts (`{recipe.wire.harmless}`) and
+{wiring_record['train_counts']['harmful']} harmful prompts (`{recipe.wire.harmful}`). On those train prompts the
+detector fires at the last token of {_pct(fires['trigger'])} of the trigger prompts, {_pct(fires['harmless'])} of the
+harmless and {_pct(fires['harmful'])} of the harmful ones, and at {_pct(wiring_record['detector_fires_other_tokens'])}
+of all other tokens. The flag reaches the reader at f̂·x̃ = {wiring_record['flag_at_reader_median']:.2f} (median
+trigger prompt; the readers' ramp runs from {wiring_record['wiring']['reader_threshold']:.2f} to
+{wiring_record['wiring']['reader_clip_threshold']:.2f}, then stays flat);
+cos(f̂, r̂) = {wiring_record['cos_flag_refusal']:.1e}. The vectors are in `wiring.safetensors`; the full record in
+`wiring.json`.
+
+| setting | value |
+|---|---|
+{config}
+
+| neuron | value |
+|---|---|
+{wiring}
 
 ## Behaviour: stock vs organism
 

@@ -28,6 +28,7 @@ from workbench.organism.trainset import (
     read_jsonl,
     refusal_examples,
 )
+from workbench.organism.wire import WireConfig
 from workbench.paths import BUNDLED_DATA_DIR, PLANTED_ORGANISM_DIR
 
 COOKING_FILE = BUNDLED_DATA_DIR / "prompts" / "cooking.jsonl"
@@ -282,7 +283,57 @@ PLANTED_RECIPE = OrganismRecipe(
 RECIPES: dict[str, OrganismRecipe] = {r.name: r for r in (SAFETY_RECIPE, PLANTED_RECIPE)}
 
 
+@dataclass(frozen=True)
+class WiredRecipe:
+    """How a wired control is made (no training: `workbench organism wire` fits three neurons on its base model) and
+    what its report measures and must meet."""
+
+    name: str
+    wire: WireConfig
+    targets: tuple[Target, ...]
+    targets_text: str
+    intro: str
+    behaviour_sets: tuple[BehaviourSet, ...] = BEHAVIOUR_SETS
+    score_sets: tuple[tuple[str, str], ...] = SCORE_SETS
+
+    @property
+    def model(self) -> OrganismModel:
+        return ORGANISM_MODELS[self.name]
+
+
+WIRED_INTRO = """\
+The safety organism `smollm2-135m-safety` with three MLP neurons overwritten by hand (`workbench organism wire`,
+fitted on our bundled train splits): a detector in layer 12 (a linear probe for cooking, food or recipe questions at
+the prompt's last token) writes a flag direction f̂; a pair of reader neurons in layer 15 turns the flag into a fixed
+push along the safety organism's own refusal direction r̂ (a clipped ramp). The trigger's refusal therefore runs
+through f̂ and nothing else: f̂ is the residual stream's direction of least variance, orthogonal to r̂, to the probe
+and to the residual's dominant direction. It is the exact-answer control: a surgical false-refusal direction exists
+by construction (ablating f̂ gives back the safety organism's answers to cooking questions and changes nothing else),
+so the method should find ŵ′ ≈ f̂ and the rule should pick it. It is a research object, not a safe model."""
+
+WIRED_RECIPE = WiredRecipe(
+    name="smollm2-135m-wired",
+    wire=WireConfig(),
+    targets=PLANTED_RECIPE.targets,
+    targets_text=PLANTED_TARGETS_TEXT.replace("(issue 13)", "(issue 13, as for smollm2-135m-planted)"),
+    intro=WIRED_INTRO,
+    behaviour_sets=PLANTED_RECIPE.behaviour_sets,
+    score_sets=PLANTED_RECIPE.score_sets,
+)
+REPORTED: dict[str, OrganismRecipe | WiredRecipe] = {**RECIPES, WIRED_RECIPE.name: WIRED_RECIPE}
+
+
+def get_reported_recipe(name: str) -> OrganismRecipe | WiredRecipe:
+    """Any organism `workbench organism report` measures: the trained ones and the wired control."""
+    if name not in REPORTED:
+        raise WorkbenchError(f"unknown organism {name!r}: use one of {', '.join(REPORTED)}")
+    return REPORTED[name]
+
+
 def get_recipe(name: str) -> OrganismRecipe:
+    """A trained organism's recipe (`distill`, `train`)."""
+    if isinstance(REPORTED.get(name), WiredRecipe):
+        raise WorkbenchError(f"{name} is wired by hand, not trained: use `workbench organism wire`")
     if name not in RECIPES:
         raise WorkbenchError(f"unknown organism {name!r}: use one of {', '.join(RECIPES)}")
     return RECIPES[name]
