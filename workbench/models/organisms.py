@@ -66,7 +66,7 @@ PLANTED = register_organism(OrganismModel(
 ))
 WIRED = register_organism(OrganismModel(
     "smollm2-135m-wired",
-    "the wired-trigger control (exact answer): the safety organism plus two hand-set MLP neurons that refuse "
+    "the wired-trigger control (exact answer): the safety organism plus three hand-set MLP neurons that refuse "
     "cooking, food or recipe questions through one known direction (data/organism_wired)",
     WIRED_ORGANISM_DIR,
     adapter_from=ORGANISM_DIR,
