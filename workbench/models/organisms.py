@@ -32,7 +32,7 @@ class OrganismModel:
     adapter_from: Path | None = None
     """Another organism's directory whose adapter this one starts from (the wired control: the safety organism)."""
     wired: bool = False
-    """Whether `directory/wiring.safetensors` (two hand-set MLP neurons) is applied after the adapter."""
+    """Whether `directory/wiring.safetensors` (three hand-set MLP neurons) is applied after the adapter."""
 
     @property
     def adapter_dir(self) -> Path:
