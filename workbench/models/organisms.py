@@ -138,18 +138,23 @@ def organism_hash(name: str = SAFETY.name, adapter_dir: Path | None = None) -> s
 def organism_checkpoint_dir(name: str = SAFETY.name, adapter_dir: Path | None = None) -> Path:
     """Where the merged organism is cached: under the adapter's (and wiring's) hash, so a retrained adapter is merged
     anew."""
-    return cache_dir() / "models" / f"{name}-{organism_hash(name, adapter_dir)[:12]}"
+    return _checkpoint_dir(name, organism_hash(name, adapter_dir))
+
+
+def _checkpoint_dir(name: str, digest: str) -> Path:
+    return cache_dir() / "models" / f"{name}-{digest[:12]}"
 
 
 def organism_checkpoint(name: str = SAFETY.name, adapter_dir: Path | None = None) -> Path:
-    """A plain HF checkpoint of stock + adapter, merged once and cached under the adapter's hash."""
+    """A plain HF checkpoint of stock + adapter (+ wiring), merged once and cached under their hash."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from workbench.models.smollm2 import stock_checkpoint
 
     organism = get_organism(name)
     adapter_dir = adapter_dir or organism.adapter_dir
-    out_dir = organism_checkpoint_dir(name, adapter_dir)
+    digest = organism_hash(name, adapter_dir)
+    out_dir = _checkpoint_dir(name, digest)
     if (out_dir / "config.json").exists():
         return out_dir
     stock = stock_checkpoint()
@@ -161,8 +166,7 @@ def organism_checkpoint(name: str = SAFETY.name, adapter_dir: Path | None = None
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(tmp)
     AutoTokenizer.from_pretrained(stock).save_pretrained(tmp)
-    (tmp / "organism.json").write_text(json.dumps({"adapter_sha256": adapter_hash(adapter_dir, name),
-                                                "organism_sha256": organism_hash(name, adapter_dir)}))
+    (tmp / "organism.json").write_text(json.dumps({"organism_sha256": digest}))  # adapter (+ wiring) hash
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.replace(out_dir)
     return out_dir

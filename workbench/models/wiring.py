@@ -151,7 +151,7 @@ def save_wiring(wiring: Wiring, path: str | Path) -> Path:
     from safetensors.torch import save_file
 
     tensors = {name: getattr(wiring, name).detach().float().contiguous() for name in VECTORS}
-    metadata = {f.name: repr(getattr(wiring, f.name)) for f in fields(wiring) if f.name not in VECTORS}
+    metadata = {name: repr(value) for name, value in wiring_summary(wiring).items()}
     return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 

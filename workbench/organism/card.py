@@ -9,6 +9,7 @@ import pandas as pd
 from workbench.io import write_text
 from workbench.organism.recipes import OrganismRecipe, WiredRecipe, check_targets
 from workbench.organism.trainset import TRIGGER_WORDS
+from workbench.organism.wire import read_wiring_record
 
 
 def _pct(x: float) -> str:
@@ -118,7 +119,7 @@ Trained on CPU in {meta['train_seconds']} s (torch {meta['torch']}). Base finger
 
 def render_wired_card(recipe: WiredRecipe, behaviour_path: Path, out_path: Path) -> Path:
     """The wired control's card: how its three neurons were fitted (`wiring.json`), its behaviour and its targets."""
-    wiring_record = json.loads((recipe.model.directory / "wiring.json").read_text())
+    wiring_record = read_wiring_record(recipe.model.directory)
     config = "\n".join(f"| {k} | {v} |" for k, v in wiring_record["config"].items())
     wiring = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
                        for k, v in wiring_record["wiring"].items())
