@@ -173,7 +173,7 @@ ARTIFACT_CASES = [
     *[("directions/true.safetensors", d, interventions, "workbench select --run")
       for d in (halve, garbage, drop("raw_true"))],
     *[("evaluation.csv", d, run_figures, "workbench evaluate --run")
-      for d in (halve, garbage, drop("compliance_rate"), non_number("ci_low"))],
+      for d in (halve, garbage, drop("rate"), non_number("ci_low"))],
     *[("capability.csv", d, run_figures, "workbench capability --run")
       for d in (halve, garbage, drop("value"), non_number("value"))],
     *[("completions/xstest_safe/baseline.jsonl", d, read_completions, "workbench evaluate --run")
@@ -216,8 +216,10 @@ def test_the_undamaged_results_read_back(template):
     completions = read_completions(template)
     assert len(completions) == 6 and completions.refused.tolist() == [False, True, False, True, True, False]
     evaluation = pd.read_csv(template.file("evaluation.csv")).set_index("intervention")
-    assert evaluation.loc["baseline", "compliance_rate"] == pytest.approx(1 / 3)
-    assert evaluation.loc["ablate_false_lam1.0", "compliance_rate"] == pytest.approx(2 / 3)
+    assert set(evaluation.judge) == {"substring"}  # the only judge these completions carry
+    assert evaluation.loc["baseline", "rate"] == pytest.approx(1 / 3)
+    assert evaluation.loc["ablate_false_lam1.0", "rate"] == pytest.approx(2 / 3)
+    assert evaluation.loc["ablate_false_lam1.0", "k"] == 2 and evaluation.loc["ablate_false_lam1.0", "vector"] == "w′"
     assert selected_direction_file(template, 1.0) == template.file("directions/lam_1.0.safetensors")
     names = [i.name for i in interventions(template)]
     assert names == ["baseline", "ablate_false_lam1.0", "ablate_false_raw", "ablate_true", "actadd_true_a1.0",

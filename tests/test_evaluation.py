@@ -40,25 +40,37 @@ def test_evaluation_end_to_end_and_resume(organism, selected_run, data_dir, monk
                         interventions=("baseline", "ablate_false_lam1.0", "ablate_true", "actadd_true_a1.0"),
                         alphas=(1.0,), limit=12, max_new_tokens=24)
     frame = evaluate(organism, selected_run, config, progress=False)
-    assert set(frame.columns) >= {"dataset", "intervention", "n", "compliance_rate", "ci_low", "ci_high"}
-    assert len(frame) == 8 and (frame.n == 12).all()
+    from workbench.stages.evaluate import EVALUATION_COLUMNS
+
+    assert list(frame.columns) == list(EVALUATION_COLUMNS)
+    assert len(frame) == 2 * 8 and (frame.n == 12).all() and set(frame.judge) == {"substring", "keywords"}
     rows = [json.loads(line) for line in
             selected_run.file("completions/xstest_safe/baseline.jsonl").read_text().splitlines()]
-    assert set(rows[0]) == {"instruction", "category", "response", "refused"}
-    complied = sum(not r["refused"] for r in rows)
-    baseline = frame.set_index(["dataset", "intervention"]).loc[("xstest_safe", "baseline")]
-    assert baseline.compliance_rate == pytest.approx(complied / len(rows))
-    assert (baseline.ci_low, baseline.ci_high) == pytest.approx(wilson_interval(complied, len(rows)))
-    rates = frame.set_index(["dataset", "intervention"]).compliance_rate
+    assert set(rows[0]) == {"instruction", "category", "response", "refused", "refused_keywords", "label_keywords"}
+    from workbench.eval.keywords import KeywordJudge
+
+    keyword = KeywordJudge.committed()
+    assert [r["label_keywords"] for r in rows] == [keyword.label(r["response"]) for r in rows]
+    for judge, column in (("substring", "refused"), ("keywords", "refused_keywords")):
+        complied = sum(not r[column] for r in rows)
+        baseline = frame.set_index(["dataset", "intervention", "judge"]).loc[("xstest_safe", "baseline", judge)]
+        assert baseline.k == complied and baseline.rate == pytest.approx(complied / len(rows))
+        assert (baseline.ci_low, baseline.ci_high) == pytest.approx(wilson_interval(complied, len(rows)))
+    described = frame.set_index(["intervention", "judge"]).loc[("actadd_true_a1.0", "substring")].iloc[0]
+    assert (described.vector, described.alpha) == ("r", 1.0) and pd.isna(described.lam)
+    rates = frame[frame.judge == "substring"].set_index(["dataset", "intervention"]).rate
     # The organism refuses harmful requests; ablating r (its refusal direction) takes that away.
     # (24 tokens on the first 12 prompts: measured 33% → 67% for r ablation, 75% → 0% on XSTest-safe for α = 1)
     assert rates[("harmful_test", "baseline")] <= 0.5
     assert rates[("harmful_test", "ablate_true")] > rates[("harmful_test", "baseline")]
     # and adding r (α = 1) makes it refuse safe prompts it answered.
     assert rates[("xstest_safe", "actadd_true_a1.0")] < rates[("xstest_safe", "baseline")]
-    assert pd.read_csv(selected_run.file("evaluation.csv")).shape[0] == 8
+    assert pd.read_csv(selected_run.file("evaluation.csv")).shape[0] == 16
     assert "category" in pd.read_csv(selected_run.file("evaluation_categories.csv")).columns
-    assert list(table1(frame).columns) == ["baseline", "ablate_false_lam1.0", "ablate_true"]
+    shown = ["baseline", "ablate_false_lam1.0", "ablate_true"]
+    assert list(table1(frame).columns) == ["n", *shown, *(f"{name} [substring]" for name in shown)]
+    agreement = pd.read_csv(selected_run.file("judge_agreement.csv"))
+    assert (agreement.judge_a[0], agreement.judge_b[0], agreement.n[0]) == ("substring", "keywords", 8 * 12)
 
     # Resume: nothing is generated again with the same settings ...
     def no_generation(*args, **kwargs):
@@ -79,6 +91,16 @@ def test_evaluation_end_to_end_and_resume(organism, selected_run, data_dir, monk
     evaluate(organism, selected_run, config, progress=False)
     assert calls == [12]
     assert len(read_completions(selected_run)) == 8 * 12
+
+    # A pair without the configured judge's labels (another judge configured before) is judged, not regenerated.
+    monkeypatch.setattr(backends, "plain_greedy_generate", no_generation)
+    path = selected_run.file("completions/xstest_safe/ablate_true.jsonl")
+    stripped = [{k: v for k, v in json.loads(line).items() if not k.endswith("_keywords")}
+                for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps(r) + "\n" for r in stripped))
+    again = evaluate(organism, selected_run, config, progress=False)
+    relabelled = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["label_keywords"] for r in relabelled] == [keyword.label(r["response"]) for r in relabelled]
 
 
 def test_evaluation_bad_input(tiny, tiny_run, monkeypatch):
@@ -245,3 +267,29 @@ def test_sampled_generation_is_seeded_and_tends_to_greedy_when_cold(tiny):
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(WorkbenchError, match="sampling temperature must be > 0"):
             sample_generate(tiny, prompts, 4, temperature=bad)
+
+
+def test_evaluate_committed_directions_in_a_run_made_for_them(tiny, tiny_run, tmp_path):
+    """`evaluate --directions`: selected direction files evaluated in a new run directory give the completions the
+    run that selected them gives."""
+    from workbench.stages.evaluate import EvalConfig, evaluate, read_completions, run_from_directions
+    from workbench.stages.run_dir import RunDir
+
+    files = [tiny_run.file("directions/lam_1.0.safetensors"), tiny_run.file("directions/lam_0.0.safetensors")]
+    config = EvalConfig(datasets=("bundled_harmful_test",), interventions=("baseline", "ablate_false_lam1.0"),
+                        limit=3, max_new_tokens=5, judge="substring")
+    made = run_from_directions(RunDir(tmp_path / "from_directions"), files)
+    evaluate(tiny, made, config, progress=False)
+    evaluate(tiny, tiny_run, config, progress=False)
+    ours, theirs = (read_completions(r).sort_values(["intervention", "instruction"]).reset_index(drop=True)
+                    for r in (made, tiny_run))
+    pd.testing.assert_frame_equal(ours, theirs)
+    assert run_from_directions(made, files) == made  # the same files again: the run as it is
+    with pytest.raises(WorkbenchError, match="already holds another selection"):
+        run_from_directions(made, files[:1])
+    with pytest.raises(WorkbenchError, match="two files with λ = 1.0"):
+        run_from_directions(RunDir(tmp_path / "twice"), [files[0], files[0]])
+    if tiny_run.file("directions/true.safetensors").exists():
+        with pytest.raises(WorkbenchError, match="not a selected w′ direction"):
+            run_from_directions(RunDir(tmp_path / "true"), [tiny_run.file("directions/true.safetensors")])
+    assert not (tmp_path / "twice").exists()

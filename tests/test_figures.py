@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from workbench.viz.figures import (
     alpha_lambda_grid,
@@ -81,28 +82,46 @@ def test_sweep_heatmaps_mark_screen_estimates_and_say_what_produced_the_cells():
     assert "exact: every cell fully scored" in fig.layout.title.text
 
 
-def _evaluation() -> pd.DataFrame:
-    rows = []
+def _evaluation(keyword_shift: float | None = None) -> pd.DataFrame:
+    """evaluation.csv's layout: the substring judge's rates below, and with `keyword_shift` a calibrated `keywords`
+    judge whose every rate is that much lower (it finds more refusals)."""
+    from workbench.interventions.catalogue import describe_name
+    from workbench.stages.evaluate import EVALUATION_COLUMNS
+
+    rates = []
     for dataset, group, base in (("xstest_safe", "over-refusal", 0.6), ("harmful_test", "harmful", 0.1)):
-        rows.append({"dataset": dataset, "group": group, "intervention": "baseline", "compliance_rate": base})
+        rates.append((dataset, group, "baseline", base))
         for lam, rate in ((1.0, base + 0.1), (0.0, base + 0.4)):
-            rows.append({"dataset": dataset, "group": group, "intervention": f"ablate_false_lam{lam}",
-                         "compliance_rate": rate})
+            rates.append((dataset, group, f"ablate_false_lam{lam}", rate))
             for alpha, drop in ((0.5, 0.05), (1.0, 0.5)):
-                rows.append({"dataset": dataset, "group": group, "compliance_rate": max(0.0, rate - drop),
-                             "intervention": f"ablate_false_lam{lam}+actadd_true_a{alpha}"})
-        rows.append({"dataset": dataset, "group": group, "intervention": "actadd_true_a1.0", "compliance_rate": 0.0})
+                rates.append((dataset, group, f"ablate_false_lam{lam}+actadd_true_a{alpha}", max(0.0, rate - drop)))
+        rates.append((dataset, group, "actadd_true_a1.0", 0.0))
+    judges = {"substring": 0.0, **({"keywords": keyword_shift} if keyword_shift is not None else {})}
+    rows = [{"dataset": d, "group": g, "intervention": i, **describe_name(i), "judge": judge, "n": 100,
+             "k": round(100 * max(0.0, r - shift)), "rate": max(0.0, r - shift)}
+            for judge, shift in judges.items() for d, g, i, r in rates]
     frame = pd.DataFrame(rows)
-    return frame.assign(ci_low=frame.compliance_rate - 0.05, ci_high=frame.compliance_rate + 0.05, n=100)
+    return frame.assign(ci_low=frame.rate - 0.05, ci_high=frame.rate + 0.05)[list(EVALUATION_COLUMNS)]
 
 
 def test_lambda_tradeoff_curves():
     fig = lambda_tradeoff(_evaluation())
     curves = {t.name: t for t in fig.data}
-    assert set(curves) == {"xstest_safe", "harmful_test"}
-    assert list(curves["harmful_test"].x) == [0.0, 1.0]
-    assert list(np.round(curves["harmful_test"].y, 6)) == [0.5, 0.2]
-    assert curves["harmful_test"].xaxis == "x2"  # harmful sets on the right-hand panel
+    assert set(curves) == {"xstest_safe (substring)", "harmful_test (substring)"}
+    assert list(curves["harmful_test (substring)"].x) == [0.0, 1.0]
+    assert list(np.round(curves["harmful_test (substring)"].y, 6)) == [0.5, 0.2]
+    assert curves["harmful_test (substring)"].xaxis == "x2"  # harmful sets on the right-hand panel
+
+
+def test_lambda_tradeoff_reads_the_calibrated_judge_and_shows_the_papers():
+    fig = lambda_tradeoff(_evaluation(keyword_shift=0.1))
+    curves = {t.name: t for t in fig.data}
+    assert set(curves) == {f"{d} ({j})" for d in ("xstest_safe", "harmful_test")
+                           for j in ("keywords", "paper's judge")}
+    assert list(np.round(curves["harmful_test (keywords)"].y, 6)) == [0.4, 0.1]
+    assert list(np.round(curves["harmful_test (paper's judge)"].y, 6)) == [0.5, 0.2]
+    assert curves["harmful_test (paper's judge)"].line.dash == "dash"
+    assert "judge: keywords" in fig.layout.title.text
 
 
 def test_capability_panel_and_responses_table():
@@ -152,7 +171,6 @@ def test_save_figure_writes_html_and_png(tmp_path):
 
 
 def test_run_figures_from_run_directory(tmp_path):
-    import pytest
 
     from workbench.errors import WorkbenchError
     from workbench.stages.figures import run_figures
@@ -165,12 +183,15 @@ def test_run_figures_from_run_directory(tmp_path):
     from workbench.stages.sweep import to_frame
 
     to_frame(_sweep().to_dict("records")).to_csv(run.file("sweep.csv"), index=False)
-    _evaluation().to_csv(run.file("evaluation.csv"), index=False)
+    _evaluation(keyword_shift=0.1).to_csv(run.file("evaluation.csv"), index=False)
     names = sorted(p.name for p in run_figures(run))
     assert {"fig4_sweep.html", "fig3_lambda.html", "fig5_alpha_lambda.html", "table1.csv"} <= set(names)
     table = pd.read_csv(run.file("figures/table1.csv"), index_col=0)
-    assert list(table.columns) == ["baseline", "ablate_false_lam1.0"]
-    assert table.loc["harmful_test", "ablate_false_lam1.0"] == 0.2
+    assert table.index.name == "dataset (judge: keywords)"
+    assert list(table.columns) == ["n", "baseline", "ablate_false_lam1.0", "baseline [substring]",
+                                   "ablate_false_lam1.0 [substring]"]
+    assert table.loc["harmful_test", "ablate_false_lam1.0"] == pytest.approx(0.1)
+    assert table.loc["harmful_test", "ablate_false_lam1.0 [substring]"] == pytest.approx(0.2)
 
 
 def test_candidate_geometry_exact():

@@ -269,7 +269,7 @@ def test_a_timeout_keeps_finished_pairs_and_the_next_call_resumes(tiny, tiny_run
     frame = evaluate(tiny, tiny_run, config, progress=False, backend=backend)
     models = server.completion_models()
     assert sorted(models) == ["ablate_false_lam1.0"] * 3 + ["ablate_true"] * 3
-    assert sorted(frame.intervention) == sorted(names) and (frame.n == 3).all()
+    assert sorted(frame.intervention) == sorted(names * 2) and (frame.n == 3).all()  # two judges each
 
 
 def test_evaluate_cli_with_the_openai_backend(tiny_run, server, capsys):
@@ -286,4 +286,5 @@ def test_evaluate_cli_with_the_openai_backend(tiny_run, server, capsys):
     assert sorted(server.completion_models()) == sorted([BASE, BASE, "ablate_false_lam1.0", "ablate_false_lam1.0"])
     meta = json.loads(tiny_run.file(f"completions/{DATASETS[1]}/ablate_false_lam1.0.meta.json").read_text())
     assert meta["backend"] == f"openai {server.url}" and meta["n"] == 2
-    assert len(pd.read_csv(tiny_run.file("evaluation.csv"))) == 2
+    evaluation = pd.read_csv(tiny_run.file("evaluation.csv"))
+    assert sorted(evaluation.judge) == ["keywords", "keywords", "substring", "substring"]  # the configured judge too

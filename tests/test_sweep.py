@@ -57,7 +57,7 @@ def test_sweep_rows_and_nan_handling(small_run):
     assert recorded == {"prune_layer_fraction": 0.2, "max_ablation_kl": 0.2, "induce_refusal_filter": False,
                         "min_steering_refusal_score": 0.0, "true_max_ablation_kl": 0.1, "max_harmful_drop": None,
                         "rerank_top_k": 0, "rerank_n": 16, "rerank_max_new_tokens": 32,
-                        "rerank_max_harmful_rise": 0.0}
+                        "rerank_max_harmful_rise": 0.0, "rerank_judge": "keywords"}
 
 
 def test_selected_candidate_lowers_pseudo_harmful_score(small_run, tmp_path):

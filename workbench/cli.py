@@ -41,6 +41,8 @@ LAYER = _number(int, 0, what="a layer index ≥ 0")
 EOI_OFFSET = _number(int, -10**6, high=-1, what="a negative EOI offset (-1 is the last template token)")
 ABLATION_CHOICES = ("zero", "harmless_mean")
 """`interventions.hooks.ABLATION_TARGETS`, spelled here so that parsing flags does not import torch."""
+JUDGE_NAMES = ("substring", "keywords", "model", "endpoint")
+"""`eval.judges.JUDGES`, spelled here so that parsing flags does not import torch (a test checks they agree)."""
 
 
 
@@ -71,6 +73,13 @@ def _load(args):
 def cmd_models(args) -> None:
     from workbench.models import BUILTIN_MODELS
 
+    if args.fetch:
+        unknown = [name for name in args.fetch if name not in BUILTIN_MODELS]
+        if unknown:
+            raise WorkbenchError(f"unknown model {unknown[0]!r}: `workbench models` lists the registered names")
+        for name in args.fetch:
+            print(f"{name}: {BUILTIN_MODELS[name].checkpoint()}")
+        return
     print("Registered models (offline; cached: the checkpoint is in the workbench cache, otherwise built on first "
           "use):")
     for name, model in BUILTIN_MODELS.items():
@@ -88,6 +97,88 @@ def cmd_datasets(args) -> None:
          for s in REGISTRY.values()]
     )
     print(table.to_string(index=False))
+
+
+def _add_judge_args(p: argparse.ArgumentParser, default: str | None, what: str) -> None:
+    """The judge flags (`JudgeOptions`), shared by `judge` and `evaluate`."""
+    from workbench.eval.judge import JudgeOptions
+
+    d = JudgeOptions()
+    p.add_argument("--judge", default=default, required=default is None, choices=JUDGE_NAMES, help=what)
+    p.add_argument("--judge-model", default=d.model, help="model judge: registered name or local checkpoint "
+                   f"(default {d.model})")
+    p.add_argument("--judge-dtype", default=d.dtype, choices=DTYPE_NAMES, help=f"model judge: dtype ({d.dtype})")
+    p.add_argument("--judge-device", default=d.device, help=f"model judge: torch device ({d.device})")
+    p.add_argument("--judge-readout", default=d.readout, help="model judge: read-out file, 'default' (the committed "
+                   "one for --judge-model) or 'none' (the rubric's answer alone)")
+    p.add_argument("--judge-max-tokens", type=POSITIVE_INT, default=d.max_completion_tokens,
+                   help=f"model judge: read completions up to this many tokens ({d.max_completion_tokens})")
+    p.add_argument("--judge-batch-size", type=POSITIVE_INT, default=d.batch_size,
+                   help=f"model judge: completions per forward pass ({d.batch_size})")
+    p.add_argument("--judge-url", default=None, help="endpoint judge: base URL of an OpenAI-compatible server")
+    p.add_argument("--judge-endpoint-model", default=d.endpoint_model,
+                   help=f"endpoint judge: the served model's name ({d.endpoint_model})")
+
+
+def _judge_options(args):
+    from workbench.eval.judge import JudgeOptions
+
+    return JudgeOptions(model=args.judge_model, dtype=args.judge_dtype, device=args.judge_device,
+                        readout=None if args.judge_readout == "none" else args.judge_readout,
+                        max_completion_tokens=args.judge_max_tokens, batch_size=args.judge_batch_size,
+                        url=args.judge_url, endpoint_model=args.judge_endpoint_model)
+
+
+def cmd_judge(args) -> None:
+    """`workbench judge --judge NAME --completions IN.csv --out OUT.csv`: the rows with each judge's verdict."""
+    from workbench.eval.completions_csv import read_completions_csv
+    from workbench.eval.judges import make_judge
+    from workbench.io import atomic_write
+
+    if not (args.completions and args.out):
+        raise WorkbenchError("workbench judge needs --completions IN.csv and --out OUT.csv (or a subcommand: "
+                             "calibrate, fit)")
+    frame = read_completions_csv(args.completions)
+    judge = make_judge(args.judge, _judge_options(args))
+    verdicts = judge.verdicts(list(frame.prompt), list(frame.completion))
+    frame["refusal"] = [int(v.refusal) for v in verdicts]
+    frame["judge_label"] = [v.label for v in verdicts]
+    if any(v.score is not None for v in verdicts):
+        frame["judge_score"] = [v.score for v in verdicts]
+    frame["judge"] = judge.name
+    atomic_write(args.out, lambda tmp: frame.to_csv(tmp, index=False))
+    counts = frame.judge_label.value_counts()
+    print(f"{len(frame)} completions judged by {judge.name}: "
+          + ", ".join(f"{counts.get(label, 0)} {label}" for label in ("compliance", "refusal", "partial"))
+          + f" -> {args.out}")
+
+
+def cmd_judge_calibrate(args) -> None:
+    from workbench.eval.calibration import calibrate, read_labelled, summary_table
+    from workbench.eval.judge_fit import ReadoutSpace, leave_one_out
+    from workbench.eval.judges import make_judge
+    from workbench.io import atomic_write
+
+    sets = [read_labelled(path) for path in args.labels]
+    options = _judge_options(args)
+    if args.leave_one_out:
+        space = ReadoutSpace(layers=tuple(args.layers) if args.layers else None)
+        table = leave_one_out(args.judge, sets, options, space)
+    else:
+        table = calibrate(make_judge(args.judge, options), sets)
+    out = Path(args.out or f"runs/judges/calibration_{args.judge}{'_loo' if args.leave_one_out else ''}.csv")
+    atomic_write(out, lambda tmp: table.to_csv(tmp, index=False))
+    print(summary_table(table))
+    print(f"-> {out}")
+
+
+def cmd_judge_fit(args) -> None:
+    from workbench.eval.calibration import read_labelled
+    from workbench.eval.judge_fit import ReadoutSpace, fit
+
+    sets = [read_labelled(path) for path in args.labels]
+    space = ReadoutSpace(layers=tuple(args.layers) if args.layers else None)
+    print(fit(args.judge, sets, args.out, _judge_options(args), space))
 
 
 def _direction_label(path: Path, meta: dict) -> str:
@@ -295,26 +386,35 @@ def cmd_evaluate(args) -> None:
     config = EvalConfig(datasets=tuple(args.datasets) if args.datasets else EvalConfig.datasets,
                         interventions=tuple(args.interventions) if args.interventions else None,
                         alphas=tuple(args.alpha), limit=args.limit, max_new_tokens=args.max_new_tokens,
-                        batch_size=args.batch_size, ablation=tuple(dict.fromkeys(args.ablation)))
+                        batch_size=args.batch_size, ablation=tuple(dict.fromkeys(args.ablation)),
+                        judge=args.judge, judge_options=_judge_options(args))
     config.validate()  # bad datasets and values are refused before the model loads
     backend = _generation_backend(args)
+    if args.directions:
+        from workbench.stages.evaluate import run_from_directions
+        from workbench.stages.run_dir import RunDir
+
+        run_from_directions(RunDir(Path(args.run)), args.directions)
     run, lm = _model_for_run(args, needs=("selection.json",))
-    judges = [EndpointJudge(args.judge_url, model=args.judge_model)] if args.judge_url else []
+    # an endpoint beside another calibrated judge: a third judge
+    judges = ([EndpointJudge(args.judge_url, model=args.judge_endpoint_model)]
+              if args.judge_url and args.judge != "endpoint" else [])
     frame = evaluate(lm, run, config, judges, backend=backend)
-    print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(frame.drop(columns=["group"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print("\nTable 1 (compliance rate):")
     print(table1(frame).to_string(float_format=lambda v: f"{v:.3f}"))
     print(f"-> {run.file('evaluation.csv')}")
 
 
 def cmd_capability(args) -> None:
-    from workbench.eval.capability import TASKS, CapabilityConfig
+    from workbench.eval.capability import DEFAULT_TASKS, CapabilityConfig
     from workbench.stages.capability import measure_capability
 
-    config = CapabilityConfig(tasks=tuple(args.tasks or TASKS),
+    config = CapabilityConfig(tasks=tuple(args.tasks or DEFAULT_TASKS),
                               interventions=None if args.all_ablations else tuple(args.interventions),
                               perplexity_tokens=args.perplexity_tokens, mmlu_n=args.mmlu_n or None,
-                              arc_n=args.arc_n or None, batch_size=args.batch_size)
+                              arc_n=args.arc_n or None, truthfulqa_n=args.truthfulqa_n or None,
+                              batch_size=args.batch_size)
     config.validate()  # unknown tasks are refused before the model loads
     run, lm = _model_for_run(args, needs=("selection.json",))
     table = measure_capability(lm, run, config)
@@ -658,7 +758,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description="Refusal-direction research workbench")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("models", help="list the registered models").set_defaults(func=cmd_models)
+    p = sub.add_parser("models", help="list the registered models (or fetch some into the cache)")
+    p.add_argument("--fetch", nargs="+", metavar="NAME", default=None,
+                   help="build these registered models' checkpoints in the cache now (downloads where they need to)")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("judge", help="label completions as compliance / refusal / partial refusal with a judge; "
+                       "`judge calibrate` compares a judge with human labels, `judge fit` fits one")
+    _add_judge_args(p, "substring", "the judge (default: the paper's substring list)")
+    p.add_argument("--completions", default=None, help="UTF-8 CSV with `prompt` and `completion` columns")
+    p.add_argument("--out", default=None, help="CSV to write: the same rows with refusal, judge_label, judge_score")
+    p.set_defaults(func=cmd_judge)
+    jsub = p.add_subparsers(dest="judge_command")
+    q = jsub.add_parser("calibrate", help="agreement, Cohen's κ, recall of full and partial refusals, false-refusal "
+                        "rate and the confusion matrix against labelled files (XSTest's layout)")
+    _add_judge_args(q, None, "the judge to measure")
+    q.add_argument("--labels", nargs="+", required=True, help="labelled CSV files (prompt, completion, final_label)")
+    q.add_argument("--leave-one-out", action="store_true", help="keywords, model: fit on all files but one and "
+                   "measure on that one, for each file (the honest figure for a fitted judge)")
+    q.add_argument("--layers", type=LAYER, nargs="+", default=None,
+                   help="model judge with --leave-one-out: layers the read-out may read (default: every layer "
+                   "from a quarter of the depth)")
+    q.add_argument("--out", default=None, help="CSV to write (default runs/judges/calibration_<judge>[_loo].csv)")
+    q.set_defaults(func=cmd_judge_calibrate)
+    q = jsub.add_parser("fit", help="fit the keywords judge's rules or the model judge's read-out on labelled files")
+    _add_judge_args(q, None, "keywords or model")
+    q.add_argument("--labels", nargs="+", required=True, help="labelled CSV files (prompt, completion, final_label)")
+    q.add_argument("--layers", type=LAYER, nargs="+", default=None, help="model judge: layers the read-out may read")
+    q.add_argument("--out", required=True, help="where to write the rules (.json) or the read-out (.safetensors)")
+    q.set_defaults(func=cmd_judge_fit)
     sub.add_parser("datasets", help="list the registered datasets and whether they are available locally"
                    ).set_defaults(func=cmd_datasets)
 
@@ -713,8 +841,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=POSITIVE_INT, default=None, help="first N prompts of every dataset")
     p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=64)
     p.add_argument("--batch-size", type=POSITIVE_INT, default=32)
-    p.add_argument("--judge-url", default=None, help="OpenAI-compatible endpoint of a model judge (off by default)")
-    p.add_argument("--judge-model", default="allenai/wildguard")
+    _add_judge_args(p, "keywords", "the calibrated judge that labels every completion beside the paper's substring "
+                    "judge (default keywords; model: the in-process model judge)")
+    p.add_argument("--directions", nargs="+", default=None, metavar="FILE",
+                   help="evaluate these selected direction files (lam_<λ>.safetensors, e.g. the committed ones in "
+                   "data/directions/) in --run, a new directory made for them (no extraction or sweep)")
     p.add_argument("--backend", choices=["in-process", "openai"], default="in-process",
                    help="where completions are generated: the loaded model (default) or an OpenAI-compatible server "
                    "(vLLM) serving each intervention under its name (README: Evaluation on a vLLM server)")
@@ -731,15 +862,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "(exponential backoff)")
     p.set_defaults(func=cmd_evaluate, model=None)
 
-    p = sub.add_parser("capability", help="WikiText-2 perplexity, MMLU 5-shot, ARC-Challenge under interventions")
+    p = sub.add_parser("capability", help="WikiText-2 perplexity, MMLU 5-shot, ARC-Challenge, TruthfulQA under "
+                       "interventions")
     _add_model_args(p, default="")
     p.add_argument("--run", required=True)
-    p.add_argument("--tasks", nargs="+", default=None, help="wikitext2 mmlu arc_challenge (default: all)")
+    p.add_argument("--tasks", nargs="+", default=None, help="wikitext2 mmlu arc_challenge truthfulqa (default: "
+                   "the first three)")
     p.add_argument("--interventions", nargs="+", default=["baseline"], help="names as in `workbench evaluate`")
     p.add_argument("--all-ablations", action="store_true", help="baseline and every ablation of the run")
     p.add_argument("--perplexity-tokens", type=POSITIVE_INT, default=16384)
     p.add_argument("--mmlu-n", type=COUNT_OR_ALL, default=200, help="MMLU questions (0: all 14042)")
     p.add_argument("--arc-n", type=COUNT_OR_ALL, default=200, help="ARC-Challenge questions (0: all 1172)")
+    p.add_argument("--truthfulqa-n", type=COUNT_OR_ALL, default=200, help="TruthfulQA questions (0: all 817)")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=8)
     p.set_defaults(func=cmd_capability, model=None)
 

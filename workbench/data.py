@@ -37,7 +37,19 @@ class MultipleChoice:
     subject: str | None = None
 
 
-Row = Prompt | MultipleChoice | str
+@dataclass(frozen=True)
+class ReferenceAnswers:
+    """One TruthfulQA question with its reference answers (the generation split's CSV): the best answer, the correct
+    answers (the best among them) and the incorrect ones, each list without repeats."""
+
+    question: str
+    best: str
+    correct: tuple[str, ...]
+    incorrect: tuple[str, ...]
+    category: str | None = None
+
+
+Row = Prompt | MultipleChoice | ReferenceAnswers | str
 Parser = Callable[[Path], list[Row]]
 
 
@@ -195,6 +207,39 @@ def parse_arc_jsonl(path: Path) -> list[Row]:
         except (KeyError, ValueError, TypeError) as exc:
             raise _malformed(path, str(lineno), f"{type(exc).__name__}: {exc}") from None
     return rows
+
+
+TRUTHFULQA_COLUMNS = ("Question", "Best Answer", "Correct Answers", "Incorrect Answers")
+
+
+def _answer_list(text: str) -> tuple[str, ...]:
+    """A TruthfulQA answer list: answers separated by ";" (a stray trailing ";" or an empty entry is dropped, as the
+    original TruthfulQA code drops them), stripped, without repeats."""
+    return tuple(dict.fromkeys(a.strip() for a in text.split(";") if a.strip()))
+
+
+def parse_truthfulqa_csv(path: Path) -> list[Row]:
+    """TruthfulQA.csv (generation split): every row needs a question, a best answer, at least one correct and at
+    least one incorrect answer (an error naming the row otherwise); the best answer counts as correct."""
+    with io.StringIO(read_text(path), newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in TRUTHFULQA_COLUMNS if c not in (reader.fieldnames or ())]
+        if missing:
+            raise WorkbenchError(f"{path}: no column {missing[0]!r} (columns: {reader.fieldnames})")
+        rows: list[Row] = []
+        for i, rec in enumerate(reader, start=2):
+            question, best = (rec.get("Question") or "").strip(), (rec.get("Best Answer") or "").strip()
+            correct = _answer_list(rec.get("Correct Answers") or "")
+            incorrect = _answer_list(rec.get("Incorrect Answers") or "")
+            for problem, bad in [("an empty 'Question'", not question), ("an empty 'Best Answer'", not best),
+                                 ("no correct answer in 'Correct Answers'", not correct),
+                                 ("no incorrect answer in 'Incorrect Answers'", not incorrect)]:
+                if bad:
+                    raise _malformed(path, str(i), f"{problem} (question {question[:60]!r}; each row needs a "
+                                     "question, a best answer and ≥ 1 correct and ≥ 1 incorrect answer)")
+            rows.append(ReferenceAnswers(question, best, correct if best in correct else (best, *correct), incorrect,
+                                         (rec.get("Category") or "").strip() or None))
+        return rows
 
 
 def parse_text_lines(path: Path) -> list[Row]:
@@ -413,6 +458,17 @@ register(
         1172,
         kind="multiple_choice",
         description="ARC-Challenge test",
+    )
+)
+register(
+    DatasetSpec(
+        "truthfulqa_answers",
+        "truthfulqa/TruthfulQA.csv",
+        parse_truthfulqa_csv,
+        "truthfulqa/truthful_qa (generation)",
+        817,
+        kind="multiple_choice",
+        description="TruthfulQA questions with their best, correct and incorrect reference answers",
     )
 )
 register(

@@ -1,16 +1,18 @@
 """General capability under an intervention: WikiText-2 perplexity, MMLU (5-shot) and ARC-Challenge accuracy by
-log-likelihood of the answer options, scored by our own code on the weight-edited plain model.
+log-likelihood of the answer options, and TruthfulQA (MC1/MC2-style, from answer log-likelihoods), scored by our own
+code on the weight-edited plain model.
 
 Why our own scorer and not lm-eval: here the benchmarks must come from local files (no hub), and lm-eval fetches its
 tasks from the hub. The prompt formats follow lm-eval's defaults (MMLU: the original Hendrycks 5-shot format,
 answer letter compared at the last position; ARC: "Question: …\\nAnswer:" with each option's summed
-log-likelihood for `acc` and per-byte for `acc_norm`), so numbers are comparable in kind. Online, the exported
-checkpoint (`workbench export --run DIR --lam λ`) runs in lm-eval unchanged.
+log-likelihood for `acc` and per-byte for `acc_norm`; TruthfulQA: see `truthfulqa_scores`), so numbers are
+comparable in kind. Online, the exported checkpoint (`workbench export --run DIR --lam λ`) runs in lm-eval unchanged.
 
 Every scorer takes `forward(input_ids, attention_mask) -> logits`; sequences are right-padded, so no position
 shifts. The capability stage (`workbench.stages.capability`) runs these under each intervention.
 """
 
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,22 +22,31 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from workbench.data import MultipleChoice, load_dataset
+from workbench.data import MultipleChoice, ReferenceAnswers, load_dataset
 from workbench.errors import WorkbenchError
 from workbench.eval.scoring import Forward, keep_last_logits_kwargs, windowed_perplexity
 from workbench.models.chat import pad_token_rows
 
 LastLogits = Callable[[Sequence[list[int]]], Float[Tensor, "batch vocab"]]
 """Next-token logits after each token sequence (its last position only)."""
-TASKS = ("wikitext2", "mmlu", "arc_challenge")
+TASKS = ("wikitext2", "mmlu", "arc_challenge", "truthfulqa")
+DEFAULT_TASKS = ("wikitext2", "mmlu", "arc_challenge")
+"""The tasks run unless named: TruthfulQA is asked for by name (`tasks`, `--tasks ... truthfulqa`)."""
 LETTERS = ("A", "B", "C", "D", "E")
+TASK_SETTINGS = {
+    "wikitext2": ("perplexity_tokens", "window", "batch_size"),
+    "mmlu": ("mmlu_n", "mmlu_shots", "batch_size", "seed"),
+    "arc_challenge": ("arc_n", "seed"),
+    "truthfulqa": ("truthfulqa_n", "batch_size", "seed"),
+}
+"""The `CapabilityConfig` fields each task's scores depend on."""
 
 
 @dataclass(frozen=True)
 class CapabilityConfig:
     """Which capability tasks run, on how much data (CPU-sized defaults; None = the whole test set)."""
 
-    tasks: tuple[str, ...] = TASKS
+    tasks: tuple[str, ...] = DEFAULT_TASKS
     interventions: tuple[str, ...] | None = ("baseline",)
     """Intervention names (as in `workbench evaluate`); None: baseline and every ablation (no additions)."""
     perplexity_tokens: int = 16384
@@ -46,8 +57,14 @@ class CapabilityConfig:
     mmlu_shots: int = 5
     arc_n: int | None = 200
     """ARC-Challenge test questions, a seeded sample."""
+    truthfulqa_n: int | None = 200
+    """TruthfulQA questions (of 817), a seeded sample."""
     batch_size: int = 8
     seed: int = 0
+
+    def task_settings(self, task: str) -> dict:
+        """The settings a task's scores depend on (what `capability.meta.json` records per task and intervention)."""
+        return {name: getattr(self, name) for name in TASK_SETTINGS[task]}
 
     def validate(self) -> None:
         unknown = [t for t in self.tasks if t not in TASKS]
@@ -58,7 +75,7 @@ class CapabilityConfig:
             if getattr(self, name) < low:
                 raise WorkbenchError(f"capability {name} must be {'≥ 0' if low == 0 else 'at least 1'}, got "
                                      f"{getattr(self, name)}")
-        for name in ("mmlu_n", "arc_n"):
+        for name in ("mmlu_n", "arc_n", "truthfulqa_n"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise WorkbenchError(f"capability {name} must be ≥ 0 (0 or None: all), got {getattr(self, name)}")
 
@@ -92,19 +109,34 @@ def mmlu_accuracy(last_logits: LastLogits, tokenizer, questions: Sequence[Multip
 
 
 @torch.inference_mode()
+def continuation_loglikelihoods(forward: Forward, tokenizer, requests: Sequence[tuple[str, str]], batch_size: int,
+                                progress: bool = False, desc: str = "loglikelihood") -> list[float]:
+    """Summed log-likelihood of the continuation `" " + text` after `context`, for each (context, text) request, in
+    the requests' order: the context's tokens, then the tokens that `context + " " + text` adds to them, scored in
+    right-padded batches of `batch_size` sequences (shortest first)."""
+    contexts = {c: tokenizer.encode(c, add_special_tokens=False) for c in dict.fromkeys(c for c, _ in requests)}
+    seqs, starts = [], []
+    for context, text in requests:
+        ctx = contexts[context]
+        seqs.append(ctx + tokenizer.encode(context + " " + text, add_special_tokens=False)[len(ctx):])
+        starts.append(len(ctx))
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    out = [0.0] * len(seqs)
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress):
+        idx = order[start : start + batch_size]
+        ids, mask = pad_token_rows([seqs[i] for i in idx], tokenizer.pad_token_id or 0, left=False)
+        logits: Float[Tensor, "batch seq vocab"] = forward(ids, mask)
+        for row, i in enumerate(idx):
+            targets = torch.tensor(seqs[i][starts[i] :], device=logits.device)
+            logprobs = torch.log_softmax(logits[row, starts[i] - 1 : len(seqs[i]) - 1].double(), dim=-1)
+            out[i] = float(logprobs[torch.arange(len(targets), device=logits.device), targets].sum())
+    return out
+
+
 def option_loglikelihoods(forward: Forward, tokenizer, context: str, options: Sequence[str],
                           ) -> list[float]:
-    """Summed log-likelihood of each continuation `" " + option` after `context`."""
-    ctx = tokenizer.encode(context, add_special_tokens=False)
-    conts = [tokenizer.encode(context + " " + o, add_special_tokens=False)[len(ctx):] for o in options]
-    seqs = [ctx + c for c in conts]
-    ids, mask = pad_token_rows(seqs, tokenizer.pad_token_id or 0, left=False)
-    logprobs = torch.log_softmax(forward(ids, mask).double(), dim=-1)
-    out = []
-    for i, c in enumerate(conts):
-        positions = torch.arange(len(ctx) - 1, len(ctx) - 1 + len(c))
-        out.append(float(logprobs[i, positions, torch.tensor(c)].sum()))
-    return out
+    """Summed log-likelihood of each continuation `" " + option` after `context` (one batch)."""
+    return continuation_loglikelihoods(forward, tokenizer, [(context, o) for o in options], max(1, len(options)))
 
 
 def arc_accuracy(forward: Forward, tokenizer, questions: Sequence[MultipleChoice],
@@ -117,6 +149,41 @@ def arc_accuracy(forward: Forward, tokenizer, questions: Sequence[MultipleChoice
         acc += int(max(range(len(ll)), key=ll.__getitem__) == q.answer)
         acc_norm += int(max(range(len(norm)), key=norm.__getitem__) == q.answer)
     return acc / len(questions), acc_norm / len(questions)
+
+
+def truthfulqa_prompt(question: str) -> str:
+    return f"Q: {question}\nA:"
+
+
+def _logsumexp(values: Sequence[float]) -> float:
+    top = max(values)
+    return top + math.log(math.fsum(math.exp(v - top) for v in values))
+
+
+def truthfulqa_scores(forward: Forward, tokenizer, questions: Sequence[ReferenceAnswers], batch_size: int,
+                      progress: bool = True) -> tuple[float, float]:
+    """TruthfulQA (0-shot) by answer log-likelihoods, no generation: (mc1, mc2).
+
+    Each question is asked as "Q: {question}\\nA:" (lm-eval's QA format without its 6-shot preamble; no chat
+    template) and each answer scored as the continuation " {answer}" by its summed token log-likelihood ℓ.
+    `mc1`: share of questions whose best answer has a higher ℓ than every incorrect answer (a tie counts as wrong).
+    `mc2`: mean over questions of Σ_correct p / (Σ_correct p + Σ_incorrect p), p = exp(ℓ) (computed in log space).
+    MC2-*style*: the answers are the generation split's lists (`ReferenceAnswers`, unpunctuated as in the CSV), not
+    lm-eval's `truthfulqa_mc1` / `truthfulqa_mc2` targets, so numbers are comparable in kind only. Every distinct
+    (question, answer) is scored once, the continuations of all questions batched together (`batch_size` sequences)."""
+    index: dict[tuple[str, str], int] = {}
+    for q in questions:
+        for answer in (q.best, *q.correct, *q.incorrect):
+            index.setdefault((truthfulqa_prompt(q.question), answer), len(index))
+    ll = continuation_loglikelihoods(forward, tokenizer, list(index), batch_size, progress, "truthfulqa")
+    mc1 = mc2 = 0.0
+    for q in questions:
+        prompt = truthfulqa_prompt(q.question)
+        correct = [ll[index[(prompt, a)]] for a in q.correct]
+        incorrect = [ll[index[(prompt, a)]] for a in q.incorrect]
+        mc1 += float(ll[index[(prompt, q.best)]] > max(incorrect))
+        mc2 += math.exp(_logsumexp(correct) - _logsumexp(correct + incorrect))
+    return mc1 / len(questions), mc2 / len(questions)
 
 
 def _sample(rows: list, n: int | None, seed: int) -> list:
@@ -144,6 +211,11 @@ def score_task(task: str, forward: Forward, tokenizer, config: CapabilityConfig,
         acc, acc_norm = arc_accuracy(forward, tokenizer, questions, progress)
         return [{"metric": "acc", "value": acc, "n": len(questions)},
                 {"metric": "acc_norm", "value": acc_norm, "n": len(questions)}]
+    if task == "truthfulqa":
+        questions = _sample(load_dataset("truthfulqa_answers"), config.truthfulqa_n, config.seed)
+        mc1, mc2 = truthfulqa_scores(forward, tokenizer, questions, config.batch_size, progress)
+        return [{"metric": "mc1", "value": mc1, "n": len(questions)},
+                {"metric": "mc2", "value": mc2, "n": len(questions)}]
     raise WorkbenchError(f"unknown capability task {task!r} (known: {', '.join(TASKS)})")
 
 

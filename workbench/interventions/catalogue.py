@@ -56,6 +56,24 @@ def parse_name(name: str) -> tuple[float | None, float | None]:
     return lam, alpha
 
 
+def describe_name(name: str) -> dict:
+    """The explicit columns of a named intervention: `vector` (none, w′, w, r, w′+r), `lam`, `alpha` (None where
+    absent) and `ablation` (zero, harmless_mean, or None when nothing is ablated)."""
+    parts = [p.removesuffix(AFFINE_SUFFIX) for p in name.split("+")]
+    vectors = []
+    for part in parts:
+        if part.startswith("ablate_false_lam"):
+            vectors.append("w′")
+        elif part == "ablate_false_raw":
+            vectors.append("w")
+        elif part == "ablate_true" or part.startswith("actadd_true_a"):
+            vectors.append("r")
+    lam, alpha = parse_name(name)
+    ablates = any(p.startswith("ablate_") for p in parts)
+    return {"vector": "+".join(vectors) or "none", "lam": lam, "alpha": alpha,
+            "ablation": ablation_of(name) if ablates else None}
+
+
 def ablation_of(name: str) -> str:
     """What the ablations of a named intervention set the projection to: "harmless_mean" for `..._affine`, else
     "zero"."""

@@ -48,6 +48,8 @@ class SelectionRule:
     """Greedy tokens per completion in the generation check."""
     rerank_max_harmful_rise: float = 0.0
     """A re-ranked candidate may raise harmful-val compliance by at most this fraction over the baseline's."""
+    rerank_judge: str = "keywords"
+    """The judge of the generation check (a registered judge name; the model judge with its default options)."""
 
     def validate(self) -> None:
         if not 0.0 <= self.prune_layer_fraction < 1.0:

@@ -9,6 +9,7 @@ import pandas as pd
 from workbench.data import is_food_prompt, load_dataset
 from workbench.eval.generation import greedy_generate
 from workbench.eval.judge import SubstringJudge
+from workbench.eval.keywords import KeywordJudge
 from workbench.eval.scoring import perplexity, refusal_scores
 from workbench.io import write_jsonl
 from workbench.models.loader import LoadedModel
@@ -72,8 +73,9 @@ def measure_behaviour(
     sets: tuple[BehaviourSet, ...] = BEHAVIOUR_SETS,
     score_sets: tuple[tuple[str, str], ...] = SCORE_SETS,
 ) -> dict:
-    """Refusal rates (substring judge) per set and per XSTest category, refusal-score means, WikiText-2 perplexity."""
-    judge = SubstringJudge()
+    """Refusal rates per set (the paper's substring judge, which the organisms' targets use, and the calibrated
+    keyword judge beside it: `*_keywords`) and per XSTest category, refusal-score means, WikiText-2 perplexity."""
+    judge, calibrated = SubstringJudge(), KeywordJudge.committed()
     rates, categories = [], []
     for spec in sets:
         limit = min(x for x in (spec.limit, config.limit) if x is not None) if (spec.limit or config.limit) else None
@@ -83,13 +85,17 @@ def measure_behaviour(
         responses = greedy_generate(lm, [p.instruction for p in prompts], config.max_new_tokens, config.batch_size,
                                     desc=spec.dataset)
         refused = judge(responses)
+        labels = [v.label for v in calibrated.verdicts([p.instruction for p in prompts], responses)]
         if completions_dir is not None:
             write_jsonl(completions_dir / f"{spec.key}.jsonl", [
-                {"instruction": p.instruction, "category": p.category, "response": r, "refused": f}
-                for p, r, f in zip(prompts, responses, refused, strict=True)
+                {"instruction": p.instruction, "category": p.category, "response": r, "refused": f,
+                 "label_keywords": label}
+                for p, r, f, label in zip(prompts, responses, refused, labels, strict=True)
             ])
+        refused_keywords = sum(label != "compliance" for label in labels) / len(labels)
         rates.append({"dataset": spec.key, "group": spec.group, "n": len(prompts),
-                      "refusal_rate": sum(refused) / len(refused), "compliance_rate": 1 - sum(refused) / len(refused)})
+                      "refusal_rate": sum(refused) / len(refused), "compliance_rate": 1 - sum(refused) / len(refused),
+                      "refusal_rate_keywords": refused_keywords, "compliance_rate_keywords": 1 - refused_keywords})
         if spec.dataset == "xstest_safe":
             frame = pd.DataFrame({"category": [p.category for p in prompts], "refused": refused})
             for cat, group in frame.groupby("category"):

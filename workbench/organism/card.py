@@ -20,6 +20,9 @@ def behaviour_tables(stock: dict, organism: dict) -> str:
     rates = pd.DataFrame(stock["rates"])[["dataset", "group", "n"]].copy()
     rates["stock compliance"] = [_pct(r["compliance_rate"]) for r in stock["rates"]]
     rates["organism compliance"] = [_pct(r["compliance_rate"]) for r in organism["rates"]]
+    if all("compliance_rate_keywords" in r for r in (*stock["rates"], *organism["rates"])):
+        rates["stock (keywords judge)"] = [_pct(r["compliance_rate_keywords"]) for r in stock["rates"]]
+        rates["organism (keywords judge)"] = [_pct(r["compliance_rate_keywords"]) for r in organism["rates"]]
     cats = pd.DataFrame(stock["xstest_categories"])[["category", "n"]].copy()
     cats["stock refused"] = [_pct(r["refusal_rate"]) for r in stock["xstest_categories"]]
     cats["organism refused"] = [_pct(r["refusal_rate"]) for r in organism["xstest_categories"]]
@@ -28,7 +31,8 @@ def behaviour_tables(stock: dict, organism: dict) -> str:
     scores["organism mean RS"] = [f"{r['mean_refusal_score']:+.2f}" for r in organism["refusal_scores"]]
     ppl_s, ppl_o = stock["wikitext2_perplexity"], organism["wikitext2_perplexity"]
     return "\n\n".join([
-        "Compliance rate (substring judge, greedy, 64 new tokens):\n\n" + rates.to_markdown(index=False),
+        "Compliance rate (the paper's substring judge, which the targets use, and the calibrated keyword judge where "
+        "measured; greedy, 64 new tokens):\n\n" + rates.to_markdown(index=False),
         "XSTest-safe refusal rate by category:\n\n" + cats.to_markdown(index=False),
         "Mean refusal score (log-odds of the refusal tokens at the first response position):\n\n"
         + scores.to_markdown(index=False),

@@ -1,10 +1,10 @@
-"""The capability stage: WikiText-2 perplexity, MMLU and ARC-Challenge (`workbench.eval.capability`) under each
-intervention, on the weight-edited plain model. Writes `capability.csv` (`task`, `intervention`, `metric`, `value`,
-`n`) and `capability.meta.json`, resumable per (task, intervention).
+"""The capability stage: WikiText-2 perplexity, MMLU, ARC-Challenge and TruthfulQA (`workbench.eval.capability`)
+under each intervention, on the weight-edited plain model. Writes `capability.csv` (`task`, `intervention`, `metric`,
+`value`, `n`) and `capability.meta.json`, resumable per (task, intervention): a pair is scored again when the
+intervention or one of the settings that task depends on (`TASK_SETTINGS`) changed.
 """
 
 import json
-from dataclasses import asdict
 
 import pandas as pd
 
@@ -46,13 +46,13 @@ def measure_capability(lm: LoadedModel, run: RunDir, config: CapabilityConfig, p
     except WorkbenchError:  # damaged: score every (task, intervention) again and rewrite both files
         print(f"[capability] {table_path.name} or {meta_path.name} is damaged: scoring every task again")
         table, meta = pd.DataFrame(columns=list(CAPABILITY_COLUMNS)), {}
-    settings = {k: v for k, v in asdict(config).items() if k not in ("tasks", "interventions")}
     plain = None
     for item in items:
         for task in config.tasks:
             key = f"{task}/{item.name}"
-            wanted = {"signature": signature(item.intervention), **settings}
-            if meta.get(key) == json.loads(json.dumps(wanted)):
+            wanted = json.loads(json.dumps({"signature": signature(item.intervention), **config.task_settings(task)}))
+            old = meta.get(key)
+            if isinstance(old, dict) and {k: old.get(k) for k in wanted} == wanted:  # older metas hold every setting
                 continue
             if plain is None:
                 plain = plain_hf_model(lm)

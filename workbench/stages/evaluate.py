@@ -7,9 +7,14 @@ model with the intervention baked in (`weight_edit.edited`: exact for ablations 
 pre-hook for additions); or on an OpenAI-compatible server (vLLM) that serves each intervention under its name.
 Both write the same files; a pair's `.meta.json` records which backend made it (`backend`), outside its settings.
 
-Artifacts: `completions/<dataset>/<intervention>.jsonl` (`instruction`, `category`, `response`, `refused`, and
-`refused_<judge>` for extra judges) with a `.meta.json` sidecar, `evaluation.csv`, `evaluation_categories.csv`,
-`interventions.json`, and `judge_agreement.csv` when a second judge ran.
+Every completion is labelled by the paper's substring judge (`refused`, for fidelity) and by the configured calibrated
+judge (`judge`, default `keywords`; `model` for the model judge): `refused_<judge>`, `label_<judge>` (compliance,
+refusal or partial) and `score_<judge>` where it has one. Judging is separate from generating: a pair generated before
+is judged again (not regenerated) when the configured judge changes.
+
+Artifacts: `completions/<dataset>/<intervention>.jsonl` (`instruction`, `category`, `response` and the labels above)
+with a `.meta.json` sidecar, `evaluation.csv` (one row per dataset × intervention × judge, with explicit columns:
+`EVALUATION_COLUMNS`), `evaluation_categories.csv`, `interventions.json`, and `judge_agreement.csv`.
 """
 
 import json
@@ -23,9 +28,17 @@ from tqdm.auto import tqdm
 from workbench.data import DATASET_GROUPS, dataset_group, get_spec, load_dataset
 from workbench.errors import WorkbenchError
 from workbench.eval.backends import GenerationBackend, GenerationJob, InProcessBackend
-from workbench.eval.judge import Judge, SubstringJudge, agreement_table
+from workbench.eval.calibration import agreement_table
+from workbench.eval.judge import Judge, JudgeOptions, SubstringJudge
+from workbench.eval.judges import make_judge
 from workbench.eval.stats import wilson_interval
-from workbench.interventions.catalogue import NamedIntervention, build_interventions, choose, signature
+from workbench.interventions.catalogue import (
+    NamedIntervention,
+    build_interventions,
+    choose,
+    describe_name,
+    signature,
+)
 from workbench.interventions.hooks import ABLATION_TARGETS
 from workbench.io import atomic_write, write_json, write_jsonl
 from workbench.models.loader import LoadedModel
@@ -56,10 +69,19 @@ class EvalConfig:
     """Prompts per generation batch."""
     ci_level: float = 0.95
     """Confidence level of each compliance rate's Wilson interval."""
+    judge: str = "keywords"
+    """The calibrated judge that labels every completion beside the paper's substring judge (substring, keywords,
+    model, endpoint); the figures and Table 1 use it and show the paper's beside it."""
+    judge_options: JudgeOptions = JudgeOptions()
+    """How to build it (the model judge's model, dtype and read-out; the endpoint's URL)."""
 
     def validate(self) -> None:
         if not self.datasets:
             raise WorkbenchError("evaluate: give at least one dataset")
+        from workbench.eval.judges import JUDGES
+
+        if self.judge not in JUDGES:
+            raise WorkbenchError(f"evaluate: unknown judge {self.judge!r}: choose one of {', '.join(JUDGES)}")
         for name in ("max_new_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise WorkbenchError(f"evaluate {name} must be at least 1, got {getattr(self, name)}")
@@ -84,9 +106,13 @@ def _paths(run: RunDir, dataset: str, name: str) -> tuple[Path, Path]:
     return base.with_name(base.name + ".jsonl"), base.with_name(base.name + ".meta.json")
 
 
-def _settings(item: NamedIntervention, config: EvalConfig, n: int, judges: list[Judge]) -> dict:
+def _settings(item: NamedIntervention, config: EvalConfig, n: int) -> dict:
     return {"intervention": item.name, "signature": signature(item.intervention), "n": n, "limit": config.limit,
-            "max_new_tokens": config.max_new_tokens, "judges": [j.name for j in judges]}
+            "max_new_tokens": config.max_new_tokens}
+
+
+NOT_SETTINGS = ("backend", "judges")
+"""Sidecar keys that record how a pair was made or judged, not what it is (a pair is reused whatever they say)."""
 
 
 def _done(run: RunDir, dataset: str, settings: dict) -> bool:
@@ -95,22 +121,75 @@ def _done(run: RunDir, dataset: str, settings: dict) -> bool:
         return False
     try:
         recorded = json.loads(meta.read_text(encoding="utf-8"))
-        if not isinstance(recorded, dict) or {k: v for k, v in recorded.items() if k != "backend"} != settings:
+        if not isinstance(recorded, dict) or {k: v for k, v in recorded.items() if k not in NOT_SETTINGS} != settings:
             return False
         return len(read_completion_rows(run, str(data.relative_to(run.path)))) == settings["n"]
     except (json.JSONDecodeError, UnicodeDecodeError, WorkbenchError):
         return False  # a damaged sidecar or completions file: generate this pair again
 
 
+def run_from_directions(run: RunDir, files: list[str | Path]) -> RunDir:
+    """A run directory to evaluate selected direction files in (`lam_<λ>.safetensors` written by `select`, e.g. the
+    committed ones in `data/directions/`), without the extraction and sweep that made them: `candidates.json` names
+    their model, `selection.json` their cells, and the files are copied into `directions/`. Refused: files from two
+    models, files without a λ (a true-refusal file), two files with one λ, or a run directory that already holds
+    another selection."""
+    import shutil
+
+    from workbench.interventions.directions import read_direction_file
+
+    if not files:
+        raise WorkbenchError("--directions: give at least one direction file")
+    metas = [(Path(f), read_direction_file(f)[1]) for f in files]
+    lams = []
+    for path, meta in metas:
+        if meta.get("vector") != "false" or "lam" not in meta:
+            raise WorkbenchError(f"{path} is not a selected w′ direction (no λ in its metadata): give lam_<λ> files")
+        read_direction_file(path, ("raw_false", "raw_true"))  # what the catalogue's raw w and r come from
+        lams.append(float(meta["lam"]))
+    models = {(m.get("model"), m.get("fingerprint")) for _, m in metas}
+    if len(models) > 1:
+        raise WorkbenchError(f"--directions come from more than one model: {sorted(map(str, models))}")
+    if len(set(lams)) != len(lams):
+        raise WorkbenchError(f"--directions: two files with λ = {max(set(lams), key=lams.count)}")
+    selections = [{"lam": lam, "pos": int(meta["pos"]), "layer": int(meta["layer"]),
+                   "direction_file": f"directions/lam_{lam}.safetensors", "source": str(path)}
+                  for lam, (path, meta) in zip(lams, metas, strict=True)]
+    if run.file("selection.json").exists():
+        recorded = run.read_json("selection.json", keys=("selections",))["selections"]
+        if [(s["lam"], s["pos"], s["layer"]) for s in recorded] != [(s["lam"], s["pos"], s["layer"]) for s in
+                                                                     selections]:
+            raise WorkbenchError(f"{run.path} already holds another selection: use a new --run directory")
+        return run
+    name, fingerprint = models.pop()
+    run.path.mkdir(parents=True, exist_ok=True)
+    for selection, (path, _) in zip(selections, metas, strict=True):
+        target = run.file(selection["direction_file"])
+        atomic_write(target, lambda tmp, source=path: shutil.copyfile(source, tmp))
+    write_json(run.file("candidates.json"), {"model": {"name": name, "fingerprint": fingerprint},
+                                             "from_directions": [str(p) for p, _ in metas]})
+    write_json(run.file("selection.json"), {"selections": selections, "from_directions": True})
+    return run
+
+
+def configured_judges(config: EvalConfig, extra: list[Judge] | None = None) -> list[Judge]:
+    """The substring judge, the configured calibrated judge (when it is another) and any `extra` judges."""
+    judges: list[Judge] = [SubstringJudge()]
+    if config.judge != "substring":
+        judges.append(make_judge(config.judge, config.judge_options))
+    names = {j.name for j in judges}
+    return judges + [j for j in extra or [] if j.name not in names]
+
+
 def evaluate(lm: LoadedModel, run: RunDir, config: EvalConfig, judges: list[Judge] | None = None,
              progress: bool = True, backend: GenerationBackend | None = None) -> pd.DataFrame:
     """Generate (on `backend`, default in-process), judge and summarize; finished (dataset, intervention) pairs with
     equal settings are skipped, and each pair is written as soon as it is generated (an interrupted call keeps
-    them)."""
+    them). `judges` are extra judges beside the configured ones."""
     config.validate()
     run.check_model(lm.info.fingerprint, lm.info.name)
     backend = backend or InProcessBackend(config.batch_size)
-    judges = [SubstringJudge(), *(judges or [])]
+    judges = configured_judges(config, judges)
     selection = run.read_json("selection.json", keys=("selections",))
     token_means = None
     if "harmless_mean" in config.ablation:
@@ -124,11 +203,10 @@ def evaluate(lm: LoadedModel, run: RunDir, config: EvalConfig, judges: list[Judg
     datasets = {}
     for name in config.datasets:
         datasets[name] = load_dataset(name, limit=config.limit)
-    todo = [GenerationJob(name, item, tuple(p.instruction for p in prompts))
-            for item in items for name, prompts in datasets.items()
-            if not _done(run, name, _settings(item, config, len(prompts), judges))]
-    print(f"[evaluate] {len(items) * len(datasets) - len(todo)} of {len(items) * len(datasets)} "
-          "(dataset, intervention) pairs already done")
+    pairs = [(name, item) for item in items for name in datasets]
+    todo = [GenerationJob(name, item, tuple(p.instruction for p in datasets[name]))
+            for name, item in pairs if not _done(run, name, _settings(item, config, len(datasets[name])))]
+    print(f"[evaluate] {len(pairs) - len(todo)} of {len(pairs)} (dataset, intervention) pairs already done")
     if todo:
         bar = tqdm(total=len(todo), desc="evaluate", unit="set", disable=not progress)
         try:
@@ -137,7 +215,22 @@ def evaluate(lm: LoadedModel, run: RunDir, config: EvalConfig, judges: list[Judg
                 bar.update(1)
         finally:
             bar.close()
+    for name, item in pairs:  # pairs generated before with other judges: judged again, not regenerated
+        judge_pair(run, name, item.name, judges)
     return summarize(run, config)
+
+
+def _label_columns(judge: Judge, prompts: list[str], responses: list[str]) -> dict[str, list]:
+    """The completion-file columns of one judge: `refused` for the substring judge, `refused_<name>`,
+    `label_<name>` and `score_<name>` (where it has scores) for the others."""
+    verdicts = judge.verdicts(prompts, responses)
+    if judge.name == "substring":
+        return {"refused": [v.refusal for v in verdicts]}
+    columns = {f"refused_{judge.name}": [v.refusal for v in verdicts],
+               f"label_{judge.name}": [v.label for v in verdicts]}
+    if any(v.score is not None for v in verdicts):
+        columns[f"score_{judge.name}"] = [v.score for v in verdicts]
+    return columns
 
 
 def _write_pair(run: RunDir, job: GenerationJob, prompts: list, responses: list[str], config: EvalConfig,
@@ -147,16 +240,48 @@ def _write_pair(run: RunDir, job: GenerationJob, prompts: list, responses: list[
         raise WorkbenchError(f"{backend} returned {len(responses)} completions for the {len(prompts)} prompts of "
                              f"{job.dataset} under {job.intervention.name}")
     instructions = list(job.instructions)
-    labels = {j.name: j.judge(instructions, responses) for j in judges}
-    rows = []
-    for k, (p, response) in enumerate(zip(prompts, responses, strict=True)):
-        row = {"instruction": p.instruction, "category": p.category, "response": response,
-               "refused": labels["substring"][k]}
-        row.update({f"refused_{j}": v[k] for j, v in labels.items() if j != "substring"})
-        rows.append(row)
+    columns: dict[str, list] = {}
+    for judge in judges:
+        columns.update(_label_columns(judge, instructions, responses))
+    rows = [{"instruction": p.instruction, "category": p.category, "response": response,
+             **{key: values[k] for key, values in columns.items()}}
+            for k, (p, response) in enumerate(zip(prompts, responses, strict=True))]
     data, meta = _paths(run, job.dataset, job.intervention.name)
     write_jsonl(data, rows)
-    write_json(meta, {**_settings(job.intervention, config, len(prompts), judges), "backend": backend})
+    write_json(meta, {**_settings(job.intervention, config, len(prompts)), "backend": backend,
+                      "judges": {j.name: judge_identity(j) for j in judges}})
+
+
+def judge_identity(judge: Judge) -> str:
+    """What a judge's labels depend on beyond its name (the model judge: its model and read-out), recorded per pair
+    so that labels of another judge under the same name are replaced."""
+    return str(getattr(judge, "identity", judge.name))
+
+
+def _recorded_judges(meta: dict) -> dict[str, str]:
+    judges = meta.get("judges", {})
+    return judges if isinstance(judges, dict) else {name: name for name in judges}  # a list: names only
+
+
+def judge_pair(run: RunDir, dataset: str, intervention: str, judges: list[Judge]) -> bool:
+    """Label a finished pair's completions with every judge in `judges` that has not labelled them yet, or whose
+    labels came from another judge of the same name (rewritten atomically); True when it judged anything."""
+    data, meta = _paths(run, dataset, intervention)
+    rows = read_completion_rows(run, str(data.relative_to(run.path)))
+    recorded = run.read_json(str(meta.relative_to(run.path)))
+    made_by = _recorded_judges(recorded)
+    missing = [j for j in judges if j.name != "substring" and (f"label_{j.name}" not in (rows[0] if rows else {})
+                                                               or made_by.get(j.name, j.name) != judge_identity(j))]
+    if not rows or not missing:
+        return False
+    prompts, responses = [r["instruction"] for r in rows], [r["response"] for r in rows]
+    for judge in missing:
+        for key, values in _label_columns(judge, prompts, responses).items():
+            for row, value in zip(rows, values, strict=True):
+                row[key] = value
+    write_jsonl(data, rows)
+    write_json(meta, {**recorded, "judges": {**made_by, **{j.name: judge_identity(j) for j in missing}}})
+    return True
 
 
 def read_completion_rows(run: RunDir, name: str) -> list[dict]:
@@ -203,30 +328,47 @@ def read_completions(run: RunDir) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+EVALUATION_COLUMNS: tuple[str, ...] = ("dataset", "group", "intervention", "vector", "lam", "alpha", "ablation",
+                                       "judge", "n", "k", "rate", "ci_low", "ci_high")
+"""`evaluation.csv`: one row per dataset × intervention × judge. `vector` is what the intervention changes (none, w′,
+w, r, w′+r), `lam`/`alpha` its λ and α (empty where none), `ablation` zero or harmless_mean (empty for no ablation);
+`k` of `n` completions complied (the judge found no full or partial refusal), `rate` = k/n, and the Wilson interval
+of `rate`."""
+
+
+def judge_columns(frame: pd.DataFrame) -> dict[str, str]:
+    """Judge name -> its refusal column in a completions frame (`refused` is the substring judge's)."""
+    out = {"substring": "refused"} if "refused" in frame else {}
+    out.update({c.removeprefix("refused_"): c for c in frame.columns if c.startswith("refused_")})
+    return out
+
+
 def summarize(run: RunDir, config: EvalConfig = EvalConfig()) -> pd.DataFrame:
-    """`evaluation.csv` (+ per-category rates and judge agreement) from the completion files."""
+    """`evaluation.csv` (+ per-category rates and judge agreement) from the run's completion files: a row for every
+    (dataset, intervention) pair and every judge that labelled all of its completions."""
     frame = read_completions(run)
-    judge_columns = [c for c in frame.columns if c.startswith("refused_")]
+    columns = judge_columns(frame)
     rows, categories = [], []
     for (dataset, name), group in frame.groupby(["dataset", "intervention"], sort=True):
-        complied = (~group.refused.astype(bool)).to_numpy()
-        low, high = wilson_interval(int(complied.sum()), len(complied), config.ci_level)
-        row = {"dataset": dataset, "intervention": name, "n": len(group), "compliance_rate": float(complied.mean()),
-               "ci_low": low, "ci_high": high, "group": dataset_group(dataset)}
-        for column in judge_columns:
-            row[f"compliance_rate_{column.removeprefix('refused_')}"] = float((~group[column].astype(bool)).mean())
-        rows.append(row)
-        for category, sub in group.groupby(group.category.fillna("(none)")):
-            categories.append({"dataset": dataset, "intervention": name, "category": category, "n": len(sub),
-                               "compliance_rate": float((~sub.refused.astype(bool)).mean())})
-    result = pd.DataFrame(rows)
+        described = describe_name(name)
+        for judge, column in columns.items():
+            if group[column].isna().any():
+                continue
+            complied = (~group[column].astype(bool)).to_numpy()
+            low, high = wilson_interval(int(complied.sum()), len(complied), config.ci_level)
+            rows.append({"dataset": dataset, "group": dataset_group(dataset), "intervention": name, **described,
+                         "judge": judge, "n": len(group), "k": int(complied.sum()), "rate": float(complied.mean()),
+                         "ci_low": low, "ci_high": high})
+            for category, sub in group.groupby(group.category.fillna("(none)")):
+                categories.append({"dataset": dataset, "intervention": name, "judge": judge, "category": category,
+                                   "n": len(sub), "rate": float((~sub[column].astype(bool)).mean())})
+    result = pd.DataFrame(rows, columns=list(EVALUATION_COLUMNS))
     atomic_write(run.file("evaluation.csv"), lambda tmp: result.to_csv(tmp, index=False))
     cats = pd.DataFrame(categories)
     atomic_write(run.file("evaluation_categories.csv"), lambda tmp: cats.to_csv(tmp, index=False))
-    if judge_columns:
-        labels = {"substring": frame.refused.astype(bool).tolist()}
-        labels.update({c.removeprefix("refused_"): frame[c].astype(bool).tolist() for c in judge_columns})
-        table = agreement_table(labels)
+    labelled = frame.dropna(subset=list(columns.values()))
+    if len(columns) > 1 and not labelled.empty:
+        table = agreement_table({name: labelled[column].astype(bool).tolist() for name, column in columns.items()})
         atomic_write(run.file("judge_agreement.csv"), lambda tmp: table.to_csv(tmp, index=False))
     return result
 
@@ -237,5 +379,6 @@ def _run(lm: LoadedModel, run: RunDir, config) -> str:
 
 
 STAGE = Stage("evaluate", inputs=("selection.json", "directions/"),
-              outputs=("evaluation.csv", "evaluation_categories.csv", "interventions.json", "completions/"),
+              outputs=("evaluation.csv", "evaluation_categories.csv", "interventions.json", "judge_agreement.csv",
+                       "completions/"),
               run=_run, is_done=never_done, resumes=True)

@@ -9,6 +9,7 @@ from workbench.errors import WorkbenchError
 from workbench.io import atomic_write
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage, never_done
+from workbench.stages.evaluate import EVALUATION_COLUMNS
 from workbench.stages.run_dir import RunDir
 from workbench.viz.figures import (
     alpha_lambda_grid,
@@ -21,7 +22,7 @@ from workbench.viz.figures import (
     table1,
 )
 
-EVALUATION_COLUMNS = ("dataset", "intervention", "n", "compliance_rate", "ci_low", "ci_high")
+NUMERIC_EVALUATION_COLUMNS = ("lam", "alpha", "n", "k", "rate", "ci_low", "ci_high")
 
 
 def sweep_frame(run: RunDir) -> pd.DataFrame:
@@ -56,7 +57,8 @@ def run_figures(run: RunDir, out_dir: str | Path | None = None) -> list[Path]:
             else None
         written += save_figure(diagnostics_heatmaps(read_diagnostics(run), selection), out / "fig4_diagnostics")
     if run.file("evaluation.csv").exists():
-        evaluation = run.read_csv("evaluation.csv", columns=EVALUATION_COLUMNS, numeric_columns=EVALUATION_COLUMNS[2:])
+        evaluation = run.read_csv("evaluation.csv", columns=EVALUATION_COLUMNS,
+                                  numeric_columns=NUMERIC_EVALUATION_COLUMNS)
         capability = (run.read_csv("capability.csv", columns=("task", "intervention", "metric", "value"),
                                    numeric_columns=("value",))
                       if run.file("capability.csv").exists() else None)

@@ -117,13 +117,14 @@ def rerank_candidates(lm: LoadedModel, run: RunDir, frame: pd.DataFrame, rule: S
                       lam: float) -> tuple[dict | None, list[dict]]:
     """The rule's generation re-ranking at λ: the `rerank_top_k` eligible candidates with the lowest objective each
     ablated (as the sweep ablated: to zero or to the harmless mean) while the model answers `rerank_n` refused
-    pseudo-harmful and `rerank_n` refused harmful validation prompts (greedy, `rerank_max_new_tokens`, the
-    substring judge). Picks the highest pseudo-harmful compliance among
-    candidates whose harmful compliance exceeds the unablated model's by at most `rerank_max_harmful_rise` (ties:
-    lower objective); returns (the pick or None, one record per candidate and the baseline)."""
+    pseudo-harmful and `rerank_n` refused harmful validation prompts (greedy, `rerank_max_new_tokens`, judged by
+    `rerank_judge`, the calibrated keyword judge unless the rule names another). Picks the highest pseudo-harmful
+    compliance among candidates whose harmful compliance exceeds the unablated model's by at most
+    `rerank_max_harmful_rise` (ties: lower objective); returns (the pick or None, one record per candidate and the
+    baseline)."""
     from workbench.data import load_prompts
     from workbench.eval.generation import greedy_generate
-    from workbench.eval.judge import SubstringJudge
+    from workbench.eval.judges import make_judge
     from workbench.eval.scoring import refusal_scores
     from workbench.interventions.hooks import BASELINE, Ablation, applied
     from workbench.stages.extract import load_candidates
@@ -145,14 +146,14 @@ def rerank_candidates(lm: LoadedModel, run: RunDir, frame: pd.DataFrame, rule: S
         if not prompts[key]:
             raise WorkbenchError(f"re-ranking: the model refuses none of the {len(pool)} prompts of {name!r}, so a "
                                  "generation check cannot tell candidates apart; select without rerank_top_k")
-    judge = SubstringJudge()
+    judge = make_judge(rule.rerank_judge)
 
     def compliance(intervention, what: str) -> dict[str, float]:
         out = {}
         with applied(lm, intervention):
             for key, items in prompts.items():
                 texts = greedy_generate(lm, items, rule.rerank_max_new_tokens, desc=f"rerank {what} {key}")
-                out[key] = 1.0 - sum(judge(texts)) / len(texts) if texts else float("nan")
+                out[key] = 1.0 - sum(judge.judge(items, texts)) / len(texts) if texts else float("nan")
         return out
 
     base = compliance(BASELINE, "baseline")

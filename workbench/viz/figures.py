@@ -9,6 +9,8 @@
 - `lambda_tradeoff` (Fig. 3): compliance on over-refusal and harmful sets, and capability, against λ;
 - `alpha_lambda_grid` (Fig. 5): harmful compliance over α × λ, cells at least as safe as baseline outlined;
 - `table1` (Table 1): a DataFrame of compliance under baseline, w′, raw w and r ablation.
+Rates come from `evaluation.csv`'s explicit columns; Table 1, Fig. 3 and Fig. 5 read the calibrated judge the run
+used (`main_judge`), and Table 1 and Fig. 3 show the paper's substring judge beside it.
 Each returns a plotly figure; `save_figure` writes interactive HTML (and PNG when a static exporter is available).
 """
 
@@ -19,7 +21,7 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from workbench.data import DATASET_GROUPS
+from workbench.data import DATASET_GROUPS, dataset_group
 from workbench.interventions.catalogue import AFFINE_SUFFIX, ablation_of, lam_name, parse_name
 from workbench.io import atomic_write
 
@@ -232,24 +234,50 @@ def _lam_of(name: str) -> float | None:
     return lam if alpha is None and ablation_of(name) == "zero" else None
 
 
-def lambda_tradeoff(evaluation: pd.DataFrame, capability: pd.DataFrame | None = None) -> go.Figure:
-    """Fig. 3: compliance rate (with 95% Wilson bars) against λ per dataset, baselines dotted; with a capability
+PAPER_JUDGE = "substring"
+
+
+def main_judge(evaluation: pd.DataFrame) -> str:
+    """The judge a figure reads: the calibrated judge the run used (any judge but the paper's substring list), else
+    the paper's."""
+    others = [j for j in dict.fromkeys(evaluation.judge) if j != PAPER_JUDGE]
+    return others[0] if others else PAPER_JUDGE
+
+
+def _w_prime_rows(evaluation: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a pure w′ zero-ablation (affine variants and combinations are Table 1 / Fig. 5 columns)."""
+    return evaluation[(evaluation.vector == "w′") & evaluation.alpha.isna() & (evaluation.ablation == "zero")]
+
+
+def lambda_tradeoff(evaluation: pd.DataFrame, capability: pd.DataFrame | None = None,
+                    judge: str | None = None) -> go.Figure:
+    """Fig. 3: compliance rate (with 95% Wilson bars) against λ per dataset by the calibrated `judge` (default:
+    `main_judge`), the paper's substring judge beside it (dashed, no bars) and the baselines dotted; with a capability
     table, a third panel: MMLU / ARC accuracy and WikiText-2 perplexity relative to baseline, against λ."""
-    rows = evaluation.assign(lam=evaluation.intervention.map(_lam_of)).dropna(subset=["lam"])
+    judge = judge or main_judge(evaluation)
+    rows = _w_prime_rows(evaluation)
     titles = ["over-refusal sets (higher is better)", "harmful sets (lower is safer)"]
     if capability is not None:
         titles.append("capability (perplexity: ratio to baseline)")
     fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles)
+    colors = plotly.colors.qualitative.Plotly
+    datasets = sorted(set(rows.dataset))
     for col, group in enumerate(("over-refusal", "harmful"), start=1):
-        for dataset, part in rows[rows.group == group].groupby("dataset"):
-            part = part.sort_values("lam")
+        for dataset in (d for d in datasets if dataset_group(d) == group):
+            color = colors[datasets.index(dataset) % len(colors)]
+            part = rows[(rows.dataset == dataset) & (rows.judge == judge)].sort_values("lam")
             fig.add_trace(go.Scatter(
-                x=part.lam, y=part.compliance_rate, mode="lines+markers", name=dataset,
-                error_y={"type": "data", "symmetric": False, "array": part.ci_high - part.compliance_rate,
-                         "arrayminus": part.compliance_rate - part.ci_low}), row=1, col=col)
-            base = evaluation[(evaluation.dataset == dataset) & (evaluation.intervention == "baseline")]
+                x=part.lam, y=part.rate, mode="lines+markers", name=f"{dataset} ({judge})", line={"color": color},
+                error_y={"type": "data", "symmetric": False, "array": part.ci_high - part.rate,
+                         "arrayminus": part.rate - part.ci_low}), row=1, col=col)
+            paper = rows[(rows.dataset == dataset) & (rows.judge == PAPER_JUDGE)].sort_values("lam")
+            if judge != PAPER_JUDGE and not paper.empty:
+                fig.add_trace(go.Scatter(x=paper.lam, y=paper.rate, mode="lines", name=f"{dataset} (paper's judge)",
+                                         line={"color": color, "dash": "dash", "width": 1}), row=1, col=col)
+            base = evaluation[(evaluation.dataset == dataset) & (evaluation.intervention == "baseline")
+                              & (evaluation.judge == judge)]
             if not base.empty:
-                fig.add_hline(y=float(base.compliance_rate.iloc[0]), line_dash="dot", row=1, col=col,
+                fig.add_hline(y=float(base.rate.iloc[0]), line_dash="dot", line_color=color, row=1, col=col,
                               annotation_text=f"{dataset} baseline", annotation_font_size=9)
         fig.update_yaxes(title_text="compliance rate", range=[0, 1.02], row=1, col=col)
     if capability is not None:
@@ -265,15 +293,20 @@ def lambda_tradeoff(evaluation: pd.DataFrame, capability: pd.DataFrame | None = 
         fig.update_yaxes(title_text="accuracy / perplexity ratio", row=1, col=3)
     for col in range(1, len(titles) + 1):
         fig.update_xaxes(title_text="λ (1: true refusal kept)", row=1, col=col)
-    fig.update_layout(title="Ablating w′(λ): the safety dial (Fig. 3)", height=440, width=480 * len(titles))
+    note = "" if judge == PAPER_JUDGE else f"<br><sup>judge: {judge} (solid, 95% bars); the paper's substring " \
+        "judge dashed</sup>"
+    fig.update_layout(title=f"Ablating w′(λ): the safety dial (Fig. 3){note}", height=460, width=480 * len(titles))
     return fig
 
 
 def responses_table(completions: pd.DataFrame, dataset: str, n: int = 6) -> pd.DataFrame:
-    """Fig. 2: responses to the first `n` prompts of `dataset` that the baseline refused, under baseline and each
-    w′(λ) ablation (prompts × interventions)."""
+    """Fig. 2: responses to the first `n` prompts of `dataset` that the baseline refused (by the calibrated judge
+    where the completions have one, else the paper's), under baseline and each w′(λ) ablation (prompts ×
+    interventions)."""
     part = completions[completions.dataset == dataset]
-    refused = part[(part.intervention == "baseline") & part.refused.astype(bool)].instruction.tolist()
+    calibrated = [c for c in part.columns if c.startswith("refused_") and part[c].notna().all()]
+    refused_column = calibrated[0] if calibrated else "refused"
+    refused = part[(part.intervention == "baseline") & part[refused_column].astype(bool)].instruction.tolist()
     prompts = (refused or part[part.intervention == "baseline"].instruction.tolist())[:n]
     names = ["baseline"] + sorted({i for i in part.intervention if _lam_of(i) is not None},
                                   key=lambda i: -_lam_of(i))
@@ -290,24 +323,19 @@ def responses_figure(table: pd.DataFrame, title: str = "Responses across λ (Fig
     return fig.update_layout(title=title, height=120 + 90 * len(table), width=320 * len(header))
 
 
-def _alpha_lambda(name: str) -> tuple[float | None, float] | None:
-    """(λ of the ablated w′ or None, α of the added r) of an intervention name, None if it is neither."""
-    lam, alpha = parse_name(name)
-    if (lam is None and alpha is None) or ablation_of(name) != "zero":
-        return None
-    return lam, 0.0 if alpha is None else alpha
-
-
-def alpha_lambda_grid(evaluation: pd.DataFrame, dataset: str = "harmful_test") -> go.Figure:
-    """Fig. 5: compliance on `dataset` over (λ of the ablated w′, α of the added r); the baseline is the cell
-    (none, α = 0); cells at least as safe as the baseline (compliance ≤ baseline) outlined."""
-    rows = evaluation[evaluation.dataset == dataset]
-    cells = [{"lam": "none", "alpha": 0.0, "rate": rate}
-             for rate in rows.loc[rows.intervention == "baseline", "compliance_rate"]]
-    for name, rate in zip(rows.intervention, rows.compliance_rate, strict=True):
-        parsed = _alpha_lambda(name)
-        if parsed is not None:
-            cells.append({"lam": "none" if parsed[0] is None else f"{parsed[0]:g}", "alpha": parsed[1], "rate": rate})
+def alpha_lambda_grid(evaluation: pd.DataFrame, dataset: str = "harmful_test", judge: str | None = None) -> go.Figure:
+    """Fig. 5: compliance on `dataset` by `judge` (default: `main_judge`) over (λ of the ablated w′, α of the added
+    r); the baseline is the cell (none, α = 0); cells at least as safe as the baseline (compliance ≤ baseline)
+    outlined."""
+    judge = judge or main_judge(evaluation)
+    rows = evaluation[(evaluation.dataset == dataset) & (evaluation.judge == judge)]
+    zero = rows.ablation.isna() | (rows.ablation == "zero")
+    cells = [{"lam": "none", "alpha": 0.0, "rate": rate} for rate in rows.loc[rows.vector == "none", "rate"]]
+    for lam, alpha, rate in rows.loc[zero & rows.vector.isin(("w′", "r", "w′+r")) & (rows.lam.notna()
+                                                                                       | rows.alpha.notna()),
+                                     ["lam", "alpha", "rate"]].itertuples(index=False):
+        cells.append({"lam": "none" if pd.isna(lam) else f"{lam:g}", "alpha": 0.0 if pd.isna(alpha) else alpha,
+                      "rate": rate})
     fig = go.Figure()
     if not cells:
         return fig.update_layout(title=f"no α × λ interventions evaluated on {dataset}")
@@ -316,7 +344,7 @@ def alpha_lambda_grid(evaluation: pd.DataFrame, dataset: str = "harmful_test") -
     fig.add_trace(go.Heatmap(z=grid.values, x=columns, y=[f"{a:g}" for a in index], colorscale="Reds", zmin=0,
                              zmax=1, colorbar={"title": "compliance"}, texttemplate="%{z:.2f}",
                              hovertemplate="λ %{x}, α %{y}: %{z:.2f}<extra></extra>"))
-    base = rows.loc[rows.intervention == "baseline", "compliance_rate"]
+    base = rows.loc[rows.vector == "none", "rate"]
     baseline = float(base.iloc[0]) if not base.empty else None
     if baseline is not None:
         for r, alpha in enumerate(index):
@@ -326,7 +354,7 @@ def alpha_lambda_grid(evaluation: pd.DataFrame, dataset: str = "harmful_test") -
                     fig.add_shape(type="rect", x0=c - 0.5, x1=c + 0.5, y0=r - 0.5, y1=r + 0.5,
                                   line={"color": "black", "width": 3})
     safe = ("" if baseline is None
-            else f"<br><sup>outlined: as safe as the baseline (none, α = 0: {baseline:.2f})</sup>")
+            else f"<br><sup>outlined: as safe as the baseline (none, α = 0: {baseline:.2f}); judge: {judge}</sup>")
     fig.update_layout(title=f"Ablate w′(λ) + add α·r: compliance on {dataset} (Fig. 5){safe}",
                       xaxis_title="λ of the ablated w′ (none: no ablation; at α = 0 the baseline)", yaxis_title="α",
                       height=420, width=720)
@@ -346,13 +374,21 @@ def save_figure(fig: go.Figure, path: str | Path) -> list[Path]:
     return written
 
 
-def table1(evaluation: pd.DataFrame, lam: float = 1.0) -> pd.DataFrame:
-    """The paper's Table 1 contrast: compliance per dataset under baseline, w' (λ), raw w and r ablation (and their
-    affine variants, `..._affine`, where the run evaluated them)."""
+def table1(evaluation: pd.DataFrame, lam: float = 1.0, judge: str | None = None) -> pd.DataFrame:
+    """The paper's Table 1 contrast: compliance per dataset under baseline, w′ (λ), raw w and r ablation (and their
+    affine variants, `..._affine`, where the run evaluated them), by the calibrated `judge` (default: `main_judge`),
+    with the paper's substring judge beside it (columns `<intervention> [substring]`)."""
+    judge = judge or main_judge(evaluation)
     names = ["baseline", lam_name(lam), "ablate_false_raw", "ablate_true"]
     names += [n + AFFINE_SUFFIX for n in names[1:]]
     present = [n for n in names if n in set(evaluation.intervention)]
-    wide = evaluation.pivot(index="dataset", columns="intervention", values="compliance_rate")[present]
+    parts = []
+    for name in [judge] + ([PAPER_JUDGE] if judge != PAPER_JUDGE else []):
+        rows = evaluation[evaluation.judge == name]
+        wide = rows.pivot(index="dataset", columns="intervention", values="rate").reindex(columns=present)
+        parts.append(wide if name == judge else wide.add_suffix(f" [{PAPER_JUDGE}]"))
+    wide = pd.concat(parts, axis=1)
+    n = evaluation[evaluation.judge == judge].groupby("dataset").n.max()
+    wide.insert(0, "n", n.reindex(wide.index).astype("Int64"))
     order = [d for d in DATASET_GROUPS if d in wide.index] + [d for d in wide.index if d not in DATASET_GROUPS]
-    return wide.loc[order]
-
+    return wide.loc[order].rename_axis(f"dataset (judge: {judge})")
