@@ -642,9 +642,16 @@ BUNDLED_GROUPS = {
 compliance is good, as on the over-refusal sets (and the figures draw it with them)."""
 
 
+OTHER_GROUPS = {  # other registered sets that are evaluated now and then (not in evaluate's default list)
+    "or_bench_hard_test_all": "over-refusal", "or_bench_hard": "over-refusal", "oktest": "over-refusal",
+    "harmful_test_all": "harmful", "advbench": "harmful", "harmbench": "harmful", "strongreject": "harmful",
+    "malicious_instruct": "harmful", "tdc2023": "harmful",
+}
+
+
 def dataset_group(name: str) -> str:
     """The evaluation group of a dataset: "over-refusal", "harmful", "harmless" (bundled harmless) or "other"."""
-    if name in DATASET_GROUPS:
-        return DATASET_GROUPS[name]
+    if name in DATASET_GROUPS or name in OTHER_GROUPS:
+        return {**DATASET_GROUPS, **OTHER_GROUPS}[name]
     family, _, split = name.removesuffix("_no_food").rpartition("_")
     return BUNDLED_GROUPS.get(family if split in ("train", "val", "test") else name, "other")

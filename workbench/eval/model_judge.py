@@ -62,7 +62,8 @@ READOUT_SITES = ("last", "answer_mean")
 
 @dataclass(frozen=True)
 class Readout:
-    """A linear three-class read-out of one layer's residual stream at the judge's answer position."""
+    """A linear three-class read-out of one layer's residual stream (at `site`: the answer position, or the mean over
+    the completion's tokens)."""
 
     layer: int
     site: str

@@ -374,12 +374,14 @@ def save_figure(fig: go.Figure, path: str | Path) -> list[Path]:
     return written
 
 
-def table1(evaluation: pd.DataFrame, lam: float = 1.0, judge: str | None = None) -> pd.DataFrame:
-    """The paper's Table 1 contrast: compliance per dataset under baseline, w′ (λ), raw w and r ablation (and their
-    affine variants, `..._affine`, where the run evaluated them), by the calibrated `judge` (default: `main_judge`),
-    with the paper's substring judge beside it (columns `<intervention> [substring]`)."""
+def table1(evaluation: pd.DataFrame, lam: float | None = None, judge: str | None = None) -> pd.DataFrame:
+    """The paper's Table 1 contrast: compliance per dataset under baseline, w′ (at `lam`, or at every λ evaluated,
+    largest first), raw w and r ablation (and their affine variants, `..._affine`, where the run evaluated them), by
+    the calibrated `judge` (default: `main_judge`), with the paper's substring judge beside it (columns
+    `<intervention> [substring]`)."""
     judge = judge or main_judge(evaluation)
-    names = ["baseline", lam_name(lam), "ablate_false_raw", "ablate_true"]
+    lams = [lam] if lam is not None else sorted(set(_w_prime_rows(evaluation).lam), reverse=True)
+    names = ["baseline", *(lam_name(x) for x in lams), "ablate_false_raw", "ablate_true"]
     names += [n + AFFINE_SUFFIX for n in names[1:]]
     present = [n for n in names if n in set(evaluation.intervention)]
     parts = []
