@@ -132,6 +132,7 @@ def _judge_options(args):
 def cmd_judge(args) -> None:
     """`workbench judge --judge NAME --completions IN.csv --out OUT.csv`: the rows with each judge's verdict."""
     from workbench.eval.completions_csv import read_completions_csv
+    from workbench.eval.judge import JUDGE_LABELS
     from workbench.eval.judges import make_judge
     from workbench.io import atomic_write
 
@@ -149,7 +150,7 @@ def cmd_judge(args) -> None:
     atomic_write(args.out, lambda tmp: frame.to_csv(tmp, index=False))
     counts = frame.judge_label.value_counts()
     print(f"{len(frame)} completions judged by {judge.name}: "
-          + ", ".join(f"{counts.get(label, 0)} {label}" for label in ("compliance", "refusal", "partial"))
+          + ", ".join(f"{counts.get(label, 0)} {label}" for label in JUDGE_LABELS)
           + f" -> {args.out}")
 
 

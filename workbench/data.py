@@ -651,7 +651,7 @@ OTHER_GROUPS = {  # other registered sets that are evaluated now and then (not i
 
 def dataset_group(name: str) -> str:
     """The evaluation group of a dataset: "over-refusal", "harmful", "harmless" (bundled harmless) or "other"."""
-    if name in DATASET_GROUPS or name in OTHER_GROUPS:
-        return {**DATASET_GROUPS, **OTHER_GROUPS}[name]
+    if (group := DATASET_GROUPS.get(name) or OTHER_GROUPS.get(name)) is not None:
+        return group
     family, _, split = name.removesuffix("_no_food").rpartition("_")
     return BUNDLED_GROUPS.get(family if split in ("train", "val", "test") else name, "other")

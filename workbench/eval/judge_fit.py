@@ -49,12 +49,6 @@ def _labels(sets: Sequence[LabelledSet]) -> list[str]:
     return [label for s in sets for label in s.labels]
 
 
-def _verdicts(probabilities: torch.Tensor) -> list[str]:
-    from workbench.eval.model_judge import decide
-
-    return decide(probabilities)
-
-
 @dataclass(frozen=True)
 class Choice:
     """Where a read-out reads and how strongly it is penalized; `score`: its inner leave-one-out agreement."""
@@ -87,12 +81,12 @@ class _ModelStates:
         from workbench.io import atomic_write
         from workbench.paths import cache_dir
 
+        if default_readout_path(self.judge.model_name) is None:  # a local checkpoint: not cached
+            return self.judge.answer_states(labelled.prompts, labelled.completions, self.layers, progress)
         key = hashlib.sha256(json.dumps([self.judge.model_name, options.dtype, options.max_completion_tokens, RUBRIC,
                                          QUESTION, list(self.layers), labelled.prompts, labelled.completions])
                              .encode()).hexdigest()[:20]
         path = cache_dir() / "judge_states" / f"{labelled.name}-{key}.pt"
-        if default_readout_path(self.judge.model_name) is None:  # a local checkpoint: not cached
-            return self.judge.answer_states(labelled.prompts, labelled.completions, self.layers, progress)
         if path.is_file():
             try:
                 return JudgeStates(**torch.load(path, weights_only=True))
@@ -113,7 +107,9 @@ class _ModelStates:
                            self.layers[choice.layer_index], choice.site, self.judge.model_name, names, l2=choice.l2)
 
     def predict(self, readout, held: LabelledSet, choice: "Choice") -> list[str]:
-        return _verdicts(readout.probabilities(self.features([held.name], choice.layer_index, choice.site)))
+        from workbench.eval.model_judge import decide
+
+        return decide(readout.probabilities(self.features([held.name], choice.layer_index, choice.site)))
 
     def choose(self, train: Sequence[LabelledSet]) -> "Choice":
         """The (layer, site, L2 penalty) whose read-out, fitted on each training file but one, best predicts the one

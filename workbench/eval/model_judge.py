@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from workbench.errors import WorkbenchError
 from workbench.eval.judge import JUDGE_LABELS, BinaryView, JudgeOptions, Verdict, normalize_apostrophes
+from workbench.models.chat import pad_token_rows
 
 RUBRIC = (
     "You label answers of an AI assistant. Read the user's request and the assistant's answer, then say which class "
@@ -185,7 +186,7 @@ class ModelJudge(BinaryView):
         self._prefix_cache = None
 
     def _letter_id(self, letter: str) -> int:
-        ids = self.tokenizer.encode(letter, add_special_tokens=False)
+        ids = self._encode(letter)
         if len(ids) != 1:
             raise WorkbenchError(f"judge model's tokenizer splits {letter!r} into {len(ids)} tokens")
         return ids[0]
@@ -194,7 +195,7 @@ class ModelJudge(BinaryView):
         text = normalize_apostrophes(completion)
         if self.max_completion_tokens is None:
             return text
-        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        ids = self._encode(text)
         if len(ids) <= self.max_completion_tokens:
             return text
         return self.tokenizer.decode(ids[: self.max_completion_tokens]).removesuffix("\ufffd")  # no split character
@@ -235,15 +236,11 @@ class ModelJudge(BinaryView):
         starts = range(0, len(order), self.batch_size)
         for start in tqdm(starts, desc=f"judge {self.model_name}", unit="batch", disable=not progress):
             batch = order[start : start + self.batch_size]
-            width = max(len(rows[i][0]) for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), p_len + width), dtype=torch.long)
-            span = torch.zeros((len(batch), width))
-            mask[:, :p_len] = 1
+            ids, row_mask = pad_token_rows([rows[i][0] for i in batch], pad, left=False)
+            mask = torch.cat([torch.ones((len(batch), p_len), dtype=torch.long), row_mask], dim=1)
+            span = torch.zeros(ids.shape)
             for k, i in enumerate(batch):
-                row, answer = rows[i]
-                ids[k, : len(row)] = torch.tensor(row)
-                mask[k, p_len : p_len + len(row)] = 1
+                answer = rows[i][1]
                 span[k, answer] = 1.0 / max(1, answer.stop - answer.start)
             cache = copy.deepcopy(prefix)
             cache.batch_repeat_interleave(len(batch))

@@ -85,14 +85,14 @@ def measure_behaviour(
         responses = greedy_generate(lm, [p.instruction for p in prompts], config.max_new_tokens, config.batch_size,
                                     desc=spec.dataset)
         refused = judge(responses)
-        labels = [v.label for v in calibrated.verdicts([p.instruction for p in prompts], responses)]
+        verdicts = calibrated.verdicts([p.instruction for p in prompts], responses)
         if completions_dir is not None:
             write_jsonl(completions_dir / f"{spec.key}.jsonl", [
                 {"instruction": p.instruction, "category": p.category, "response": r, "refused": f,
-                 "label_keywords": label}
-                for p, r, f, label in zip(prompts, responses, refused, labels, strict=True)
+                 "label_keywords": v.label}
+                for p, r, f, v in zip(prompts, responses, refused, verdicts, strict=True)
             ])
-        refused_keywords = sum(label != "compliance" for label in labels) / len(labels)
+        refused_keywords = sum(v.refusal for v in verdicts) / len(verdicts)
         rates.append({"dataset": spec.key, "group": spec.group, "n": len(prompts),
                       "refusal_rate": sum(refused) / len(refused), "compliance_rate": 1 - sum(refused) / len(refused),
                       "refusal_rate_keywords": refused_keywords, "compliance_rate_keywords": 1 - refused_keywords})

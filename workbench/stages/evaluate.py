@@ -29,7 +29,7 @@ from workbench.data import DATASET_GROUPS, dataset_group, get_spec, load_dataset
 from workbench.errors import WorkbenchError
 from workbench.eval.backends import GenerationBackend, GenerationJob, InProcessBackend
 from workbench.eval.calibration import agreement_table
-from workbench.eval.judge import Judge, JudgeOptions, SubstringJudge
+from workbench.eval.judge import PAPER_JUDGE, Judge, JudgeOptions, SubstringJudge
 from workbench.eval.judges import make_judge
 from workbench.eval.stats import wilson_interval
 from workbench.interventions.catalogue import (
@@ -175,7 +175,7 @@ def run_from_directions(run: RunDir, files: list[str | Path]) -> RunDir:
 def configured_judges(config: EvalConfig, extra: list[Judge] | None = None) -> list[Judge]:
     """The substring judge, the configured calibrated judge (when it is another) and any `extra` judges."""
     judges: list[Judge] = [SubstringJudge()]
-    if config.judge != "substring":
+    if config.judge != PAPER_JUDGE:
         judges.append(make_judge(config.judge, config.judge_options))
     names = {j.name for j in judges}
     return judges + [j for j in extra or [] if j.name not in names]
@@ -215,8 +215,10 @@ def evaluate(lm: LoadedModel, run: RunDir, config: EvalConfig, judges: list[Judg
                 bar.update(1)
         finally:
             bar.close()
+    generated = {(job.dataset, job.intervention.name) for job in todo}  # written just now, by these judges
     for name, item in pairs:  # pairs generated before with other judges: judged again, not regenerated
-        judge_pair(run, name, item.name, judges)
+        if (name, item.name) not in generated:
+            judge_pair(run, name, item.name, judges)
     return summarize(run, config)
 
 
@@ -224,7 +226,7 @@ def _label_columns(judge: Judge, prompts: list[str], responses: list[str]) -> di
     """The completion-file columns of one judge: `refused` for the substring judge, `refused_<name>`,
     `label_<name>` and `score_<name>` (where it has scores) for the others."""
     verdicts = judge.verdicts(prompts, responses)
-    if judge.name == "substring":
+    if judge.name == PAPER_JUDGE:
         return {"refused": [v.refusal for v in verdicts]}
     columns = {f"refused_{judge.name}": [v.refusal for v in verdicts],
                f"label_{judge.name}": [v.label for v in verdicts]}
@@ -270,7 +272,7 @@ def judge_pair(run: RunDir, dataset: str, intervention: str, judges: list[Judge]
     rows = read_completion_rows(run, str(data.relative_to(run.path)))
     recorded = run.read_json(str(meta.relative_to(run.path)))
     made_by = _recorded_judges(recorded)
-    missing = [j for j in judges if j.name != "substring" and (f"label_{j.name}" not in (rows[0] if rows else {})
+    missing = [j for j in judges if j.name != PAPER_JUDGE and (f"label_{j.name}" not in (rows[0] if rows else {})
                                                                or made_by.get(j.name, j.name) != judge_identity(j))]
     if not rows or not missing:
         return False
@@ -338,7 +340,7 @@ of `rate`."""
 
 def judge_columns(frame: pd.DataFrame) -> dict[str, str]:
     """Judge name -> its refusal column in a completions frame (`refused` is the substring judge's)."""
-    out = {"substring": "refused"} if "refused" in frame else {}
+    out = {PAPER_JUDGE: "refused"} if "refused" in frame else {}
     out.update({c.removeprefix("refused_"): c for c in frame.columns if c.startswith("refused_")})
     return out
 

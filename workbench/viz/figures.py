@@ -22,6 +22,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from workbench.data import DATASET_GROUPS, dataset_group
+from workbench.eval.judge import PAPER_JUDGE
 from workbench.interventions.catalogue import AFFINE_SUFFIX, ablation_of, lam_name, parse_name
 from workbench.io import atomic_write
 
@@ -232,9 +233,6 @@ def _lam_of(name: str) -> float | None:
     """λ of a pure w′ zero-ablation (`ablate_false_lam<λ>`), else None (affine variants are Table 1 columns)."""
     lam, alpha = parse_name(name)
     return lam if alpha is None and ablation_of(name) == "zero" else None
-
-
-PAPER_JUDGE = "substring"
 
 
 def main_judge(evaluation: pd.DataFrame) -> str:
