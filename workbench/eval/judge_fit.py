@@ -28,8 +28,8 @@ FITTABLE = ("keywords", "model")
 class ReadoutSpace:
     """Where a model judge's read-out may read: layers (None: every layer from a quarter of the depth) and
     sites. The default site is the mean over the completion's tokens: read at the answer position alone, a read-out
-    fitted on Llama-2's and Mistral's completions missed GPT-4's short refusals ("Sorry, but I can't assist with
-    that.") in leave-one-out."""
+    fitted on Llama-2's and Mistral's completions missed GPT-4's one-sentence apologetic refusals in
+    leave-one-out."""
 
     layers: tuple[int, ...] | None = None
     sites: tuple[str, ...] = ("answer_mean",)
