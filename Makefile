@@ -1,15 +1,19 @@
-# The README's two commands:  `make run` (main job on the default model)  and  `make test`.
+# The README's starts:  `make quick` (5 minutes, bundled prompts only),  `make run` (the main job on the default
+# model; fetches the benchmark sets it needs first)  and  `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-WORKBENCH_DATA_DIR ?= $(abspath ../shared/datasets)
+# The benchmark copies beside a checkout in this workplace; elsewhere unset: the workbench cache (datasets fetch).
+WORKBENCH_DATA_DIR ?= $(if $(wildcard ../shared/datasets),$(abspath ../shared/datasets),)
+ifneq ($(WORKBENCH_DATA_DIR),)
 export WORKBENCH_DATA_DIR
+endif
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 RUN_DIR ?= runs/default
 
-.PHONY: setup run figures test test-unit test-model test-data test-slow test-real lint clean
+.PHONY: setup quick run figures test test-unit test-model test-data test-slow test-real lint clean
 
 setup: $(STAMP)
 
@@ -18,14 +22,19 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,notebooks]'
+	$(BIN)/pip install -q -e '.[test,notebooks,docs]'
 	@# PNG figures need a Chrome binary for kaleido; without one the figures are HTML only.
 	@command -v chromium >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1 || \
 	  (apt-get install -y -qq chromium || (apt-get update -qq && apt-get install -y -qq chromium)) >/dev/null 2>&1 || \
 	  echo "note: could not install chromium; figures will be written as HTML only"
 	touch $(STAMP)
 
+# The 5-minute start: the wired control on the bundled prompts only (no benchmark data).
+quick: setup
+	$(BIN)/workbench run --config configs/quick.toml --run runs/quick
+
 run: setup
+	$(BIN)/workbench datasets fetch --paper
 	$(BIN)/workbench run --config configs/default.toml --run $(RUN_DIR)
 
 # The committed figures/: the main job (finished stages are skipped), then its figures written into figures/.
@@ -55,6 +64,11 @@ test-real: setup
 
 lint: setup
 	$(BIN)/ruff check workbench tests benchmarks
+
+# The docs site (mkdocs.yml, docs/) into build/site; --strict fails on any broken link or anchor.
+.PHONY: docs
+docs: setup
+	$(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) runs

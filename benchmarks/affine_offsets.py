@@ -3,7 +3,7 @@ and (`--behaviour`) what ablating with one offset per layer vs one per layer and
 
     python benchmarks/affine_offsets.py --run RUN [--lam 1.0] [--n 64] [--behaviour [--n-val 32]]
 
-The affine ablation (README: Affine ablation) sets the projection at every block input to μ_l = M_l·ĉ, the mean
+The affine ablation (docs/interventions.md) sets the projection at every block input to μ_l = M_l·ĉ, the mean
 over every harmless token but the first. Prints, per layer, the harmless mean projection of the prompt tokens
 (template and instruction), of each EOI position, and of all tokens (μ_l), with the spread between classes.
 

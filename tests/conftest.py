@@ -67,7 +67,7 @@ def planted():
 
 @pytest.fixture(scope="session")
 def wired():
-    """The wired control (the safety organism + the two neurons of `data/organism_wired`), loaded once per session."""
+    """The wired control (the safety organism + the three neurons of `data/organism_wired`), loaded once per session."""
     from workbench.models import load_model
 
     return load_model("smollm2-135m-wired")

@@ -368,7 +368,7 @@ def test_out_of_range_option_is_refused_by_argparse(argv, option, capsys, no_mod
 
 
 CHECKED_TYPES = {"POSITIVE_INT", "COUNT_OR_ALL", "LAMBDA", "FRACTION", "POSITIVE_FLOAT", "FINITE_FLOAT", "LAYER",
-                 "EOI_OFFSET", "NON_NEGATIVE_FLOAT", "NON_NEGATIVE_INT", "RERANK_K"}
+                 "EOI_OFFSET", "NON_NEGATIVE_FLOAT", "NON_NEGATIVE_INT", "RERANK_K", "CELL_INDEX"}
 
 
 def test_every_numeric_option_has_a_checked_type():
@@ -459,6 +459,28 @@ def test_stage_prerequisites_are_checked_before_loading(tmp_path, capsys, no_mod
     run.path.mkdir(exist_ok=True)
     assert main([command[0], "--run", str(run.path), *command[1:]]) == 2
     assert message.format(run=run.path) in one_line(capsys)
+
+
+@pytest.mark.parametrize(("command", "missing"), [
+    (["evaluate", "--datasets", "xstest_safe", "bundled_harmful_test"], "xstest_safe"),
+    (["capability", "--tasks", "wikitext2"], "wikitext2"),
+])
+def test_benchmark_sets_are_checked_before_loading(tmp_path, capsys, no_model, monkeypatch, command, missing):
+    """A follow-up command on a run names every benchmark set it would read that the data directory lacks, and the
+    command that fetches them, before the model loads (bundled sets need nothing)."""
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / "data").mkdir()
+    run = make_run(tmp_path / "run")
+    assert main([command[0], "--run", str(run.path), *command[1:]]) == 2
+    assert one_line(capsys) == (f"workbench: error: benchmark data missing from {tmp_path / 'data'} (from "
+                                f"WORKBENCH_DATA_DIR): {missing}: run `workbench datasets fetch {missing}`")
+
+
+def test_the_main_job_checks_its_benchmark_sets_before_loading(tmp_path, capsys, no_model, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / "data").mkdir()
+    assert main(["run", "--run", str(tmp_path / "run")]) == 2
+    assert "benchmark data missing from" in one_line(capsys) and not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("command", [["evaluate"], ["capability"], ["sweep"], ["select"], ["figures"],

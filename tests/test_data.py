@@ -83,14 +83,17 @@ def test_cooking_is_grouped_with_the_over_refusal_sets():
     assert [data.dataset_group(f"bundled_cooking{s}") for s in ("", "_train", "_val", "_test")] == ["over-refusal"] * 4
 
 
-def test_missing_data_dir_names_the_variable(monkeypatch):
+def test_missing_data_dir_names_the_variable_and_the_fetch(tmp_path, monkeypatch):
     monkeypatch.delenv("WORKBENCH_DATA_DIR", raising=False)
-    with pytest.raises(WorkbenchError, match="WORKBENCH_DATA_DIR"):
+    monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path))  # an empty cache: the default data directory is absent
+    with pytest.raises(WorkbenchError, match=r"WORKBENCH_DATA_DIR is not set: run `workbench datasets fetch "
+                       r"xstest_safe`"):
         load_dataset("xstest_safe")
 
 
-def test_missing_file_names_file_and_variable(tmp_path):
-    with pytest.raises(WorkbenchError, match=r"xstest/processed/xstest_safe.json is missing under WORKBENCH_DATA_DIR"):
+def test_missing_file_names_file_and_fetch_command(tmp_path):
+    with pytest.raises(WorkbenchError, match=rf"xstest/processed/xstest_safe.json is missing under {tmp_path}: run "
+                       rf"`workbench datasets fetch xstest_safe --data-dir {tmp_path}`"):
         load_dataset("xstest_safe", tmp_path)
 
 

@@ -65,6 +65,21 @@ def test_fingerprint_changes_with_weights(tiny):
     assert model_fingerprint(hf) == before
 
 
+def test_fingerprint_names_the_weights_not_the_dtype(tiny, tiny_checkpoint):
+    """The same weights loaded in bfloat16 fingerprint as in float32 (a direction selected on a CPU in float32 serves
+    the bfloat16 model on a GPU); the bfloat16 weights differ from the float32 ones, so the sample is not trivial."""
+    from workbench.models import LoadOptions
+
+    half = load_model(str(tiny_checkpoint), LoadOptions(dtype="bfloat16"))
+    assert half.hf_model.model.layers[0].mlp.down_proj.weight.dtype == torch.bfloat16
+    assert half.info.fingerprint == tiny.info.fingerprint
+    # a different checkpoint (one matrix changed by 1 %: above bfloat16's precision) fingerprints differently
+    weight = half.hf_model.model.layers[1].self_attn.o_proj.weight
+    with torch.no_grad():
+        weight.mul_(1.01)
+    assert model_fingerprint(half.hf_model) != tiny.info.fingerprint
+
+
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(WorkbenchError, match="unknown model 'no-such-model'"):
         load_model("no-such-model")

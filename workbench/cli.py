@@ -39,6 +39,7 @@ RERANK_K = _number(int, 2, what="an integer ≥ 2")
 FINITE_FLOAT = _number(float, -math.inf, inclusive=False, high=math.inf, what="a finite number")
 LAYER = _number(int, 0, what="a layer index ≥ 0")
 EOI_OFFSET = _number(int, -10**6, high=-1, what="a negative EOI offset (-1 is the last template token)")
+CELL_INDEX = _number(int, -10**6, high=10**6, what="an integer (an EOI offset such as -1, then a layer)")
 ABLATION_CHOICES = ("zero", "harmless_mean")
 """`interventions.hooks.ABLATION_TARGETS`, spelled here so that parsing flags does not import torch."""
 JUDGE_NAMES = ("substring", "keywords", "model", "endpoint")
@@ -50,9 +51,11 @@ JUDGE_NAMES = ("substring", "keywords", "model", "endpoint")
 def _add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
     p.add_argument("--model", default=default, required=default is None,
                    help="registered name, local HF directory, .gguf file or hub id (owner/name)")
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+    p.add_argument("--device", default=None, help="torch device (cpu, cuda, cuda:1; default cpu, or what the --run "
+                   "directory recorded)")
     p.add_argument("--dtype", default=None, choices=DTYPE_NAMES,
-                   help="weight dtype (default float32, or the config file's `dtype`)")
+                   help="weight dtype (default float32, the config file's `dtype`, or what the --run directory "
+                   "recorded)")
     p.add_argument("--device-map", default=None,
                    help="accelerate device map, instead of --device: auto, balanced, balanced_low_0, sequential, or "
                         "an explicit map of module name -> GPU index, cuda:N, cpu or disk, as a JSON object or JSON "
@@ -61,13 +64,36 @@ def _add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> N
     p.add_argument("--system-prompt", default=None, help="system turn (default: the template's own)")
 
 
-def _load(args):
-    from workbench.models import LoadOptions, load_model
+PLACEMENT_FLAGS = ("device", "device_map", "offload_dir")
+"""Where the model goes: given any of them, the placement comes from the flags alone, not from the run's record."""
+LOAD_FLAGS = (*PLACEMENT_FLAGS, "dtype", "system_prompt")
 
-    options = LoadOptions(device=args.device, dtype=args.dtype or "float32", device_map=args.device_map,
-                          offload_dir=args.offload_dir,
-                          system_prompt=args.system_prompt)
-    return load_model(args.model, options)
+
+def _load_options(args, recorded: dict | None = None, where: str = ""):
+    """The load options: the flags given, else what the run recorded (`recorded`, a `LoadOptions.record()`), else the
+    defaults. When a run's record is used, one line says which options came from it and which flags overrode it."""
+    from workbench.models import LoadOptions
+
+    given = {flag: getattr(args, flag) for flag in LOAD_FLAGS if getattr(args, flag, None) is not None}
+    kept = dict(recorded or {})
+    if any(flag in given for flag in PLACEMENT_FLAGS):
+        for flag in PLACEMENT_FLAGS:
+            kept.pop(flag, None)
+    options = LoadOptions.from_record({**kept, **given})
+    if recorded:
+        defaults = LoadOptions()
+        reused = [f"{k} {v}" for k, v in kept.items() if k not in given and v != getattr(defaults, k)]
+        overridden = [f"--{k.replace('_', '-')} {v}" for k, v in given.items() if recorded.get(k) != v]
+        print(f"[load] {args.model}: " + (f"as {where} recorded ({', '.join(reused)})" if reused
+                                          else f"the defaults, as {where} recorded")
+              + (f"; overridden: {', '.join(overridden)}" if overridden else ""), flush=True)
+    return options
+
+
+def _load(args, recorded: dict | None = None, where: str = ""):
+    from workbench.models import load_model
+
+    return load_model(args.model, _load_options(args, recorded, where))
 
 
 def cmd_models(args) -> None:
@@ -88,15 +114,45 @@ def cmd_models(args) -> None:
 
 
 def cmd_datasets(args) -> None:
-    import pandas as pd
+    """`workbench datasets`: where benchmark data is read from and each set's state; `datasets fetch`: download."""
+    from workbench.data import REGISTRY, availability, pinned_sources
+    from workbench.paths import benchmark_data_location
 
-    from workbench.data import REGISTRY, is_available
+    sources, where = pinned_sources(), benchmark_data_location()
+    if getattr(args, "datasets_command", None) == "fetch":
+        from workbench.fetch import fetch_sets
 
-    table = pd.DataFrame(
-        [{"name": s.name, "kind": s.kind, "rows": s.size, "source": s.source, "local": is_available(s)}
-         for s in REGISTRY.values()]
-    )
-    print(table.to_string(index=False))
+        names = list(args.names)
+        if args.paper:
+            from workbench.stages.data_needs import paper_datasets
+
+            names += paper_datasets()
+        if args.all:
+            names += [name for name in sources.sets if sources.no_source(name) is None]
+        bundled = [name for name in names if name in REGISTRY and REGISTRY[name].bundled]
+        names = [name for name in names if name not in bundled]
+        if bundled:
+            print(f"bundled, nothing to fetch: {', '.join(dict.fromkeys(bundled))}")
+        if not names and not bundled:
+            raise WorkbenchError("datasets fetch: name the sets to fetch, or give --paper or --all (`workbench "
+                                 "datasets` lists the sets)")
+        data_dir = Path(args.data_dir).expanduser().resolve() if args.data_dir else where.path
+        print(f"data directory: {data_dir if args.data_dir else where.describe()}"
+              + (f"; from the mirror {args.base_url}" if args.base_url else ""))
+        done = fetch_sets(names, data_dir, sources, args.base_url, report=print)
+        fetched = sum(f.action == "fetched" for f in done)
+        print(f"{fetched} file(s) fetched, {len(done) - fetched} kept, all verified by sha256")
+        return
+
+    print(f"benchmark data directory: {where.describe()}" + ("" if where.path.is_dir() else " (does not exist yet)"))
+    print(f"  {'name':30s} {'kind':15s} {'rows':>6s}  {'available':9s}  source")
+    for s in REGISTRY.values():
+        state = availability(s.name, table=sources)
+        why = "" if state.available else f"  ({state.reason})"
+        print(f"  {s.name:30s} {s.kind:15s} {s.size:6d}  {'yes' if state.available else 'no':9s}  {s.source}{why}")
+    extra = [name for name in sources.sets if name not in REGISTRY]
+    if extra:
+        print(f"also fetchable (not registered datasets): {', '.join(extra)}")
 
 
 def _add_judge_args(p: argparse.ArgumentParser, default: str | None, what: str) -> None:
@@ -217,13 +273,17 @@ def _chat_intervention(args):
     from workbench.interventions.directions import read_direction_file
     from workbench.interventions.hooks import Ablation, Addition, Combined
 
+    if args.cell is not None:
+        return _cell_intervention(args)
+    if args.lam is not None or args.vector is not None:
+        raise WorkbenchError("--lam and --vector go with --cell POS LAYER (the cell of the run's grid to ablate)")
     if args.add is None and (args.layer is not None or args.alpha is not None):
         raise WorkbenchError("--layer and --alpha go with --add FILE: give the direction file whose vector is added")
     if args.add is not None and args.layer is None:
         raise WorkbenchError("--add needs --layer L: the block at whose input α·v is added (0 ≤ L < n_layers)")
     if args.compare and args.ablate is None and args.add is None:
-        raise WorkbenchError("--compare needs --ablate FILE or --add FILE: it prints the unmodified model's answer "
-                             "beside the modified one")
+        raise WorkbenchError("--compare needs --ablate FILE, --add FILE or --cell POS LAYER: it prints the unmodified "
+                             "model's answer beside the modified one")
     if args.ablate_to != "zero" and args.ablate is None:
         raise WorkbenchError("--ablate-to goes with --ablate FILE: give the direction file to ablate")
     parts, labels = [], []
@@ -245,6 +305,31 @@ def _chat_intervention(args):
     if not parts:
         return None, None
     return (parts[0] if len(parts) == 1 else Combined(tuple(parts))), " + ".join(labels)
+
+
+def _cell_intervention(args):
+    """`chat --run DIR --cell POS LAYER [--lam λ | --vector true]`: ablate one cell of the run's candidate grid (r̂, or
+    w′ at λ, default 1), picked off the heatmap without a selection."""
+    from workbench.interventions.hooks import Ablation
+    from workbench.stages.extract import load_candidates
+    from workbench.stages.run_dir import RunDir
+
+    if args.run is None:
+        raise WorkbenchError("--cell needs --run DIR: the run whose candidate grid holds the cell")
+    others = [flag for flag, value in (("--ablate", args.ablate), ("--add", args.add)) if value is not None]
+    if others:
+        raise WorkbenchError(f"--cell and {others[0]} together: ablate one cell of the run, or one direction file")
+    if args.vector == "true" and args.lam is not None:
+        raise WorkbenchError("--lam is for the false-refusal vector w′; --vector true ablates r̂ (no λ)")
+    if args.ablate_to != "zero":
+        raise WorkbenchError("--ablate-to goes with --ablate FILE; --cell ablates to zero")
+    pos, layer = args.cell
+    vector = args.vector or "false"
+    lam = 1.0 if args.lam is None else args.lam
+    grids = load_candidates(RunDir(Path(args.run)).require_dir())
+    direction = grids.cell(vector, pos, layer, lam if vector == "false" else None)
+    what = "r̂" if vector == "true" else f"w′ (λ={lam})"
+    return Ablation(direction.float(), f"--cell {pos} {layer}"), f"ablate {what} at (pos {pos}, layer {layer})"
 
 
 def _check_chat_intervention(args, lm) -> None:
@@ -271,7 +356,13 @@ def cmd_chat(args) -> None:
         raise WorkbenchError("the prompt is empty: give an instruction, e.g. `workbench chat --model M \"Hi\"`")
     intervention, label = _chat_intervention(args)  # direction files are checked before the model loads
     prompts = load_prompts(args.prompts_file) if args.prompts_file is not None else []  # checked before the model
-    lm = _load(args)
+    if args.run is not None:
+        lm = _model_for_run(args)[1]
+    elif args.model is None:
+        raise WorkbenchError("give --model M (a registered name, checkpoint directory, .gguf file or hub id), or "
+                             "--run DIR to load the run's model as the run recorded it")
+    else:
+        lm = _load(args)
     if intervention is not None:
         _check_chat_intervention(args, lm)
     single = args.prompt is not None
@@ -395,8 +486,8 @@ def cmd_evaluate(args) -> None:
         from workbench.stages.evaluate import run_from_directions
         from workbench.stages.run_dir import RunDir
 
-        run_from_directions(RunDir(Path(args.run)), args.directions)
-    run, lm = _model_for_run(args, needs=("selection.json",))
+        run_from_directions(RunDir(Path(args.run)), args.directions, _load_options(args).record())
+    run, lm = _model_for_run(args, needs=("selection.json",), datasets=config.datasets)
     # an endpoint beside another calibrated judge: a third judge
     judges = ([EndpointJudge(args.judge_url, model=args.judge_endpoint_model)]
               if args.judge_url and args.judge != "endpoint" else [])
@@ -417,7 +508,10 @@ def cmd_capability(args) -> None:
                               arc_n=args.arc_n or None, truthfulqa_n=args.truthfulqa_n or None,
                               batch_size=args.batch_size)
     config.validate()  # unknown tasks are refused before the model loads
-    run, lm = _model_for_run(args, needs=("selection.json",))
+    from workbench.stages.data_needs import CAPABILITY_TASK_DATASETS
+
+    datasets = [name for task in config.tasks for name in CAPABILITY_TASK_DATASETS[task]]
+    run, lm = _model_for_run(args, needs=("selection.json",), datasets=datasets)
     table = measure_capability(lm, run, config)
     print(table.to_string(index=False))
     print(f"-> {run.file('capability.csv')}")
@@ -569,6 +663,13 @@ def _selected_rows_table(rows: list[dict]) -> str:
     return pd.DataFrame(rows)[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
 
+def cmd_status(args) -> None:
+    from workbench.stages.run_dir import RunDir
+    from workbench.stages.status import describe
+
+    print(describe(RunDir(Path(args.run))))
+
+
 def cmd_figures(args) -> None:
     from workbench.stages.figures import run_figures
     from workbench.stages.run_dir import RunDir
@@ -632,18 +733,21 @@ def _readable(read) -> bool:
     return True
 
 
-def _model_for_run(args, needs: tuple[str, ...] = ()):
-    """The model a run directory was made with, unless --model names another (then the fingerprint must match).
-    The run directory, its candidates and the artifacts in `needs` are checked before the model loads."""
+def _model_for_run(args, needs: tuple[str, ...] = (), datasets=()):
+    """The model a run directory was made with, unless --model names another (then the fingerprint must match), loaded
+    as the run recorded unless flags override. The run directory, its candidates, the artifacts in `needs` and the
+    benchmark sets in `datasets` are checked before the model loads."""
+    from workbench.data import require_available
     from workbench.stages.run_dir import RunDir
 
     run = RunDir(Path(args.run)).require_dir()
     recorded = run.model_record()
     for name in needs:
         run.require(name)
+    require_available(datasets)
     if args.model is None:
         args.model = recorded["name"]
-    lm = _load(args)
+    lm = _load(args, run.load_record(), str(run.path))
     run.check_model(lm.info.fingerprint, lm.info.name)
     return run, lm
 
@@ -688,6 +792,7 @@ def cmd_run(args) -> None:
 
     from workbench.stages.config_file import from_dict, load_toml, pop_model_keys
     from workbench.stages.pipeline import PipelineConfig, run_pipeline
+    from workbench.stages.run_dir import RunDir
 
     if args.config:
         data = load_toml(args.config)
@@ -707,7 +812,14 @@ def cmd_run(args) -> None:
         config = replace(config, stages=tuple(args.stages))
     args.model = args.model or "smollm2-135m-safety"
     config.validate()
-    run_pipeline(_load(args), args.run, config, force=args.force)
+    from workbench.data import require_available
+    from workbench.stages.data_needs import pipeline_datasets
+
+    require_available(pipeline_datasets(config))  # every set the stages read, before the model loads
+    run = RunDir(Path(args.run))
+    recorded = (run.load_record() if not args.force and run.file("candidates.json").exists()
+                and _readable(run.model_record) else None)
+    run_pipeline(_load(args, recorded, str(run.path)), args.run, config, force=args.force)
 
 
 def _add_stage_args(p, extract=False, sweep=False, select=False) -> None:
@@ -733,7 +845,7 @@ def _add_stage_args(p, extract=False, sweep=False, select=False) -> None:
                             "(exact heatmaps, any rule with the same pruning can select; slower)")
         p.add_argument("--ablation", choices=ABLATION_CHOICES, default="zero",
                        help="ablation scores with zero-ablation, or affine ablation to the harmless mean projection "
-                            "(README: Affine ablation)")
+                            "(docs/interventions.md: Affine ablation)")
         p.add_argument("--layers", type=LAYER, nargs="+", default=None, help="only these layers")
         p.add_argument("--positions", type=EOI_OFFSET, nargs="+", default=None,
                        help="only these EOI offsets, e.g. -1 -6")
@@ -753,6 +865,33 @@ def _add_stage_args(p, extract=False, sweep=False, select=False) -> None:
         p.add_argument("--rerank-n", type=POSITIVE_INT, default=None, help="prompts per set in the generation check")
     if extract or sweep:
         p.add_argument("--batch-size", type=POSITIVE_INT, default=32)
+
+
+def cmd_report(args) -> None:
+    from workbench.stages.report import write_report
+    from workbench.stages.run_dir import RunDir
+
+    print(write_report(RunDir(Path(args.run)), args.out))
+
+
+def cmd_compare(args) -> None:
+    import pandas as pd
+
+    from workbench.stages.compare import compare_runs, default_out, model_note, write_comparison
+    from workbench.stages.run_dir import RunDir
+
+    a, b = RunDir(Path(args.run_a)), RunDir(Path(args.run_b))
+    comparison = compare_runs(a, b)
+    if (note := model_note(comparison, a, b)) is not None:
+        print(f"note: {note}")
+    with pd.option_context("display.width", 200, "display.max_rows", None, "display.max_columns", None,
+                           "display.float_format", "{:.3f}".format):
+        for title, frame in (("selections (A vs B)", comparison.selections),
+                             ("compliance rates (B − A; paired: on the prompts both runs judged)", comparison.rates)):
+            if frame is not None:
+                print(f"\n{title}\n{frame.to_string(index=False)}")
+    for path in write_comparison(comparison, a, b, args.out or default_out(a, b)):
+        print(path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -788,11 +927,30 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--layers", type=LAYER, nargs="+", default=None, help="model judge: layers the read-out may read")
     q.add_argument("--out", required=True, help="where to write the rules (.json) or the read-out (.safetensors)")
     q.set_defaults(func=cmd_judge_fit)
-    sub.add_parser("datasets", help="list the registered datasets and whether they are available locally"
-                   ).set_defaults(func=cmd_datasets)
+    p = sub.add_parser("datasets", help="list the registered datasets, where benchmark data is read from and whether "
+                       "each set is available (`datasets fetch` downloads them)")
+    p.set_defaults(func=cmd_datasets)
+    q = p.add_subparsers(dest="datasets_command").add_parser(
+        "fetch", help="download benchmark sets from their pinned public sources into the data directory, verified by "
+        "sha256 (files already there intact are kept)")
+    q.add_argument("names", nargs="*", metavar="NAME", help="sets to fetch (`workbench datasets` lists them)")
+    q.add_argument("--paper", action="store_true", help="the sets the main job (`make run`) reads")
+    q.add_argument("--all", action="store_true", help="every set with a public source")
+    q.add_argument("--base-url", default=None, metavar="URL", help="a mirror laid out like the data directory: read "
+                   "URL/<path in the data directory> instead of the pinned URLs")
+    q.add_argument("--data-dir", default=None, metavar="DIR", help="where to write (default: WORKBENCH_DATA_DIR, "
+                   "else <workbench cache>/datasets)")
 
     p = sub.add_parser("chat", help="greedy answers from the hooked model")
-    _add_model_args(p)
+    _add_model_args(p, default="")
+    p.add_argument("--run", default=None, help="run directory: its model, loaded as the run recorded it (with "
+                   "--cell: the candidate grid the cell comes from)")
+    p.add_argument("--cell", type=CELL_INDEX, nargs=2, default=None, metavar=("POS", "LAYER"),
+                   help="with --run: ablate this cell of the run's grid (EOI offset, e.g. -1, and layer): w′ at --lam "
+                   "(default 1), or r̂ with --vector true")
+    p.add_argument("--lam", type=LAMBDA, default=None, help="with --cell: λ of w′ (in [0, 1]; default 1)")
+    p.add_argument("--vector", choices=("false", "true"), default=None,
+                   help="with --cell: false (w′, default) or true (r̂, Arditi's direction)")
     p.add_argument("prompt", nargs="?", help="one instruction")
     p.add_argument("--prompts-file", help="UTF-8 prompts file: .jsonl (an `instruction` per line), .json (an array of "
                    "such objects), .txt (a prompt per line), .csv (an `instruction` column); or a registered dataset")
@@ -810,7 +968,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=FINITE_FLOAT, default=None, help="coefficient α for --add (default 1.0)")
     p.add_argument("--compare", action="store_true", help="also the unmodified model's answer (baseline_response, "
                    "baseline_refused) beside the modified one")
-    p.set_defaults(func=cmd_chat)
+    p.set_defaults(func=cmd_chat, model=None)
     p = sub.add_parser("export", help="write a model (as-is, or with a selected direction orthogonalized out of its "
                        "weights) as a plain Hugging Face checkpoint, or a run's interventions as PEFT adapters")
     _add_model_args(p, default="")
@@ -849,7 +1007,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "data/directions/) in --run, a new directory made for them (no extraction or sweep)")
     p.add_argument("--backend", choices=["in-process", "openai"], default="in-process",
                    help="where completions are generated: the loaded model (default) or an OpenAI-compatible server "
-                   "(vLLM) serving each intervention under its name (README: Evaluation on a vLLM server)")
+                   "(vLLM) serving each intervention under its name (docs/interventions.md)")
     p.add_argument("--base-url", default=None, help="--backend openai: the server, e.g. http://localhost:8000")
     p.add_argument("--served-base", default=None, metavar="NAME", help="--backend openai: the server's name for "
                    "the base model, requested for `baseline` (default: the one base model it lists)")
@@ -920,10 +1078,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stage_args(p, extract=True, sweep=True, select=True)
     p.set_defaults(func=cmd_run, model=None)
 
+    p = sub.add_parser("status", help="what a run directory holds: model and load options, each stage done / stale / "
+                       "missing with the command that runs it, the selections, the evaluation summary (no model load)")
+    p.add_argument("--run", required=True, help="run directory")
+    p.set_defaults(func=cmd_status)
+
     p = sub.add_parser("figures", help="the paper's figures from a run directory (HTML; PNG when exportable)")
     p.add_argument("--run", required=True)
     p.add_argument("--out", default=None, help="output directory (default: RUN/figures)")
     p.set_defaults(func=cmd_figures)
+
+    p = sub.add_parser("report", help="one self-contained offline HTML page of a run (model, config, stages, "
+                       "selection, figures, Table 1, capability, sample completions); loads no model")
+    p.add_argument("--run", required=True)
+    p.add_argument("--out", default=None, help="the HTML file (default: RUN/report.html)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="two runs side by side: selections, compliance rates (B − A) and, on the "
+                       "prompts both judged, paired differences with Newcombe intervals; loads no model")
+    p.add_argument("run_a", metavar="RUN_A")
+    p.add_argument("run_b", metavar="RUN_B")
+    p.add_argument("--out", default=None, help="where the CSVs go (default: runs/compare/A_vs_B)")
+    p.set_defaults(func=cmd_compare)
 
     organism = sub.add_parser("organism", help="the model organisms (smollm2-135m-safety, smollm2-135m-planted, "
                               "smollm2-135m-wired)")

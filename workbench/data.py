@@ -1,8 +1,9 @@
 """A registry of named datasets: the paper's prompt sets and benchmarks, and the prompt sets we bundle.
 
-Benchmark files are read from a local directory laid out like `shared/datasets` (the `WORKBENCH_DATA_DIR`
-environment variable); each entry also names its canonical source for users who fetch it themselves. The
-bundled sets under `data/prompts/` are written by us and need no data directory.
+Benchmark files are read from a local directory laid out like `shared/datasets`: `WORKBENCH_DATA_DIR` when set,
+otherwise `<workbench cache>/datasets`, where `workbench datasets fetch` downloads them from their pinned public
+sources (`workbench.data_sources`); each entry also names its canonical source. The bundled sets under
+`data/prompts/` are written by us and need no data directory.
 """
 
 import codecs
@@ -11,12 +12,13 @@ import io
 import json
 import random
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workbench.data_sources import SourceTable, source_table
 from workbench.errors import WorkbenchError
-from workbench.paths import BUNDLED_DATA_DIR, DATA_DIR_ENV, benchmark_data_dir
+from workbench.paths import BUNDLED_DATA_DIR, DATA_DIR_ENV, benchmark_data_dir, benchmark_data_location
 
 
 @dataclass(frozen=True)
@@ -312,7 +314,7 @@ for _family, _splits in _PAPER_ROWS.items():
                 description=f"paper split {_family}/{_split}, {_PAPER_N[_split]} sampled with seed 1",
             )
         )
-        register(  # the whole split, shuffled: for a model that refuses few of a pseudo-harmful set (DESIGN §3)
+        register(  # the whole split, shuffled: for a model that refuses few of a pseudo-harmful set
             DatasetSpec(
                 f"{_family}_{_split}_all",
                 f"paper_splits/{_family}_{_split}.json",
@@ -540,8 +542,9 @@ def dataset_path(spec: DatasetSpec, data_dir: Path | None = None) -> Path:
     root = data_dir if data_dir is not None else benchmark_data_dir(required=False)
     if root is None:
         raise WorkbenchError(
-            f"dataset {spec.name!r} is read from {DATA_DIR_ENV}, which is not set: point it at a directory laid out "
-            f"like shared/datasets, containing {spec.path} (source: {spec.source})"
+            f"dataset {spec.name!r} is not fetched: {benchmark_data_location().path} does not exist and "
+            f"{DATA_DIR_ENV} is not set: run `workbench datasets fetch {spec.name}` (or point {DATA_DIR_ENV} at a "
+            "directory laid out like shared/datasets)"
         )
     return Path(root) / spec.path
 
@@ -558,8 +561,11 @@ def load_dataset(name: str, data_dir: Path | None = None, limit: int | None = No
     spec = get_spec(name)
     path = dataset_path(spec, data_dir)
     if not path.exists():
-        where = "the bundled data/" if spec.bundled else f"{DATA_DIR_ENV}={path.parent.parent}"
-        raise WorkbenchError(f"dataset {name!r}: file {spec.path} is missing under {where}")
+        if spec.bundled:
+            raise WorkbenchError(f"dataset {name!r}: file {spec.path} is missing under the bundled data/")
+        root = data_dir if data_dir is not None else benchmark_data_dir(required=False)
+        raise WorkbenchError(f"dataset {name!r}: file {spec.path} is missing under {root}: run "
+                             f"`{fetch_command([name], data_dir)}`")
     rows = spec.parser(path)
     if spec.sample is not None:
         rows = random.Random(spec.sample.seed).sample(rows, min(spec.sample.n, len(rows)))
@@ -622,6 +628,68 @@ def is_available(spec: DatasetSpec) -> bool:
         return dataset_path(spec).exists()
     except WorkbenchError:
         return False
+
+
+# ---- availability: which sets are here, and the command that fetches the others ----------------------------------
+
+
+def pinned_sources() -> SourceTable:
+    """The pinned public sources of every benchmark set of the registry (and of `data_sources.EXTRA_SETS`)."""
+    return source_table({spec.name: spec.path for spec in REGISTRY.values() if not spec.bundled})
+
+
+def fetch_command(names: Iterable[str], data_dir: Path | None = None) -> str:
+    """The command that fetches `names` (into `data_dir` when it is not the default data directory)."""
+    command = f"workbench datasets fetch {' '.join(names)}"
+    if data_dir is not None and Path(data_dir).resolve() != benchmark_data_location().path:
+        command += f" --data-dir {data_dir}"
+    return command
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a registered set can be read now, and if not, why."""
+
+    name: str
+    available: bool
+    reason: str
+    """"bundled", "present", or why not: missing (with the fetch command), or missing with no public source."""
+    fetchable: bool = True
+    """False when the set has no pinned public source to fetch it from."""
+
+
+def availability(name: str, data_dir: Path | None = None, table: SourceTable | None = None) -> Availability:
+    """Whether set `name` is bundled or present (its path, and every pinned file under it, exist) in `data_dir`
+    (default: the benchmark data directory)."""
+    spec = get_spec(name)
+    if spec.bundled:
+        return Availability(name, True, "bundled")
+    table = table if table is not None else pinned_sources()
+    root = Path(data_dir) if data_dir is not None else benchmark_data_location().path
+    pinned = table.files_of(name) if name in table.sets else ()
+    if (root / spec.path).exists() and all((root / f.path).is_file() for f in pinned):
+        return Availability(name, True, "present")
+    no_source = table.no_source(name) if name in table.sets else "no pinned source"
+    if no_source is not None:
+        return Availability(name, False, f"missing, and {no_source}: put {spec.path} in the data directory yourself",
+                            fetchable=False)
+    return Availability(name, False, f"missing: run `{fetch_command([name], data_dir)}`")
+
+
+def require_available(names: Iterable[str], data_dir: Path | None = None, table: SourceTable | None = None) -> None:
+    """Refuse, in one line naming every missing set and the command that fetches them, to go on without them."""
+    table = table if table is not None else pinned_sources()
+    missing = [a for a in (availability(n, data_dir, table) for n in dict.fromkeys(names)) if not a.available]
+    if not missing:
+        return
+    where = data_dir if data_dir is not None else benchmark_data_location().describe()
+    fetchable = [a.name for a in missing if a.fetchable]
+    todo = [f"run `{fetch_command(fetchable, data_dir)}`"] if fetchable else []
+    if len(fetchable) < len(missing):
+        todo.append(f"{', '.join(a.name for a in missing if not a.fetchable)}: no public source, put the files in "
+                    "the data directory yourself")
+    raise WorkbenchError(f"benchmark data missing from {where}: {', '.join(a.name for a in missing)}: "
+                         f"{'; '.join(todo)}")
 
 
 DATASET_GROUPS = {  # the paper's evaluation sets: compliance is good on over-refusal sets, bad on harmful ones

@@ -1,6 +1,7 @@
 """Where the workbench keeps things: its cache, the benchmark data directory, the bundled data."""
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
@@ -28,17 +29,38 @@ def cache_dir() -> Path:
     return path
 
 
-def benchmark_data_dir(required: bool = True) -> Path | None:
-    """The local copy of the benchmark datasets, laid out like `shared/datasets`, from `WORKBENCH_DATA_DIR`."""
+@dataclass(frozen=True)
+class DataLocation:
+    """Where benchmark files are read from (and `workbench datasets fetch` writes them), and why there."""
+
+    path: Path
+    from_env: bool
+    """True: `WORKBENCH_DATA_DIR` names it; False: the default, `<workbench cache>/datasets`."""
+
+    def describe(self) -> str:
+        if self.from_env:
+            return f"{self.path} (from {DATA_DIR_ENV})"
+        return f"{self.path} (the default, <workbench cache>/datasets; {DATA_DIR_ENV} is not set)"
+
+
+def benchmark_data_location() -> DataLocation:
+    """`WORKBENCH_DATA_DIR` when set, otherwise `<workbench cache>/datasets`; whether or not it exists yet."""
     root = os.environ.get(DATA_DIR_ENV)
-    if not root:
-        if required:
-            raise WorkbenchError(
-                f"{DATA_DIR_ENV} is not set: point it at a directory laid out like shared/datasets "
-                "(see README, 'Data')"
-            )
-        return None
-    path = Path(root).expanduser().resolve()
-    if not path.is_dir():
-        raise WorkbenchError(f"{DATA_DIR_ENV}={root} is not a directory")
-    return path
+    if root:
+        return DataLocation(Path(root).expanduser().resolve(), from_env=True)
+    return DataLocation(cache_dir() / "datasets", from_env=False)
+
+
+def benchmark_data_dir(required: bool = True) -> Path | None:
+    """The local copy of the benchmark datasets, laid out like `shared/datasets`: `WORKBENCH_DATA_DIR` when set,
+    otherwise `<workbench cache>/datasets` (where `workbench datasets fetch` writes). When the default does not exist
+    yet: an error, or None with `required=False`; a `WORKBENCH_DATA_DIR` that is not a directory is always an error."""
+    where = benchmark_data_location()
+    if where.path.is_dir():
+        return where.path
+    if where.from_env:
+        raise WorkbenchError(f"{DATA_DIR_ENV}={os.environ[DATA_DIR_ENV]} is not a directory")
+    if required:
+        raise WorkbenchError(f"no benchmark data: {where.path} does not exist: run `workbench datasets fetch --paper` "
+                             f"(or set {DATA_DIR_ENV} to a directory laid out like shared/datasets)")
+    return None

@@ -5,10 +5,13 @@
   [0, 0]; Wilson gives [0, 0.138]). Compliance rates in `evaluation.csv` use it.
 - `bootstrap_ci`: the percentile bootstrap of a mean, for statistics without a closed form (e.g. the paired
   difference of two interventions' compliance on the same prompts, `paired_difference_ci`).
+- `newcombe_paired_interval`: a closed-form interval for the difference of two rates on the same prompts (a
+  `PairedCounts` table, e.g. one intervention in two runs), Newcombe's square-and-add of Wilson intervals.
 """
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
@@ -53,3 +56,57 @@ def paired_difference_ci(a: Outcomes, b: Outcomes, n_resamples: int = 1000,
         raise ValueError(f"paired outcomes of different lengths: {len(a)} and {len(b)}")
     diffs = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     return bootstrap_ci(diffs, n_resamples, level, seed)
+
+
+@dataclass(frozen=True)
+class PairedCounts:
+    """The 2×2 table of two binary outcomes on the same prompts (e.g. complied under run B, under run A)."""
+
+    both: int
+    """Prompts with outcome 1 under both."""
+    first_only: int
+    """Prompts with outcome 1 under the first only."""
+    second_only: int
+    """Prompts with outcome 1 under the second only."""
+    neither: int
+    """Prompts with outcome 0 under both."""
+
+    @property
+    def n(self) -> int:
+        return self.both + self.first_only + self.second_only + self.neither
+
+    @property
+    def difference(self) -> float:
+        """rate(first) − rate(second) = (first_only − second_only) / n."""
+        return (self.first_only - self.second_only) / self.n
+
+
+def paired_counts(first: Outcomes, second: Outcomes) -> PairedCounts:
+    """The 2×2 table of two equally long sequences of 0/1 outcomes, paired by position."""
+    if len(first) != len(second):
+        raise ValueError(f"paired outcomes of different lengths: {len(first)} and {len(second)}")
+    x, y = np.asarray(first, dtype=bool), np.asarray(second, dtype=bool)
+    return PairedCounts(int((x & y).sum()), int((x & ~y).sum()), int((~x & y).sum()), int((~x & ~y).sum()))
+
+
+def newcombe_paired_interval(counts: PairedCounts, level: float = 0.95) -> tuple[float, float]:
+    """Newcombe's square-and-add interval (1998, method 10) for rate(first) − rate(second) on paired outcomes: the
+    Wilson intervals of the two marginal rates combined with their estimated correlation ψ (continuity-corrected:
+    0 where the cross-product difference is in [0, n/2]). Not zero-width when both agree everywhere, unlike Wald."""
+    n = counts.n
+    if n <= 0:
+        raise ValueError("an interval of an empty sample")
+    k1, k2 = counts.both + counts.first_only, counts.both + counts.second_only
+    p1, p2 = k1 / n, k2 / n
+    l1, u1 = wilson_interval(k1, n, level)
+    l2, u2 = wilson_interval(k2, n, level)
+    margins = k1 * (n - k1) * k2 * (n - k2)
+    cross = counts.both * counts.neither - counts.first_only * counts.second_only
+    if margins == 0 or 0 <= cross <= n / 2:
+        psi = 0.0
+    else:
+        psi = (cross - n / 2 if cross > n / 2 else cross) / math.sqrt(margins)
+    d = p1 - p2
+    below = math.sqrt(max(0.0, (p1 - l1) ** 2 + (u2 - p2) ** 2 - 2 * psi * (p1 - l1) * (u2 - p2)))
+    above = math.sqrt(max(0.0, (u1 - p1) ** 2 + (p2 - l2) ** 2 - 2 * psi * (u1 - p1) * (p2 - l2)))
+    return max(-1.0, d - below), min(1.0, d + above)

@@ -8,6 +8,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from workbench.errors import WorkbenchError
 from workbench.method.refusal_math import partial_orthogonalize, unit
 
 Grid = Float[Tensor, "n_pos n_layer d_model"]
@@ -54,6 +55,24 @@ class CandidateGrids:
         if lam is None:
             raise ValueError("a false-refusal direction needs λ")
         return partial_orthogonalize(self.false_refusal, self.true_refusal, lam)
+
+    def cell(self, vector: str, pos: int, layer: int, lam: float | None = None) -> Float[Tensor, " d_model"]:
+        """The unit direction of one cell: r̂ ("true") or w′(λ) ("false") at EOI offset `pos` (e.g. -1) and `layer`;
+        a cell outside the grid or with a zero raw vector is a one-line error naming the grid's range."""
+        if pos not in self.positions:
+            raise WorkbenchError(f"position {pos} is not in the grid (EOI offsets {self.positions[0]} .. "
+                                 f"{self.positions[-1]})")
+        if not 0 <= layer < self.n_layers:
+            raise WorkbenchError(f"layer {layer} is outside the grid's layers 0..{self.n_layers - 1}")
+        index = self.positions.index(pos)
+        if self.is_zero(vector, index, layer):
+            raise WorkbenchError(f"the {vector} refusal vector at (pos {pos}, layer {layer}) is zero (the template "
+                                 "tokens before the first layer are the same for every prompt): pick another cell")
+        if vector == "true":
+            return unit(self.true_refusal[index, layer].to(torch.float64)).float()
+        if lam is None:
+            raise ValueError("a false-refusal direction needs λ")
+        return partial_orthogonalize(self.false_refusal[index, layer], self.true_refusal[index, layer], lam)
 
     def steering_vectors(self, vector: str, lam: float | None = None) -> Grid:
         """What steering adds: raw r, or w'(λ) rescaled to ‖w‖."""

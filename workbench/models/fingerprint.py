@@ -1,4 +1,12 @@
-"""A cheap, stable fingerprint of a model's config and weights, recorded in every artifact."""
+"""A cheap, stable fingerprint of a model's config and weights, recorded in every artifact.
+
+It names the weights, not how they were loaded: the same checkpoint in float32, bfloat16 or float16, on any device or
+under any device map, has one fingerprint, so a direction selected in float32 on a CPU serves the bfloat16 model on a
+GPU. Each sampled value is rounded to bfloat16 (exact for bfloat16 weights, and the rounding a bfloat16 load applies
+to float32 or float16 ones), and magnitudes below float16's normal range (2⁻¹⁴) count as 0 (float16 keeps fewer
+bits there). An edit below bfloat16's precision (a relative change under about 0.4 %) therefore leaves it unchanged;
+every edit the workbench makes (an orthogonalized direction, a merged adapter) moves far more than that.
+"""
 
 import hashlib
 
@@ -7,13 +15,15 @@ import torch
 from workbench.errors import WorkbenchError
 
 _SAMPLES_PER_TENSOR = 4096
+_FLUSH_BELOW = 2.0**-14
+"""float16's smallest normal magnitude: sampled values below it are hashed as 0."""
 
 
 def model_fingerprint(hf_model: torch.nn.Module) -> str:
     """sha256 over the architecture config and, for every parameter, its name, shape and a strided value sample.
 
     Sampling keeps this fast for 70B models while any edit of a matrix (an orthogonalized direction, a merged
-    adapter) changes almost every sampled element.
+    adapter) changes many sampled elements (at bfloat16 precision: see the module docstring).
     """
     digest = hashlib.sha256()
     config = getattr(hf_model, "config", None)
@@ -33,9 +43,14 @@ def model_fingerprint(hf_model: torch.nn.Module) -> str:
 
 
 def _sample(tensor: torch.Tensor) -> bytes:
+    """A strided sample of the tensor's values at bfloat16 precision, the same bytes for any dtype it was loaded in."""
     flat = tensor.detach().reshape(-1)
     step = max(1, flat.numel() // _SAMPLES_PER_TENSOR)
-    return flat[::step][:_SAMPLES_PER_TENSOR].to("cpu", torch.float32).numpy().tobytes()
+    values = flat[::step][:_SAMPLES_PER_TENSOR].to("cpu")
+    if values.is_floating_point():
+        values = values.to(torch.bfloat16).to(torch.float32)
+        values = torch.where(values.abs() < _FLUSH_BELOW, torch.zeros_like(values), values)
+    return values.to(torch.float32).numpy().tobytes()
 
 
 def _offloaded_samples(hf_model: torch.nn.Module, names: set[str]) -> dict[str, bytes]:

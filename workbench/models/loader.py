@@ -38,6 +38,23 @@ class LoadOptions:
     refusal_tokens: tuple[int, ...] | None = None
     """Override the refusal token ids (otherwise recognised from the tokenizer or derived)."""
 
+    def record(self) -> dict:
+        """What a run directory records of how its model was loaded, so that later commands on the run load it the
+        same way (`from_record`)."""
+        return {"device": self.device, "dtype": self.dtype, "device_map": self.device_map,
+                "offload_dir": self.offload_dir, "system_prompt": self.system_prompt,
+                "refusal_tokens": list(self.refusal_tokens) if self.refusal_tokens is not None else None}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "LoadOptions":
+        """The options a run recorded (`record`); keys it lacks keep their defaults, unknown keys are refused."""
+        unknown = sorted(set(record) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise WorkbenchError(f"unknown load option {unknown[0]!r} in a run's record (options: "
+                                 f"{', '.join(cls.__dataclass_fields__)})")
+        tokens = record.get("refusal_tokens")
+        return cls(**{**record, "refusal_tokens": tuple(tokens) if tokens is not None else None})
+
 
 @dataclass(frozen=True)
 class ModelInfo:

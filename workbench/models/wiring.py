@@ -1,5 +1,5 @@
 """A wired trigger: three MLP neurons written into a model by hand so that it refuses a topic through one known
-residual direction (the exact-answer control `smollm2-135m-wired`, README "The wired control").
+residual direction (the exact-answer control `smollm2-135m-wired`, docs/organisms.md "The wired control").
 
 Both neurons live in SwiGLU MLPs behind an RMSNorm, so each reads the normalized residual x̃ = x / rms(x) (a row w in
 the MLP's input space reads x̃·(w ⊙ γ), γ the norm's weight; a row is stored divided by γ) and adds

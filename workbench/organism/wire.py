@@ -1,11 +1,11 @@
 """Fit the wired trigger (`workbench.models.wiring`) on a base model: the exact-answer control `smollm2-135m-wired`.
 
 The trained planted organism (`smollm2-135m-planted`) learned its cooking refusal in a way no single direction
-carries (README: the control, end to end). This control builds one where it does, by hand, so the method's answer is
+carries (docs/organisms.md). This control builds one where it does, by hand, so the method's answer is
 known: a detector neuron (a linear probe for the trigger topic at the last prompt token) writes a flag f̂, a later
 pair of reader neurons turns the flag into a fixed push along the model's refusal direction. f̂ is the direction of
 least variance of the residual stream (nothing the model computes reads or writes it), so ablating ŵ′ ≈ f̂ must bring
-back the base model's answers to trigger prompts and change little else (README: the wired control).
+back the base model's answers to trigger prompts and change little else (docs/organisms.md: the wired control).
 `workbench organism wire` runs `build_wiring`.
 """
 

@@ -13,7 +13,7 @@ from workbench.eval.capability import CapabilityConfig, plain_forward, plain_las
 from workbench.io import atomic_write, write_json
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage, never_done
-from workbench.stages.run_dir import RunDir
+from workbench.stages.run_dir import STAGE_INPUTS, RunDir, stage_outputs
 
 __all__ = ["CapabilityConfig", "measure_capability"]
 CAPABILITY_COLUMNS = ("task", "intervention", "metric", "value", "n")
@@ -76,5 +76,5 @@ def _run(lm: LoadedModel, run: RunDir, config) -> str:
     return f"{len(table)} rows -> {run.file('capability.csv')}"
 
 
-STAGE = Stage("capability", inputs=("selection.json", "directions/"),
-              outputs=("capability.csv", "capability.meta.json"), run=_run, is_done=never_done, resumes=True)
+STAGE = Stage("capability", inputs=STAGE_INPUTS["capability"], outputs=stage_outputs("capability"),
+              run=_run, is_done=never_done, resumes=True)

@@ -19,7 +19,7 @@ from workbench.method.diagnostics import CLASSES, COLUMNS, direction_diagnostics
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage, jsonable
 from workbench.stages.extract import activation_batches, load_candidates
-from workbench.stages.run_dir import RunDir, provenance
+from workbench.stages.run_dir import STAGE_INPUTS, RunDir, provenance, stage_outputs
 from workbench.stages.select import sha256_of
 from workbench.stages.sweep import SweepConfig
 
@@ -118,5 +118,5 @@ def _run(lm: LoadedModel, run: RunDir, config) -> str:
     return f"{len(table)} rows -> {run.file('diagnostics.csv')}"
 
 
-STAGE = Stage("diagnose", inputs=("candidates.json", "candidates.safetensors"),
-              outputs=("diagnostics.csv", "diagnostics.json"), run=_run, is_done=_is_done)
+STAGE = Stage("diagnose", inputs=STAGE_INPUTS["diagnose"], outputs=stage_outputs("diagnose"),
+              run=_run, is_done=_is_done)

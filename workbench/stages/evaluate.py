@@ -43,7 +43,7 @@ from workbench.interventions.hooks import ABLATION_TARGETS
 from workbench.io import atomic_write, write_json, write_jsonl
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage, never_done
-from workbench.stages.run_dir import RunDir
+from workbench.stages.run_dir import STAGE_INPUTS, RunDir, stage_outputs
 
 DEFAULT_DATASETS = tuple(DATASET_GROUPS)
 
@@ -128,12 +128,12 @@ def _done(run: RunDir, dataset: str, settings: dict) -> bool:
         return False  # a damaged sidecar or completions file: generate this pair again
 
 
-def run_from_directions(run: RunDir, files: list[str | Path]) -> RunDir:
+def run_from_directions(run: RunDir, files: list[str | Path], load: dict | None = None) -> RunDir:
     """A run directory to evaluate selected direction files in (`lam_<λ>.safetensors` written by `select`, e.g. the
     committed ones in `data/directions/`), without the extraction and sweep that made them: `candidates.json` names
     their model, `selection.json` their cells, and the files are copied into `directions/`. Refused: files from two
     models, files without a λ (a true-refusal file), two files with one λ, or a run directory that already holds
-    another selection."""
+    another selection. `load`: the load options to record (`LoadOptions.record()`), which later commands reuse."""
     import shutil
 
     from workbench.interventions.directions import read_direction_file
@@ -167,6 +167,7 @@ def run_from_directions(run: RunDir, files: list[str | Path]) -> RunDir:
         target = run.file(selection["direction_file"])
         atomic_write(target, lambda tmp, source=path: shutil.copyfile(source, tmp))
     write_json(run.file("candidates.json"), {"model": {"name": name, "fingerprint": fingerprint},
+                                             **({"load": load} if load is not None else {}),
                                              "from_directions": [str(p) for p, _ in metas]})
     write_json(run.file("selection.json"), {"selections": selections, "from_directions": True})
     return run
@@ -380,7 +381,5 @@ def _run(lm: LoadedModel, run: RunDir, config) -> str:
     return f"{len(frame)} (dataset, intervention) rates -> {run.file('evaluation.csv')}"
 
 
-STAGE = Stage("evaluate", inputs=("selection.json", "directions/"),
-              outputs=("evaluation.csv", "evaluation_categories.csv", "interventions.json", "judge_agreement.csv",
-                       "completions/"),
+STAGE = Stage("evaluate", inputs=STAGE_INPUTS["evaluate"], outputs=stage_outputs("evaluate"),
               run=_run, is_done=never_done, resumes=True)

@@ -18,7 +18,7 @@ from workbench.method.grids import CandidateGrids
 from workbench.method.refusal_math import add_to_sum, mean_difference, refusal_score
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage, jsonable
-from workbench.stages.run_dir import RunDir, provenance
+from workbench.stages.run_dir import STAGE_INPUTS, RunDir, provenance, stage_outputs
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,7 @@ def extract(lm: LoadedModel, config: ExtractConfig, run: RunDir) -> dict:
     atomic_write(run.file("candidates.safetensors"), lambda tmp: save_file(tensors, str(tmp)))
     record = {
         "model": lm.info.to_dict(),
+        "load": lm.options.record(),
         "config": asdict(config),
         "positions": lm.chat.eoi_positions,
         "position_tokens": lm.chat.eoi_token_strings,
@@ -181,5 +182,5 @@ def _run(lm: LoadedModel, run: RunDir, config) -> str:
     return f"candidate grids from {counts} prompts (kept/total)"
 
 
-STAGE = Stage("extract", inputs=(), outputs=("candidates.json", "candidates.safetensors"), run=_run,
+STAGE = Stage("extract", inputs=STAGE_INPUTS["extract"], outputs=stage_outputs("extract"), run=_run,
               is_done=_is_done)

@@ -1,16 +1,18 @@
 """The figures stage: every figure a run's artifacts allow, drawn by `workbench.viz.figures`, written as HTML (and
 PNG where a static exporter works) into the run's `figures/` (or another folder)."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import plotly.graph_objects as go
 
 from workbench.errors import WorkbenchError
 from workbench.io import atomic_write
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage, never_done
 from workbench.stages.evaluate import EVALUATION_COLUMNS
-from workbench.stages.run_dir import RunDir
+from workbench.stages.run_dir import STAGE_INPUTS, RunDir, stage_outputs
 from workbench.viz.figures import (
     alpha_lambda_grid,
     diagnostics_heatmaps,
@@ -33,46 +35,79 @@ def sweep_frame(run: RunDir) -> pd.DataFrame:
     return read_selection(run) if run.file("selection.csv").exists() else read_sweep(run)
 
 
-def run_figures(run: RunDir, out_dir: str | Path | None = None) -> list[Path]:
-    """Every figure a run directory's artifacts allow, written to `out_dir` (default: the run's `figures/`)."""
+OVER_REFUSAL_SHOWCASE = ("xstest_safe", "or_bench_hard_test", "xstest_refused")
+"""Datasets Fig. 2 shows responses on (the first the run evaluated)."""
+CAPABILITY_COLUMNS = ("task", "intervention", "metric", "value")
+
+
+@dataclass(frozen=True)
+class NamedFigure:
+    name: str
+    """The file stem it is written under (`fig4_sweep`, ...)."""
+    title: str
+    figure: go.Figure
+
+
+def read_evaluation(run: RunDir) -> pd.DataFrame:
+    """`evaluation.csv`, checked (columns, numbers)."""
+    return run.read_csv("evaluation.csv", columns=EVALUATION_COLUMNS, numeric_columns=NUMERIC_EVALUATION_COLUMNS)
+
+
+def read_capability(run: RunDir) -> pd.DataFrame | None:
+    """`capability.csv`, checked, or None where the capability stage has not run."""
+    if not run.file("capability.csv").exists():
+        return None
+    return run.read_csv("capability.csv", columns=CAPABILITY_COLUMNS, numeric_columns=("value",))
+
+
+def read_run_completions(run: RunDir) -> pd.DataFrame | None:
+    """Every finished completion file of the run, or None where there are none (rates copied without completions);
+    damaged completion files are an error."""
     from workbench.stages.evaluate import read_completions
 
-    run.require_dir()
-    out = Path(out_dir) if out_dir is not None else run.file("figures")
-    written: list[Path] = []
+    return read_completions(run) if any(run.path.glob("completions/*/*.meta.json")) else None
+
+
+def drawable_figures(run: RunDir) -> list[NamedFigure]:
+    """Every figure the run's artifacts allow, in order: Fig. 4 (the sweep), the diagnostics, Fig. 3, Fig. 2, Fig. 5."""
+    figures = []
+    selection = run.read_json("selection.json", keys=("selections",)) if run.file("selection.json").exists() else None
     if run.file("sweep.csv").exists():
-        selection = run.read_json("selection.json", keys=("selections",)) if run.file("selection.json").exists() \
-            else None
-        recorded = (run.read_json("sweep.json", keys=("config",))["config"] if run.file("sweep.json").exists()
-                    else {})
+        recorded = run.read_json("sweep.json", keys=("config",))["config"] if run.file("sweep.json").exists() else {}
         mode = recorded.get("mode", "fast") if recorded else None  # sweeps recorded before modes were fast
         n_screen = recorded.get("n_screen")
         fig = sweep_heatmaps(sweep_frame(run), selection, mode=mode if isinstance(mode, str) else None,
                              n_screen=n_screen if isinstance(n_screen, int) else None)
-        written += save_figure(fig, out / "fig4_sweep")
+        figures.append(NamedFigure("fig4_sweep", "Fig. 4: the sweep", fig))
     if run.file("diagnostics.csv").exists():
         from workbench.stages.diagnose import read_diagnostics
 
-        selection = run.read_json("selection.json", keys=("selections",)) if run.file("selection.json").exists() \
-            else None
-        written += save_figure(diagnostics_heatmaps(read_diagnostics(run), selection), out / "fig4_diagnostics")
+        figures.append(NamedFigure("fig4_diagnostics", "Direction diagnostics",
+                                   diagnostics_heatmaps(read_diagnostics(run), selection)))
     if run.file("evaluation.csv").exists():
-        evaluation = run.read_csv("evaluation.csv", columns=EVALUATION_COLUMNS,
-                                  numeric_columns=NUMERIC_EVALUATION_COLUMNS)
-        capability = (run.read_csv("capability.csv", columns=("task", "intervention", "metric", "value"),
-                                   numeric_columns=("value",))
-                      if run.file("capability.csv").exists() else None)
-        written += save_figure(lambda_tradeoff(evaluation, capability), out / "fig3_lambda")
-        # rates without completion files (copied tables): no responses table; damaged completion files: an error
-        completions = (read_completions(run) if any(run.path.glob("completions/*/*.meta.json"))
-                       else pd.DataFrame(columns=["dataset"]))
-        over = [d for d in ("xstest_safe", "or_bench_hard_test", "xstest_refused") if d in set(completions.dataset)]
-        if over:
-            responses = responses_table(completions, over[0])
-            written += save_figure(responses_figure(responses, f"Responses across λ on {over[0]} (Fig. 2)"),
-                                   out / "fig2_responses")
-        written += save_figure(alpha_lambda_grid(evaluation), out / "fig5_alpha_lambda")
-        table = table1(evaluation)
+        evaluation = read_evaluation(run)
+        figures.append(NamedFigure("fig3_lambda", "Fig. 3: the λ trade-off",
+                                   lambda_tradeoff(evaluation, read_capability(run))))
+        completions = read_run_completions(run)
+        shown = [d for d in OVER_REFUSAL_SHOWCASE if completions is not None and d in set(completions.dataset)]
+        if shown:
+            title = f"Responses across λ on {shown[0]} (Fig. 2)"
+            figures.append(NamedFigure("fig2_responses", "Fig. 2: responses across λ",
+                                       responses_figure(responses_table(completions, shown[0]), title)))
+        figures.append(NamedFigure("fig5_alpha_lambda", "Fig. 5: α × λ", alpha_lambda_grid(evaluation)))
+    return figures
+
+
+def run_figures(run: RunDir, out_dir: str | Path | None = None) -> list[Path]:
+    """Every figure a run directory's artifacts allow (`drawable_figures`) and Table 1, written to `out_dir` (default:
+    the run's `figures/`)."""
+    run.require_dir()
+    out = Path(out_dir) if out_dir is not None else run.file("figures")
+    written: list[Path] = []
+    for named in drawable_figures(run):
+        written += save_figure(named.figure, out / named.name)
+    if run.file("evaluation.csv").exists():
+        table = table1(read_evaluation(run))
         written.append(atomic_write(out / "table1.csv", lambda tmp: table.to_csv(tmp)))
     if not written:
         raise WorkbenchError(f"{run.path} has neither sweep.csv nor evaluation.csv, so there is nothing to draw: run "
@@ -84,4 +119,5 @@ def _run(lm: LoadedModel, run: RunDir, config) -> str:
     return f"{len(run_figures(run))} files -> {run.file('figures')}"
 
 
-STAGE = Stage("figures", inputs=(), outputs=("figures/",), run=_run, is_done=never_done, resumes=True)
+STAGE = Stage("figures", inputs=STAGE_INPUTS["figures"], outputs=stage_outputs("figures"),
+              run=_run, is_done=never_done, resumes=True)

@@ -105,8 +105,8 @@ def run_pipeline(lm: LoadedModel, run_path, config: PipelineConfig, force: bool 
                                  "--run or --force to start over")
     if force:
         _clear(run, tuple(o for stage in PIPELINE for o in stage.outputs))
-    write_json(previous_path, jsonable({"model": lm.info.to_dict(), "workbench_version": __version__,
-                                        **asdict(config)}))
+    write_json(previous_path, jsonable({"model": lm.info.to_dict(), "load": lm.options.record(),
+                                        "workbench_version": __version__, **asdict(config)}))
     log(f"[run] {lm.info.name} (fingerprint {lm.info.fingerprint}) -> {run.path}; stages {', '.join(config.stages)}")
     for k, stage in enumerate(PIPELINE):
         if stage.name not in config.stages:

@@ -43,12 +43,32 @@ WRITERS = {
     "diagnostics.csv": "diagnose",
     "diagnostics.json": "diagnose",
     "evaluation.csv": "evaluate",
+    "evaluation_categories.csv": "evaluate",
     "interventions.json": "evaluate",
+    "judge_agreement.csv": "evaluate",
     "completions/": "evaluate",
     "capability.csv": "capability",
     "capability.meta.json": "capability",
+    "figures/": "figures",
 }
-"""Which stage writes each artifact (a trailing / covers a folder; `config.json` is the main job's record)."""
+"""Which stage writes each artifact (a trailing / covers a folder; `config.json` is the main job's record). Each
+pipeline stage's `outputs` are exactly its artifacts here (a test keeps them so)."""
+STAGE_INPUTS = {
+    "extract": (),
+    "sweep": ("candidates.json", "candidates.safetensors"),
+    "select": ("candidates.json", "candidates.safetensors", "sweep.csv", "sweep.json"),
+    "diagnose": ("candidates.json", "candidates.safetensors"),
+    "evaluate": ("selection.json", "directions/"),
+    "capability": ("selection.json", "directions/"),
+    "figures": (),
+}
+"""What each pipeline stage reads (written by earlier stages), in pipeline order: the stages' `inputs`, and what
+`workbench status` compares modification times with."""
+
+
+def stage_outputs(stage: str) -> tuple[str, ...]:
+    """The artifacts `stage` writes (`WRITERS`), in the order listed."""
+    return tuple(name for name, writer in WRITERS.items() if writer == stage)
 
 
 def writer_of(name: str) -> str | None:
@@ -178,6 +198,14 @@ class RunDir:
         record = self.read_json("candidates.json", keys=("model",))["model"]
         if not (isinstance(record, dict) and isinstance(record.get("name"), str) and "fingerprint" in record):
             raise self.corrupted("candidates.json", "its 'model' has no name and fingerprint")
+        return record
+
+    def load_record(self) -> dict | None:
+        """How the run's model was loaded (`LoadOptions.record()`: device, dtype, device map, system prompt), or None
+        for a run that did not record it (made from committed directions without load options)."""
+        record = self.read_json("candidates.json", keys=("model",)).get("load")
+        if record is not None and not isinstance(record, dict):
+            raise self.corrupted("candidates.json", "its 'load' is not a record of load options")
         return record
 
     def check_model(self, fingerprint: str, name: str) -> None:

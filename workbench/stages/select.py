@@ -21,7 +21,7 @@ from workbench.method.refusal_math import partial_orthogonalize
 from workbench.method.rule import SelectionRule, row_record
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage
-from workbench.stages.run_dir import RunDir, provenance
+from workbench.stages.run_dir import STAGE_INPUTS, RunDir, provenance, stage_outputs
 from workbench.stages.token_means import TOKEN_MEANS, offsets_for, read_token_means
 
 SELECTION_COLUMNS = ("kept", "filter_reason")
@@ -254,6 +254,5 @@ def _run(lm: LoadedModel, run: RunDir, config) -> str:
         for s in result["selections"])
 
 
-STAGE = Stage("select", inputs=("candidates.json", "candidates.safetensors", "sweep.csv", "sweep.json"),
-              outputs=("selection.json", "selection.csv", "directions/"), run=_run,
+STAGE = Stage("select", inputs=STAGE_INPUTS["select"], outputs=stage_outputs("select"), run=_run,
               is_done=lambda lm, run, config: is_current(run, config.select))

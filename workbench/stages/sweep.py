@@ -1,6 +1,6 @@
 """Step 4–5 of the method: score every (vector, λ, position, layer) candidate, fast.
 
-Scores (DESIGN §2.9): ablation refusal score on pseudo-harmful val (what selection minimizes), on harmful val (must
+Scores: ablation refusal score on pseudo-harmful val (what selection minimizes), on harmful val (must
 stay high), ablation KL on harmless val, and steering refusal score / KL from adding the vector at its layer.
 
 Where the time goes and what we skip (a naive loop scores every candidate on every full validation set):
@@ -52,7 +52,7 @@ from workbench.method.refusal_math import kl_divergence, refusal_score
 from workbench.method.rule import SelectionRule
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage
-from workbench.stages.run_dir import RunDir, provenance
+from workbench.stages.run_dir import STAGE_INPUTS, RunDir, provenance, stage_outputs
 
 COLUMNS = [
     "vector", "lam", "pos", "layer", "ablation_refusal_score", "ablation_refusal_score_harmful", "ablation_kl",
@@ -618,5 +618,5 @@ def _run(lm: LoadedModel, run: RunDir, config) -> str:
             f"{int((frame.stage == 'screened').sum())} screened out, {int((frame.stage == 'skipped').sum())} skipped")
 
 
-STAGE = Stage("sweep", inputs=("candidates.json", "candidates.safetensors"), outputs=("sweep.csv", "sweep.json"),
+STAGE = Stage("sweep", inputs=STAGE_INPUTS["sweep"], outputs=stage_outputs("sweep"),
               run=_run, is_done=_is_done)

@@ -1,0 +1,66 @@
+"""Which registered datasets a pipeline config reads, stage by stage: what a command checks is there (with
+`workbench.data.require_available`) before it loads a model, and what `workbench datasets fetch --paper` fetches."""
+
+from collections.abc import Callable
+
+from workbench.data import REGISTRY
+from workbench.stages.pipeline import PipelineConfig
+
+CAPABILITY_TASK_DATASETS: dict[str, tuple[str, ...]] = {
+    "wikitext2": ("wikitext2",),
+    "mmlu": ("mmlu", "mmlu_dev"),
+    "arc_challenge": ("arc_challenge",),
+    "truthfulqa": ("truthfulqa_answers",),
+}
+"""The datasets each capability task (`eval.capability.score_task`) reads; a test checks they agree."""
+
+
+def _extract(config: PipelineConfig) -> list[str]:
+    return [config.extract.harmful, config.extract.harmless, config.extract.pseudo_harmful]
+
+
+def _sweep(config: PipelineConfig) -> list[str]:
+    sweep = config.sweep
+    token_means = [config.extract.harmless] if sweep.ablation == "harmless_mean" else []
+    return [sweep.pseudo_harmful_val, sweep.harmful_val, sweep.harmless_val, *token_means]
+
+
+def _select(config: PipelineConfig) -> list[str]:
+    """Re-ranking generates on the sweep's pseudo-harmful and harmful validation sets; plain selection reads none."""
+    return [config.sweep.pseudo_harmful_val, config.sweep.harmful_val] if config.select.rerank_top_k else []
+
+
+def _diagnose(config: PipelineConfig) -> list[str]:
+    """The diagnose config's sets, each defaulting to the sweep's validation set (as `diagnose.resolved` fills it)."""
+    d, sweep = config.diagnose, config.sweep
+    return [d.harmless or sweep.harmless_val, d.harmful or sweep.harmful_val,
+            d.pseudo_harmful or sweep.pseudo_harmful_val]
+
+
+def _evaluate(config: PipelineConfig) -> list[str]:
+    token_means = [config.extract.harmless] if "harmless_mean" in config.evaluate.ablation else []
+    return [*config.evaluate.datasets, *token_means]
+
+
+def _capability(config: PipelineConfig) -> list[str]:
+    return [name for task in config.capability.tasks for name in CAPABILITY_TASK_DATASETS[task]]
+
+
+STAGE_DATASETS: dict[str, Callable[[PipelineConfig], list[str]]] = {
+    "extract": _extract, "sweep": _sweep, "select": _select, "diagnose": _diagnose, "evaluate": _evaluate,
+    "capability": _capability, "figures": lambda config: [],
+}
+"""The datasets (or prompt files) each pipeline stage reads, from the config."""
+
+
+def pipeline_datasets(config: PipelineConfig) -> tuple[str, ...]:
+    """The registered datasets that the stages of `config.stages` read, in stage order without repeats (prompt files
+    given instead of a set are not datasets and are left out)."""
+    names = [name for stage in config.stages for name in STAGE_DATASETS[stage](config)]
+    return tuple(name for name in dict.fromkeys(names) if name in REGISTRY)
+
+
+def paper_datasets() -> tuple[str, ...]:
+    """The benchmark sets the main job (`make run`, the default `PipelineConfig`) reads; the bundled sets need no
+    fetch and are left out."""
+    return tuple(name for name in pipeline_datasets(PipelineConfig()) if not REGISTRY[name].bundled)
