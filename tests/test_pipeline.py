@@ -86,3 +86,6 @@ def test_config_file_errors_name_the_key(tmp_path, capsys):
     path.write_text("[sweep]\nn_val = 8\n")
     assert main(["run", "--run", str(tmp_path / "r"), "--config", str(path), "--n-val", "4"]) == 2
     assert "--n-val and --config together" in capsys.readouterr().err
+    # every stage option is refused beside --config, not only a listed few (--ablation was once silently ignored)
+    assert main(["run", "--run", str(tmp_path / "r"), "--config", str(path), "--ablation", "harmless_mean"]) == 2
+    assert "--ablation and --config together" in capsys.readouterr().err

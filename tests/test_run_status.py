@@ -37,6 +37,11 @@ def test_load_options_from_the_run_unless_a_flag_overrides(capsys):
     # a placement flag replaces the whole recorded placement; the system prompt is still the run's
     assert options == LoadOptions(device="cpu", dtype="float32", device_map="auto", system_prompt="Be brief.")
     assert "overridden: --device-map auto, --dtype float32" in capsys.readouterr().out
+    args = _args("capability", "--run", "R", "--dtype", "bfloat16")  # a flag repeating the record overrides nothing
+    args.model = "m"
+    assert _load_options(args, recorded, "R").dtype == "bfloat16"
+    out = capsys.readouterr().out
+    assert "as R recorded (device cuda:1, dtype bfloat16, system_prompt Be brief.)" in out and "overridden" not in out
     with pytest.raises(WorkbenchError, match="unknown load option 'precision'"):
         LoadOptions.from_record({"precision": "fp8"})
 

@@ -82,7 +82,7 @@ def _load_options(args, recorded: dict | None = None, where: str = ""):
     options = LoadOptions.from_record({**kept, **given})
     if recorded:
         defaults = LoadOptions()
-        reused = [f"{k} {v}" for k, v in kept.items() if k not in given and v != getattr(defaults, k)]
+        reused = [f"{k} {v}" for k, v in kept.items() if given.get(k, v) == v and v != getattr(defaults, k)]
         overridden = [f"--{k.replace('_', '-')} {v}" for k, v in given.items() if recorded.get(k) != v]
         print(f"[load] {args.model}: " + (f"as {where} recorded ({', '.join(reused)})" if reused
                                           else f"the defaults, as {where} recorded")
@@ -781,10 +781,9 @@ def cmd_select(args) -> None:
               f"KL {s['ablation_kl']:.3f}, harmful {s['ablation_refusal_score_harmful']:+.3f}")
 
 
-STAGE_FLAGS = ("harmful", "harmless", "pseudo_harmful", "n_train", "no_filter", "lam", "pseudo_harmful_val",
-               "harmful_val", "harmless_val", "n_val", "no_filter_val", "n_screen", "n_finalists", "steer_false",
-               "mode", "layers", "positions", "prune_layers", "max_kl", "true_max_kl", "induce_refusal", "batch_size",
-               "max_harmful_drop", "rerank_top_k", "rerank_n")
+RUN_FLAGS = frozenset({"command", "func", "model", *LOAD_FLAGS, "run", "config", "stages", "force"})
+"""`workbench run`'s own options; every other option of `run` sets a stage's config, so beside `--config` it is refused
+(the config file holds the stages' settings)."""
 
 
 def cmd_run(args) -> None:
@@ -800,7 +799,7 @@ def cmd_run(args) -> None:
         model = keys["model"]
         args.dtype = args.dtype or keys["dtype"]
         defaults = build_parser().parse_args(["run", "--run", "x"])
-        given = [f for f in STAGE_FLAGS if getattr(args, f) != getattr(defaults, f)]
+        given = [f for f, value in vars(args).items() if f not in RUN_FLAGS and value != getattr(defaults, f)]
         if given:
             raise WorkbenchError(f"--{given[0].replace('_', '-')} and --config together: set it in {args.config}")
         config = from_dict(PipelineConfig, data, where=str(args.config))

@@ -98,7 +98,7 @@ def selections_table(run: RunDir) -> pd.DataFrame | None:
 
 
 def evaluation_summary(run: RunDir) -> tuple[str, pd.DataFrame] | None:
-    """(judge, compliance rate per dataset × intervention) from `evaluation.csv`, by the calibrated judge where the
+    """(judge, compliance rate per intervention × dataset) from `evaluation.csv`, by the calibrated judge where the
     run has one (else the paper's); None before `evaluate`."""
     if not run.file("evaluation.csv").exists():
         return None
@@ -107,7 +107,7 @@ def evaluation_summary(run: RunDir) -> tuple[str, pd.DataFrame] | None:
     judges = list(dict.fromkeys(frame.judge))
     judge = next((j for j in judges if j != "substring"), judges[0] if judges else "substring")
     chosen = frame[frame.judge == judge]
-    table = chosen.pivot_table(index="dataset", columns="intervention", values="rate", sort=False)
+    table = chosen.pivot_table(index="intervention", columns="dataset", values="rate", sort=False)
     return judge, table
 
 
