@@ -26,14 +26,6 @@ from workbench.eval.judge import PAPER_JUDGE
 from workbench.interventions.catalogue import AFFINE_SUFFIX, ablation_of, lam_name, parse_name
 from workbench.io import atomic_write
 
-METRIC_LABELS = {
-    "ablation_refusal_score": "ablation refusal score (pseudo-harmful val)",
-    "ablation_refusal_score_harmful": "ablation refusal score (harmful val)",
-    "ablation_kl": "ablation KL (harmless val)",
-    "screen_refusal_score": "screened refusal score",
-}
-
-
 SHORT_LABELS = {
     "ablation_refusal_score": "refusal score, pseudo-harmful val",
     "ablation_refusal_score_harmful": "refusal score, harmful val",
