@@ -326,10 +326,10 @@ def test_capability_task_datasets_are_what_score_task_reads(monkeypatch):
     from types import SimpleNamespace
 
     import workbench.eval.capability as capability
-    from workbench.stages.data_needs import CAPABILITY_TASK_DATASETS
+    from workbench.eval.capability import TASK_DATASETS
 
-    assert set(CAPABILITY_TASK_DATASETS) == set(capability.TASKS)
-    for task, expected in CAPABILITY_TASK_DATASETS.items():
+    assert set(TASK_DATASETS) == set(capability.TASKS)
+    for task, expected in TASK_DATASETS.items():
         read: list[str] = []
         monkeypatch.setattr(capability, "load_dataset", lambda name, read=read: read.append(name) or [])
         tokenizer = SimpleNamespace(pad_token_id=0, encode=lambda *a, **k: [])

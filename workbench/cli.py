@@ -499,7 +499,7 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_capability(args) -> None:
-    from workbench.eval.capability import DEFAULT_TASKS, CapabilityConfig
+    from workbench.eval.capability import DEFAULT_TASKS, TASK_DATASETS, CapabilityConfig
     from workbench.stages.capability import measure_capability
 
     config = CapabilityConfig(tasks=tuple(args.tasks or DEFAULT_TASKS),
@@ -508,9 +508,7 @@ def cmd_capability(args) -> None:
                               arc_n=args.arc_n or None, truthfulqa_n=args.truthfulqa_n or None,
                               batch_size=args.batch_size)
     config.validate()  # unknown tasks are refused before the model loads
-    from workbench.stages.data_needs import CAPABILITY_TASK_DATASETS
-
-    datasets = [name for task in config.tasks for name in CAPABILITY_TASK_DATASETS[task]]
+    datasets = [name for task in config.tasks for name in TASK_DATASETS[task]]
     run, lm = _model_for_run(args, needs=("selection.json",), datasets=datasets)
     table = measure_capability(lm, run, config)
     print(table.to_string(index=False))

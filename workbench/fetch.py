@@ -16,7 +16,7 @@ import httpx
 
 from workbench.data_sources import PinnedFile, SourceTable
 from workbench.errors import WorkbenchError
-from workbench.io import atomic_write
+from workbench.io import atomic_write, file_sha256
 
 CONNECT_TIMEOUT_S = 10.0
 """Seconds to wait for a connection: offline, a fetch fails in about this long (there are no retries)."""
@@ -37,18 +37,10 @@ class FetchedFile:
     """Where it was downloaded from (None when kept)."""
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def is_intact(file: PinnedFile, data_dir: Path) -> bool:
     """The file is in `data_dir` with its pinned size and sha256."""
     path = Path(data_dir) / file.path
-    return path.is_file() and path.stat().st_size == file.size and sha256_of(path) == file.sha256
+    return path.is_file() and path.stat().st_size == file.size and file_sha256(path) == file.sha256
 
 
 def file_url(file: PinnedFile, base_url: str | None = None) -> str:

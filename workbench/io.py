@@ -1,5 +1,6 @@
 """Atomic file writes, so that an interrupted run never leaves a half-written artifact behind."""
 
+import hashlib
 import json
 import os
 import tempfile
@@ -44,3 +45,12 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
     return write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def file_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    """The sha256 hex digest of a file's bytes, read in chunks (a multi-GB checkpoint never sits in memory whole)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()

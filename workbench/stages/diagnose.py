@@ -14,13 +14,12 @@ import torch
 
 from workbench.data import check_prompt_source, load_prompts
 from workbench.errors import WorkbenchError
-from workbench.io import atomic_write, write_json
+from workbench.io import atomic_write, file_sha256, write_json
 from workbench.method.diagnostics import CLASSES, COLUMNS, direction_diagnostics
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage, jsonable
 from workbench.stages.extract import activation_batches, load_candidates
 from workbench.stages.run_dir import STAGE_INPUTS, RunDir, provenance, stage_outputs
-from workbench.stages.select import sha256_of
 from workbench.stages.sweep import SweepConfig
 
 
@@ -92,7 +91,7 @@ def diagnose(lm: LoadedModel, run: RunDir, config: DiagnoseConfig | None = None)
                              "rows": rows.to_dict(orient="records")})
     write_json(run.file("diagnostics.json"), {
         "config": asdict(config), "model": lm.info.to_dict(), "prompt_counts": counts, "selected": selected,
-        "candidates_sha256": sha256_of(run.file("candidates.safetensors")), **provenance()})
+        "candidates_sha256": file_sha256(run.file("candidates.safetensors")), **provenance()})
     return table
 
 
@@ -110,7 +109,7 @@ def _is_done(lm: LoadedModel, run: RunDir, config) -> bool:
     except WorkbenchError:
         return False
     return (record["config"] == jsonable(asdict(resolved(run, config.diagnose)))
-            and record["candidates_sha256"] == sha256_of(run.file("candidates.safetensors")))
+            and record["candidates_sha256"] == file_sha256(run.file("candidates.safetensors")))
 
 
 def _run(lm: LoadedModel, run: RunDir, config) -> str:

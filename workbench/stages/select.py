@@ -8,7 +8,6 @@ rule), `selection.json` (baseline, the rule, one selection per λ, the Arditi tr
 different rule is refused unless the sweep scored every candidate in full (re-run the sweep with that rule).
 """
 
-import hashlib
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pandas as pd
 
 from workbench.errors import WorkbenchError
 from workbench.interventions.directions import OFFSETS_KEY, save_direction
-from workbench.io import atomic_write, write_json
+from workbench.io import atomic_write, file_sha256, write_json
 from workbench.method.refusal_math import partial_orthogonalize
 from workbench.method.rule import SelectionRule, row_record
 from workbench.models.loader import LoadedModel
@@ -88,10 +87,6 @@ def read_selection(run: RunDir) -> pd.DataFrame:
     return frame
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def is_current(run: RunDir, rule: SelectionRule) -> bool:
     """Whether `selection.json` was made by `rule` from the `sweep.csv` now in the run (and its selection files read
     back: damaged ones are selected again)."""
@@ -110,7 +105,7 @@ def is_current(run: RunDir, rule: SelectionRule) -> bool:
             read_direction_file(run.file(s["direction_file"]), keys)  # token means without offsets: select again
     except WorkbenchError:
         return False
-    return record.get("rule") == asdict(rule) and record.get("sweep_sha256") == sha256_of(run.file("sweep.csv"))
+    return record.get("rule") == asdict(rule) and record.get("sweep_sha256") == file_sha256(run.file("sweep.csv"))
 
 
 def rerank_candidates(lm: LoadedModel, run: RunDir, frame: pd.DataFrame, rule: SelectionRule,
@@ -241,7 +236,7 @@ def select(run: RunDir, rule: SelectionRule | None = None, lm: LoadedModel | Non
     result = {"baseline": sweep_record["baseline_refusal_score"], "rule": asdict(rule), "selections": selections,
               "unselected_lams": missing, "true_refusal": true_choice, "model": model,
               **({"rerank": reranked} if rule.rerank_top_k else {}),
-              "sweep_sha256": sha256_of(run.file("sweep.csv")), **provenance()}
+              "sweep_sha256": file_sha256(run.file("sweep.csv")), **provenance()}
     write_json(run.file("selection.json"), result)
     return result
 
