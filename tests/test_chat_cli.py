@@ -207,3 +207,39 @@ def test_alpha_must_be_finite(tiny_checkpoint, tiny_run, capsys, no_model_load):
         main(chat(tiny_checkpoint, "Hi", "--add", path, "--layer", 1, "--alpha", "nan"))
     assert exit_info.value.code == 2
     assert "argument --alpha: expected a finite number, got nan" in capsys.readouterr().err
+
+
+def test_gate_applies_the_ablation_only_where_it_opens(tiny, tiny_checkpoint, tiny_run, prompts_file, tmp_path,
+                                                       capsys):
+    """`chat --ablate FILE --gate GATE`: each prompt answered as the ablated model where the gate opens, as the
+    unmodified model elsewhere; each row says which."""
+    from workbench.interventions.gate import Gate, decide, gate_scores, save_gate
+
+    path = tiny_run.file("directions/lam_1.0.safetensors")
+    direction = read_direction_file(path)[0]["direction"]
+    probe = torch.randn(tiny.info.d_model, generator=torch.Generator().manual_seed(5))
+    meta = {"fingerprint": tiny.info.fingerprint, "model": tiny.info.name}
+    median = float(gate_scores(tiny, Gate(probe, 2, -1, 0.0, 0.05, meta), PROMPTS).median())
+    gate = Gate(probe, 2, -1, median, 0.05, meta)
+    gate_file = save_gate(tmp_path / "gate.safetensors", gate)
+    assert main(chat(tiny_checkpoint, "--prompts-file", prompts_file, "--ablate", path, "--gate", gate_file,
+                     "--compare")) == 0
+    out = rows(capsys)
+    opened = decide(tiny, gate, PROMPTS).tolist()
+    assert 0 < sum(opened) < len(PROMPTS)
+    assert [r["gate"] for r in out] == ["open" if o else "closed" for o in opened]
+    ablated, baseline = expected(tiny, Ablation(direction)), greedy_generate(tiny, PROMPTS, int(MAX_NEW))
+    assert [r["response"] for r in out] == [a if o else b for a, b, o in zip(ablated, baseline, opened, strict=True)]
+    assert [r["baseline_response"] for r in out] == baseline
+
+
+def test_gate_errors(tiny, tiny_checkpoint, tiny_run, tmp_path, capsys):
+    from workbench.interventions.gate import Gate, save_gate
+
+    assert main(chat(tiny_checkpoint, "Hi", "--gate", tmp_path / "gate.safetensors")) == 2
+    assert "--gate needs an intervention to gate" in one_line(capsys)
+    other = save_gate(tmp_path / "other.safetensors", Gate(torch.ones(tiny.info.d_model), 1, -1, 0.0, 0.05,
+                                                           {"fingerprint": "0123456789abcdef", "model": "other"}))
+    path = tiny_run.file("directions/lam_1.0.safetensors")
+    assert main(chat(tiny_checkpoint, "Hi", "--ablate", path, "--gate", other)) == 2
+    assert "comes from model 'other'" in one_line(capsys, loaded=True)

@@ -288,3 +288,30 @@ def test_evaluate_cli_with_the_openai_backend(tiny_run, server, capsys):
     assert meta["backend"] == f"openai {server.url}" and meta["n"] == 2
     evaluation = pd.read_csv(tiny_run.file("evaluation.csv"))
     assert sorted(evaluation.judge) == ["keywords", "keywords", "substring", "substring"]  # the configured judge too
+
+
+def test_openai_backend_routes_a_gated_intervention(tiny, tiny_run, server, catalogue):
+    """A gated w′ on a server: the workbench takes each prompt's gate decision, then sends the prompts the gate opens
+    for to the w′ adapter and the rest to the base model; the completions equal the hooked model's gated generation."""
+    from workbench.data import load_dataset
+    from workbench.eval.backends import GenerationJob, OpenAIBackend
+    from workbench.eval.generation import gated_greedy_generate
+    from workbench.interventions.catalogue import NamedIntervention
+    from workbench.interventions.gate import Gate, Gated, decide, gate_scores
+
+    inner = catalogue["ablate_false_lam1.0"].intervention
+    probe = torch.randn(tiny.info.d_model, generator=torch.Generator().manual_seed(3))
+    meta = {"fingerprint": tiny.info.fingerprint, "model": tiny.info.name}
+    prompts = [p.instruction for p in load_dataset("bundled_pseudo_harmful_test", limit=6)]
+    median = float(gate_scores(tiny, Gate(probe, 2, -1, 0.0, 0.05, meta), prompts).median())
+    gate = Gate(probe, 2, -1, median, 0.05, meta)
+    gated = Gated(inner, gate, "gated_ablate_false_lam1.0")
+    open_rows = decide(tiny, gate, prompts)
+    assert 0 < int(open_rows.sum()) < len(prompts)
+    job = GenerationJob("bundled_pseudo_harmful_test", NamedIntervention(gated.label, gated), tuple(prompts))
+    (_, remote), = list(OpenAIBackend(server.url, concurrency=3).generate(tiny, [job], 10, progress=False))
+    sent = {request["prompt"]: request["model"] for request in server.requests}
+    assert len(server.requests) == len(prompts)  # one request per prompt
+    assert [sent[tiny.chat.format(p)] for p in prompts] == ["ablate_false_lam1.0" if o else BASE
+                                                            for o in open_rows.tolist()]
+    assert remote == gated_greedy_generate(tiny, gated, prompts, 10, batch_size=len(prompts), progress=False)

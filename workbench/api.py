@@ -587,6 +587,8 @@ class Plots:
     responses_table = staticmethod(_figures.responses_table)
     responses_figure = staticmethod(_figures.responses_figure)
     alpha_lambda_grid = staticmethod(_figures.alpha_lambda_grid)
+    frontier_figure = staticmethod(_figures.frontier_figure)
+    gate_heatmap = staticmethod(_figures.gate_heatmap)
     table1 = staticmethod(_figures.table1)
     save_figure = staticmethod(_figures.save_figure)
     projection_view = staticmethod(_views.projection_view)

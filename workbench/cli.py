@@ -355,6 +355,14 @@ def cmd_chat(args) -> None:
     if args.prompt is not None and not args.prompt.strip():
         raise WorkbenchError("the prompt is empty: give an instruction, e.g. `workbench chat --model M \"Hi\"`")
     intervention, label = _chat_intervention(args)  # direction files are checked before the model loads
+    gate = None
+    if args.gate is not None:
+        from workbench.interventions.gate import load_gate
+
+        if intervention is None:
+            raise WorkbenchError("--gate needs an intervention to gate: --ablate FILE (the w′ the gate was fitted "
+                                 "for) or --cell POS LAYER")
+        gate = load_gate(args.gate)
     prompts = load_prompts(args.prompts_file) if args.prompts_file is not None else []  # checked before the model
     if args.run is not None:
         lm = _model_for_run(args)[1]
@@ -373,7 +381,18 @@ def cmd_chat(args) -> None:
                                desc=desc)
 
     baseline = generate("baseline") if intervention is None or args.compare else None
-    if intervention is not None:
+    opened = None
+    if gate is not None:
+        from workbench.eval.generation import gated_greedy_generate
+        from workbench.interventions.gate import Gated, decide
+
+        gate.check_model(lm.info.fingerprint, lm.info.d_model, lm.info.n_layers, f"gate {args.gate}")
+        gated = Gated(intervention, gate, f"gated {label}")
+        opened = decide(lm, gate, instructions, args.batch_size).tolist()
+        responses = gated_greedy_generate(lm, gated, instructions, args.max_new_tokens, batch_size=args.batch_size,
+                                          progress=not single, desc="gated")
+        label = f"{label}, gated by {Path(args.gate).name} (layer {gate.layer}, pos {gate.pos})"
+    elif intervention is not None:
         with applied(lm, intervention):
             responses = generate("intervention")
     else:
@@ -384,13 +403,16 @@ def cmd_chat(args) -> None:
             return
         if args.compare:
             print(f"[baseline]\n{baseline[0]}\n")
-        print(f"[{label}]\n{responses[0]}")
+        gate_state = "" if opened is None else f" (gate {'open' if opened[0] else 'closed'})"
+        print(f"[{label}]{gate_state}\n{responses[0]}")
         return
     judge = SubstringJudge()
     for i, (instruction, response) in enumerate(zip(instructions, responses, strict=True)):
         row = {"instruction": instruction, "response": response, "refused": judge.is_refusal(response)}
         if intervention is not None:
             row["intervention"] = label
+            if opened is not None:
+                row["gate"] = "open" if opened[i] else "closed"
             if args.compare:
                 row["baseline_response"] = baseline[i]
                 row["baseline_refused"] = judge.is_refusal(baseline[i])
@@ -661,6 +683,54 @@ def _selected_rows_table(rows: list[dict]) -> str:
     return pd.DataFrame(rows)[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
 
+def cmd_gate(args) -> None:
+    from workbench.data import REGISTRY
+    from workbench.stages.gate import GateConfig, fit_gate, read_gate_grid, summary
+
+    d = GateConfig()
+    config = GateConfig(harmful=args.fit_harmful or d.harmful, harmless=args.fit_harmless or d.harmless,
+                        pseudo_harmful=args.fit_pseudo_harmful or d.pseudo_harmful, n_fit=args.n_fit or None,
+                        contrast_harmful=args.contrast_harmful or d.contrast_harmful,
+                        contrast_benign=args.contrast_benign or d.contrast_benign,
+                        n_contrast=args.n_contrast or None, bound=args.bound, lam=args.lam,
+                        batch_size=args.batch_size)
+    config.validate()  # sets from one source, a bad bound: refused before the model loads
+    sets = [config.harmful, config.harmless, config.pseudo_harmful, config.contrast_harmful, config.contrast_benign]
+    run, lm = _model_for_run(args, needs=("selection.json",), datasets=[n for n in sets if n in REGISTRY])
+    record = fit_gate(lm, run, config)
+    top = read_gate_grid(run).sort_values("auroc_contrast", ascending=False).head(8)
+    print(top.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(summary(record))
+    print(f"-> {run.file('directions/gate.safetensors')}; `workbench evaluate --run {run.path}` adds "
+          f"gated_ablate_false_lam{record['gates']['lam']}")
+
+
+def cmd_frontier(args) -> None:
+    from workbench.data import REGISTRY
+    from workbench.eval.capability import TASK_DATASETS
+    from workbench.stages.frontier import FrontierConfig, main_frontier_judge, measure_frontier, validation_sets
+    from workbench.stages.run_dir import RunDir
+
+    d = FrontierConfig()
+    config = FrontierConfig(over_refusal=args.over_refusal, harmful=args.harmful, n=args.n or None,
+                            lams=tuple(args.lams) if args.lams else d.lams,
+                            betas=tuple(args.betas) if args.betas else d.betas,
+                            seeds=tuple(args.seeds) if args.seeds is not None else d.seeds, gated=not args.no_gate,
+                            max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, judge=args.judge,
+                            judge_options=_judge_options(args), truthfulqa_n=args.truthfulqa_n)
+    config.validate()
+    sets = list(validation_sets(RunDir(Path(args.run)).require_dir(), config))
+    sets += list(TASK_DATASETS["truthfulqa"]) if config.truthfulqa_n else []
+    run, lm = _model_for_run(args, needs=("selection.json",), datasets=[n for n in sets if n in REGISTRY])
+    table = measure_frontier(lm, run, config)
+    judge = main_frontier_judge(table)
+    columns = ["family", "param", "over_refusal", "over_refusal_low", "over_refusal_high", "harmful", "harmful_low",
+               "harmful_high", "margin_over_r", "truthfulqa_mc1"]
+    print(f"judge: {judge}")
+    print(table[table.judge == judge][columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"-> {run.file('frontier.csv')}; `workbench figures --run {run.path}` draws frontier.html")
+
+
 def cmd_status(args) -> None:
     from workbench.stages.run_dir import RunDir
     from workbench.stages.status import describe
@@ -771,12 +841,27 @@ def cmd_select(args) -> None:
     run = RunDir(Path(args.run)).require_dir()
     rule = _select_config(args, base=sweep_rule(run))
     rule.validate()
-    lm = _model_for_run(args)[1] if rule.rerank_top_k else None  # the generation check needs the model
+    gate_config = None
+    if args.gate:
+        from workbench.data import REGISTRY
+        from workbench.stages.gate import GateConfig
+
+        gate_config = GateConfig()
+        gate_config.validate()
+        gate_sets = [gate_config.harmful, gate_config.harmless, gate_config.pseudo_harmful,
+                     gate_config.contrast_harmful, gate_config.contrast_benign]
+        lm = _model_for_run(args, datasets=[n for n in gate_sets if n in REGISTRY])[1]
+    else:
+        lm = _model_for_run(args)[1] if rule.rerank_top_k else None  # the generation check needs the model
     result = select(run, rule, lm)
     for s in result["selections"]:
         print(f"λ={s['lam']}: pos {s['pos']}, layer {s['layer']}, ablation refusal score "
               f"{s['ablation_refusal_score']:+.3f} (baseline {result['baseline']['pseudo_harmful']:+.3f}), "
               f"KL {s['ablation_kl']:.3f}, harmful {s['ablation_refusal_score_harmful']:+.3f}")
+    if gate_config is not None:
+        from workbench.stages.gate import fit_gate, summary
+
+        print(summary(fit_gate(lm, run, gate_config)) + f" -> {run.file('directions/gate.safetensors')}")
 
 
 RUN_FLAGS = frozenset({"command", "func", "model", *LOAD_FLAGS, "run", "config", "stages", "force"})
@@ -965,6 +1050,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=FINITE_FLOAT, default=None, help="coefficient α for --add (default 1.0)")
     p.add_argument("--compare", action="store_true", help="also the unmodified model's answer (baseline_response, "
                    "baseline_refused) beside the modified one")
+    p.add_argument("--gate", default=None, metavar="GATE", help="apply the intervention only to prompts this gate "
+                   "(gate.safetensors from `workbench gate`) reads as not harmful, decided per prompt at prefill")
     p.set_defaults(func=cmd_chat, model=None)
     p = sub.add_parser("export", help="write a model (as-is, or with a selected direction orthogonalized out of its "
                        "weights) as a plain Hugging Face checkpoint, or a run's interventions as PEFT adapters")
@@ -1001,7 +1088,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "judge (default keywords; model: the in-process model judge)")
     p.add_argument("--directions", nargs="+", default=None, metavar="FILE",
                    help="evaluate these selected direction files (lam_<λ>.safetensors, e.g. the committed ones in "
-                   "data/directions/) in --run, a new directory made for them (no extraction or sweep)")
+                   "data/directions/, and optionally their gate.safetensors) in --run, a new directory made for them "
+                   "(no extraction or sweep)")
     p.add_argument("--backend", choices=["in-process", "openai"], default="in-process",
                    help="where completions are generated: the loaded model (default) or an OpenAI-compatible server "
                    "(vLLM) serving each intervention under its name (docs/interventions.md)")
@@ -1033,6 +1121,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=POSITIVE_INT, default=8)
     p.set_defaults(func=cmd_capability, model=None)
 
+    p = sub.add_parser("gate", help="fit the harmfulness gate of the selected w′: probes per (position, layer) on the "
+                       "fit sets, the cell and threshold chosen on contrast sets of another source")
+    _add_model_args(p, default="")
+    p.add_argument("--run", required=True, help="run directory with a selection")
+    p.add_argument("--fit-harmful", default=None, help="harmful prompts the probes are fitted on (harmful_train)")
+    p.add_argument("--fit-harmless", default=None, help="harmless fit prompts (harmless_train)")
+    p.add_argument("--fit-pseudo-harmful", default=None, help="pseudo-harmful fit prompts (or_bench_hard_train_all)")
+    p.add_argument("--n-fit", type=COUNT_OR_ALL, default=128, help="prompts per fit set (0: all; default 128)")
+    p.add_argument("--contrast-harmful", default=None, help="harmful prompts of another source the cell and "
+                   "threshold are chosen on (bundled_harmful_train)")
+    p.add_argument("--contrast-benign", default=None, help="pseudo-harmful prompts of that source "
+                   "(bundled_pseudo_harmful_train)")
+    p.add_argument("--n-contrast", type=COUNT_OR_ALL, default=0, help="prompts per contrast set (0: all; default)")
+    p.add_argument("--bound", type=_number(float, 0.0, high=1.0, what="a share in [0, 1]"), default=0.05,
+                   help="at most this share of harmful contrast prompts may open the gate (default 0.05)")
+    p.add_argument("--lam", type=LAMBDA, default=None, help="the selection whose w′ is gated (default: largest λ)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="prompts per forward pass (default 32)")
+    p.set_defaults(func=cmd_gate, model=None)
+
+    p = sub.add_parser("frontier", help="over-refusal vs harmful compliance for w′ at each λ, r partially ablated, "
+                       "random directions and the gated w′, with TruthfulQA")
+    _add_model_args(p, default="")
+    p.add_argument("--run", required=True, help="run directory with a selection")
+    p.add_argument("--over-refusal", default=None, help="over-refusal validation prompts (default: the sweep's "
+                   "pseudo-harmful validation set)")
+    p.add_argument("--harmful", default=None, help="harmful validation prompts (default: the sweep's)")
+    p.add_argument("--n", type=COUNT_OR_ALL, default=32, help="prompts per set (0: all; default 32)")
+    p.add_argument("--lams", type=LAMBDA, nargs="+", default=None, help="λ of w′ (default 1 0.75 0.5 0.25 0)")
+    p.add_argument("--betas", type=_number(float, 0.0, high=1.0, inclusive=False, what="β in (0, 1]"), nargs="+",
+                   default=None, help="strengths β of r's partial ablation (default 0.25 0.5 0.75 1)")
+    p.add_argument("--seeds", type=NON_NEGATIVE_INT, nargs="*", default=None,
+                   help="seeds of the random directions (default 0 1 2; none: no random points)")
+    p.add_argument("--no-gate", action="store_true", help="leave out the gated w′ (default: included when the run "
+                   "has a gate)")
+    p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=48, help="greedy tokens per completion (48)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="prompts per generation batch (32)")
+    p.add_argument("--truthfulqa-n", type=NON_NEGATIVE_INT, default=100, help="TruthfulQA questions per "
+                   "intervention (0: skip; default 100)")
+    _add_judge_args(p, "keywords", "the calibrated judge beside the paper's substring judge (default keywords)")
+    p.set_defaults(func=cmd_frontier, model=None)
+
     p = sub.add_parser("extract", help="mean activations and the true/false refusal candidate grids")
     _add_model_args(p)
     p.add_argument("--run", required=True, help="run directory")
@@ -1047,9 +1176,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep, model=None)
 
     p = sub.add_parser("select", help="pick the surgical direction per λ")
-    _add_model_args(p, default="")  # only a re-ranking rule loads the model
+    _add_model_args(p, default="")  # only a re-ranking rule or --gate loads the model
     p.add_argument("--run", required=True)
     _add_stage_args(p, select=True)
+    p.add_argument("--gate", action="store_true", help="also fit the harmfulness gate of the largest λ's w′ with "
+                   "`workbench gate`'s defaults (directions/gate.safetensors)")
     p.set_defaults(func=cmd_select, model=None)
 
     p = sub.add_parser("diagnose", help="why w′ is (not) surgical: cos(r, w), class projections and AUROC per cell")
@@ -1070,7 +1201,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="TOML file: [extract] [sweep] [select] [evaluate] [capability] "
                    "tables, top-level model and stages (see configs/)")
     p.add_argument("--stages", nargs="+", default=None,
-                   help="run only these stages: extract sweep select diagnose evaluate capability figures")
+                   help="run only these stages: extract sweep select diagnose gate evaluate capability frontier "
+                   "figures (gate and frontier only when listed)")
     p.add_argument("--force", action="store_true", help="start over in a run directory made differently")
     _add_stage_args(p, extract=True, sweep=True, select=True)
     p.set_defaults(func=cmd_run, model=None)

@@ -6,6 +6,11 @@ completions, yielding each job as soon as it is finished so that the caller can 
 - `OpenAIBackend`: an OpenAI-compatible server (vLLM) that serves the base model and one LoRA adapter per
   intervention under the intervention's name (`workbench export --adapter --all`, `vllm serve --lora-modules`).
 
+A gated intervention (`workbench.interventions.gate.Gated`) has no weight form: both backends *route* it. The
+workbench takes each prompt's gate decision on the loaded model (a forward pass up to the gate's layer), then the
+prompts the gate opens for are generated under the inner intervention (in process: the edited copy; on a server: the
+inner intervention's adapter) and the others by the base model.
+
 Both produce the same text for the same model: greedy decoding, the chat template as `ChatFormat` renders it, the
 same stop tokens (`generation.stop_ids`), special tokens skipped and whitespace stripped.
 """
@@ -22,6 +27,7 @@ from tqdm.auto import tqdm
 from workbench.errors import WorkbenchError
 from workbench.eval.generation import plain_greedy_generate, stop_ids
 from workbench.interventions.catalogue import NamedIntervention
+from workbench.interventions.gate import Gated, decide, merge, route
 from workbench.models.loader import LoadedModel
 
 
@@ -69,11 +75,32 @@ class InProcessBackend:
         plain = plain_hf_model(lm)
         items = list({id(job.intervention): job.intervention for job in jobs}.values())
         for item in items:
+            if isinstance(item.intervention, Gated):
+                for job in (j for j in jobs if j.intervention is item):
+                    yield job, self._routed(lm, plain, item, job, max_new_tokens, progress)
+                continue
             with edited(plain, item.intervention):
                 for job in (j for j in jobs if j.intervention is item):
                     yield job, plain_greedy_generate(plain, lm.chat, job.instructions, max_new_tokens,
                                                      self.batch_size, progress=progress,
                                                      desc=f"{job.dataset} · {item.name}")
+
+
+    def _routed(self, lm: LoadedModel, plain, item: NamedIntervention, job: GenerationJob, max_new_tokens: int,
+                progress: bool) -> list[str]:
+        """A gated job: each prompt's gate decision, then the open prompts on the edited copy, the rest on the base."""
+        from workbench.interventions.weight_edit import edited
+
+        gated = item.intervention
+        open_rows = decide(lm, gated.gate, job.instructions, self.batch_size)
+        opened, closed = route(open_rows, job.instructions)
+        desc = f"{job.dataset} · {item.name}"
+        with edited(plain, gated.inner):
+            answers_open = plain_greedy_generate(plain, lm.chat, opened, max_new_tokens, self.batch_size,
+                                                 progress=progress, desc=f"{desc} (open {len(opened)})")
+        answers_closed = plain_greedy_generate(plain, lm.chat, closed, max_new_tokens, self.batch_size,
+                                               progress=progress, desc=f"{desc} (closed {len(closed)})")
+        return merge(open_rows, answers_open, answers_closed)
 
 
 class _Retryable(Exception):
@@ -253,8 +280,18 @@ class OpenAIBackend:
         if not jobs:
             return
         stop = sorted(stop_ids(lm.tokenizer))
+        items = list({id(j.intervention): j.intervention for j in jobs}.values())
+        served = {}  # the served names each intervention needs: a gated one its inner adapter and the base model
+        for item in items:
+            if isinstance(item.intervention, Gated):
+                for name in ("baseline", item.intervention.inner.label):
+                    served.setdefault(name, NamedIntervention(name, item.intervention.inner))
+            else:
+                served.setdefault(item.name, item)
+        routes = {j: decide(lm, job.intervention.intervention.gate, job.instructions) for j, job in enumerate(jobs)
+                  if isinstance(job.intervention.intervention, Gated)}  # decided before any request is sent
         with self._client() as client:
-            names = self.model_names(client, list({id(j.intervention): j.intervention for j in jobs}.values()))
+            names = self.model_names(client, list(served.values()))
             prompts: dict[str, str] = {}  # each instruction rendered once: every intervention sends the same text
             responses: list[list[str | None]] = [[None] * len(job.instructions) for job in jobs]
             left = [len(job.instructions) for job in jobs]
@@ -263,8 +300,11 @@ class OpenAIBackend:
             try:
                 pending: dict[Future, tuple[int, int]] = {}
                 for j, job in enumerate(jobs):  # submitted in order: the first jobs finish first
-                    model = names[job.intervention.name]
+                    model = names.get(job.intervention.name)
                     for k, instruction in enumerate(job.instructions):
+                        if j in routes:  # a gated job: the inner adapter where the gate opens, else the base model
+                            inner = job.intervention.intervention.inner.label
+                            model = names[inner] if bool(routes[j][k]) else names["baseline"]
                         if instruction not in prompts:
                             prompts[instruction] = lm.chat.format(instruction)
                         future = pool.submit(self.complete, client, model, prompts[instruction], max_new_tokens, stop)

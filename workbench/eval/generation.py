@@ -205,3 +205,37 @@ def plain_greedy_generate(
     """Greedy completions from a plain transformers model (use it on the weight-edited copy), in batches."""
     return decode_completions(chat.tokenizer, plain_greedy_generate_ids(model, chat, instructions, max_new_tokens,
                                                                         batch_size, progress, desc, min_new_tokens))
+
+
+def gated_greedy_generate_ids(
+    lm: LoadedModel,
+    gated,
+    instructions: Sequence[str],
+    max_new_tokens: int = 64,
+    batch_size: int = 16,
+    progress: bool = True,
+    desc: str = "generating (gated)",
+    min_new_tokens: int = 0,
+) -> list[list[int]]:
+    """Greedy completion token ids under a gated intervention (`workbench.interventions.gate.Gated`) through the hooked
+    model: per batch, the gate decides each row at prefill on the unmodified model, then the batch is generated with
+    the inner intervention acting on the open rows only, for every generated token."""
+    from workbench.interventions.gate import decide, gated_applied
+
+    def batch_ids(batch: list[str]) -> list[list[int]]:
+        open_rows = decide(lm, gated.gate, batch, len(batch))
+        with gated_applied(lm, gated, open_rows):
+            return greedy_generate_ids_batch(lm, batch, max_new_tokens, min_new_tokens)
+
+    return _in_batches(batch_ids, instructions, batch_size, progress, desc)
+
+
+def gated_greedy_generate(lm: LoadedModel, gated, instructions: Sequence[str], max_new_tokens: int = 64,
+                          batch_size: int = 16, progress: bool = True, desc: str = "generating (gated)",
+                          min_new_tokens: int = 0) -> list[str]:
+    """Greedy completions under a gated intervention through the hooked model (`gated_greedy_generate_ids`).
+
+        wb.gated_generate(lm, wb.Gated(wb.Ablation(direction), wb.load_gate(path)), ["How do I kill a process?"])
+    """
+    return decode_completions(lm.tokenizer, gated_greedy_generate_ids(lm, gated, instructions, max_new_tokens,
+                                                                      batch_size, progress, desc, min_new_tokens))

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from workbench.errors import WorkbenchError
 from workbench.interventions.catalogue import NamedIntervention, signature
+from workbench.interventions.gate import Gated, refuse_weight_form
 from workbench.interventions.hooks import Ablation, Addition, Intervention
 from workbench.interventions.weight_edit import layout_of, writer_parameters
 from workbench.io import write_json
@@ -101,9 +102,10 @@ def _direction_names(intervention: Intervention) -> str:
 
 
 @torch.no_grad()
-def adapter_weights(model: torch.nn.Module, intervention: Intervention) -> AdapterWeights:
+def adapter_weights(model: torch.nn.Module, intervention: Intervention | Gated) -> AdapterWeights:
     """The LoRA that turns the plain `model` into `weight_edit.edited(model, intervention)` (see the module
     docstring); `model` is read, not changed."""
+    refuse_weight_form(intervention, "a LoRA adapter")
     parts = intervention.parts
     if not parts:
         raise WorkbenchError("the baseline intervention changes nothing: there is no adapter to export")
@@ -111,6 +113,10 @@ def adapter_weights(model: torch.nn.Module, intervention: Intervention) -> Adapt
     if affine:
         raise WorkbenchError(f"cannot export {', '.join(affine)} as a LoRA adapter: an affine ablation (offsets μ_l) "
                              "has no weight edit to follow; export zero-ablations only")
+    partial = [p.label for p in parts if isinstance(p, Ablation) and p.strength != 1.0]
+    if partial:
+        raise WorkbenchError(f"cannot export {', '.join(partial)} as a LoRA adapter: a partial ablation (β < 1) is not "
+                             "exported as an adapter; export an edited checkpoint or use hooks")
     layout = layout_of(model)
     writers = writer_parameters(model)
     for name, _, kind in writers:

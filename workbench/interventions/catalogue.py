@@ -6,6 +6,8 @@ From a selection (`selection.json` and its `directions/`):
 - `ablate_false_raw`: ablate raw w at the reference cell (the selection with the largest λ);
 - `ablate_true`: ablate r, the Arditi true-refusal selection if the rule found one, else r at the reference cell;
 - `actadd_true_a<α>`: add α·r (raw) at r's layer, and `ablate_false_lam<λ>+actadd_true_a<α>` for every λ, α;
+- with a gate (`directions/gate.safetensors`, written by `workbench gate`): `gated_ablate_false_lam<λ>`, the w′ it
+  gates ablated only for prompts the gate reads as not harmful (`interventions.gate.Gated`; no weight form);
 - with `ablation` including "harmless_mean": the affine variant (`hooks.Ablation.offsets`) of each of the three
   ablations, named with the suffix `_affine` (`ablate_false_lam1.0_affine`, `ablate_false_raw_affine`,
   `ablate_true_affine`); offsets from the direction file (`offsets_harmless_mean`) or the run's token means.
@@ -23,22 +25,33 @@ from torch import Tensor
 
 from workbench.errors import WorkbenchError
 from workbench.interventions.directions import OFFSETS_KEY, load_direction, read_direction_file
+from workbench.interventions.gate import GATE_FILE, Gated, load_gate
 from workbench.interventions.hooks import ABLATION_TARGETS, BASELINE, Ablation, Addition, Combined, Intervention
 from workbench.method.refusal_math import unit
 
+GATED_PREFIX = "gated_"
+"""Name prefix of a gated intervention in the catalogue (`gated_ablate_false_lam1.0`)."""
 AFFINE_SUFFIX = "_affine"
 """Name suffix of an affine ablation (to the harmless mean) in the catalogue."""
+
+
+AnyIntervention = Intervention | Gated
+"""What a catalogue entry applies: a hook intervention, or one gated per prompt."""
 
 
 @dataclass(frozen=True, eq=False)
 class NamedIntervention:
     name: str
-    intervention: Intervention
+    intervention: AnyIntervention
     description: dict = field(default_factory=dict)
 
 
 def lam_name(lam: float) -> str:
     return f"ablate_false_lam{float(lam)}"
+
+
+def gated_name(lam: float) -> str:
+    return GATED_PREFIX + lam_name(lam)
 
 
 def alpha_name(alpha: float) -> str:
@@ -57,8 +70,10 @@ def parse_name(name: str) -> tuple[float | None, float | None]:
 
 
 def describe_name(name: str) -> dict:
-    """The explicit columns of a named intervention: `vector` (none, w′, w, r, w′+r), `lam`, `alpha` (None where
-    absent) and `ablation` (zero, harmless_mean, or None when nothing is ablated)."""
+    """The explicit columns of a named intervention: `vector` (none, w′, w, r, w′+r, gated w′), `lam`, `alpha` (None
+    where absent) and `ablation` (zero, harmless_mean, or None when nothing is ablated)."""
+    if name.startswith(GATED_PREFIX):
+        return {**describe_name(name.removeprefix(GATED_PREFIX)), "vector": "gated w′"}
     parts = [p.removesuffix(AFFINE_SUFFIX) for p in name.split("+")]
     vectors = []
     for part in parts:
@@ -80,14 +95,20 @@ def ablation_of(name: str) -> str:
     return "harmless_mean" if any(p.endswith(AFFINE_SUFFIX) for p in name.split("+")) else "zero"
 
 
-def signature(intervention: Intervention) -> str:
+def signature(intervention: AnyIntervention) -> str:
     """A content hash of an intervention (directions, offsets, layers, coefficients): completions are reused only if
     equal."""
     digest = hashlib.sha256()
+    if isinstance(intervention, Gated):
+        gate = intervention.gate
+        digest.update(f"gated:{gate.layer}:{gate.pos}:{gate.threshold!r}".encode())
+        digest.update(gate.probe.detach().float().cpu().numpy().tobytes())
     for part in intervention.parts:
         if isinstance(part, Ablation):
             digest.update(b"ablate")
             digest.update(part.direction.detach().float().cpu().numpy().tobytes())
+            if part.strength != 1.0:
+                digest.update(f"strength:{part.strength!r}".encode())
             if part.offsets is not None:
                 digest.update(b"offsets")
                 digest.update(part.offsets.detach().float().cpu().numpy().tobytes())
@@ -167,6 +188,18 @@ def build_interventions(
         for lam, ablated in ablations.items():
             out.append(NamedIntervention(f"{lam_name(lam)}+{alpha_name(alpha)}", Combined((ablated, add)),
                                          {"kind": "ablate_false+actadd_true", "lam": lam, "alpha": float(alpha)}))
+    gate_file = root / GATE_FILE
+    if gate_file.exists():
+        gate = load_gate(gate_file)
+        gate.check_model(fingerprint, d_model, where=f"gate {gate_file}")
+        lam = float(gate.meta.get("gates_lam", max(ablations)))
+        if lam not in ablations:
+            raise WorkbenchError(f"gate {gate_file} gates w′ at λ = {lam}, which this selection does not hold: re-run "
+                                 f"`workbench gate --run {root}`")
+        out.append(NamedIntervention(gated_name(lam), Gated(ablations[lam], gate, gated_name(lam)),
+                                     {"kind": "gated_ablate_false", "lam": lam, "gate_pos": gate.pos,
+                                      "gate_layer": gate.layer, "gate_threshold": gate.threshold,
+                                      "gate_bound": gate.bound}))
     if "harmless_mean" in ablation:
         files = {lam_name(s["lam"]): root / s["direction_file"] for s in selection["selections"]}
         files["ablate_true"] = true_file if true_file.exists() else None

@@ -7,6 +7,10 @@
   (`workbench.stages.token_means`). Zero-ablation moves every prompt by its projection, harmless ones too (they
   project far from 0 on some directions, so it acts partly as steering); the affine one leaves harmless prompts
   about where they were.
+- `Ablation(ĉ, strength=β)` with β < 1: partial ablation x ← x − β(x·ĉ)ĉ on every write into the residual stream
+  (the embedding, i.e. block 0's input, and every attention and MLP output), so the stream keeps (1 − β) of what is
+  written along ĉ: the same edit as scaling ĉ out of every residual writer's weights by β (`weight_edit`); β = 1 is
+  the ablation.
 - `Addition(r, layer, α)`: x ← x + α·r at the input of one block, every position (r raw, not normalized).
 - `Combined(parts)`: several at once (the paper's "ablate w' and add α·r"); `BASELINE` is the empty combination.
 
@@ -54,6 +58,24 @@ def _ablate(direction: Directions, offset: Float[Tensor, ""] | Float[Tensor, " b
         return out if offset is None else out + offset.to(device=x.device, dtype=x.dtype)[:, None, None] * c
 
     return hook
+
+
+def _partial(direction: Float[Tensor, " d_model"], strength: float) -> Callable:
+    """x ← x − β(x·ĉ)ĉ; `direction` unit."""
+
+    def hook(x: Float[Tensor, "batch seq d_model"], hook) -> Float[Tensor, "batch seq d_model"]:
+        c = direction.to(device=x.device, dtype=x.dtype)
+        return x - strength * (x @ c).unsqueeze(-1) * c
+
+    return hook
+
+
+def partial_ablation_hooks(direction: Float[Tensor, " d_model"], n_layers: int, strength: float) -> list[Hook]:
+    """x ← x − β(x·ĉ)ĉ on every write into the residual stream: block 0's input (the embedding) and every attention
+    and MLP output. At β = 1 the stream then has no ĉ component anywhere, which is the ablation of `ablation_hooks`."""
+    hook = _partial(unit(direction.to(torch.float32)), float(strength))
+    return [(get_act_name("resid_pre", 0), hook)] + [(get_act_name(site, layer), hook) for layer in range(n_layers)
+                                                      for site in ABLATION_SITES[1:]]
 
 
 def ablation_hooks(direction: Directions, n_layers: int, offsets: Offsets | None = None) -> list[Hook]:
@@ -144,9 +166,15 @@ class Ablation:
     label: str = "ablation"
     offsets: Float[Tensor, " n_layer"] | None = None
     """None: zero-ablation; else μ_l per layer: block inputs get x − (x·ĉ)ĉ + μ_l ĉ (affine ablation)."""
+    strength: float = 1.0
+    """β ∈ [0, 1]: the share of each residual write's ĉ component removed (1: the ablation; partial ablation below)."""
 
     def __post_init__(self):
         _check_vector(self.direction, f"direction of {self.label}")
+        if not (math.isfinite(self.strength) and 0.0 <= self.strength <= 1.0):
+            raise WorkbenchError(f"ablation strength β of {self.label} must be in [0, 1], got {self.strength}")
+        if self.strength != 1.0 and self.offsets is not None:
+            raise WorkbenchError(f"{self.label}: a partial ablation (β = {self.strength}) cannot be affine (offsets)")
         if self.offsets is not None and (self.offsets.dim() != 1 or not bool(torch.isfinite(self.offsets).all())):
             raise WorkbenchError(f"offsets of {self.label} must be one finite number per layer, got shape "
                                  f"{tuple(self.offsets.shape)}")
@@ -164,6 +192,8 @@ class Ablation:
         if self.offsets is not None and self.offsets.shape[0] != n_layers:
             raise WorkbenchError(f"{self.label}: {self.offsets.shape[0]} offsets for a model with {n_layers} layers "
                                  "(the offsets come from another model)")
+        if self.strength != 1.0:
+            return partial_ablation_hooks(self.direction, n_layers, self.strength)
         return ablation_hooks(self.direction, n_layers, self.offsets)
 
 

@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.utils.hooks import RemovableHandle
 
 from workbench.errors import WorkbenchError
+from workbench.interventions.gate import Gated, refuse_weight_form
 from workbench.interventions.hooks import Ablation, Addition, Intervention
 from workbench.method.refusal_math import orthogonalize_embedding, orthogonalize_output_matrix, unit
 
@@ -194,9 +195,10 @@ def _check_editable(model: torch.nn.Module) -> None:
 
 @torch.no_grad()
 def orthogonalize_weights_(model: torch.nn.Module, direction: Float[Tensor, " d_model"],
-                           offsets: Float[Tensor, " n_layer"] | None = None) -> None:
+                           offsets: Float[Tensor, " n_layer"] | None = None, strength: float = 1.0) -> None:
     """Bake x ← x − (x·ĉ)ĉ into every residual writer of `model`, in place (unties a tied unembedding); with
-    `offsets`, the affine ablation (MLP output biases are created where the architecture allows, else refused)."""
+    `offsets`, the affine ablation (MLP output biases are created where the architecture allows, else refused); with
+    `strength` β < 1 the partial ablation W ← W − β ĉĉᵀW (each writer keeps 1 − β of its ĉ component)."""
     _check_editable(model)
     d_model = model.get_input_embeddings().weight.shape[-1]
     if direction.shape != (d_model,):
@@ -206,7 +208,11 @@ def orthogonalize_weights_(model: torch.nn.Module, direction: Float[Tensor, " d_
     untie_embeddings_(model)
     c = unit(direction.to(torch.float64))
     for _, param, kind in writer_parameters(model):
-        param.copy_(_orthogonalized(param, kind, c.to(param.device)))
+        edited_param = _orthogonalized(param, kind, c.to(param.device))
+        if strength != 1.0:
+            p64 = param.to(torch.float64)
+            edited_param = (p64 + strength * (edited_param.to(torch.float64) - p64)).to(param.dtype)
+        param.copy_(edited_param)
     if offsets is not None:
         add_offsets_(model, direction, offsets)
 
@@ -241,7 +247,7 @@ def subtract_from_block_output(model: torch.nn.Module, vector: Float[Tensor, " d
 
 
 @contextmanager
-def edited(model: torch.nn.Module, intervention: Intervention) -> Iterator[torch.nn.Module]:
+def edited(model: torch.nn.Module, intervention: Intervention | Gated) -> Iterator[torch.nn.Module]:
     """`model` with the intervention baked in (ablations into weights, additions as pre-hooks), restored on exit.
 
     Same function as `interventions.applied` on the hooked model, where at a block input the ablations act before
@@ -252,6 +258,7 @@ def edited(model: torch.nn.Module, intervention: Intervention) -> Iterator[torch
     are added after every ablation's orthogonalization (exact for orthogonal directions, as above).
     Only the residual writers are saved and put back, so a large model is not copied per intervention.
     """
+    refuse_weight_form(intervention, "an edited copy")
     parts = intervention.parts
     ablations = [p for p in parts if isinstance(p, Ablation)]
     additions = [p for p in parts if isinstance(p, Addition)]
@@ -260,6 +267,9 @@ def edited(model: torch.nn.Module, intervention: Intervention) -> Iterator[torch
     undo_bias = None
     if ablations:
         _check_editable(model)
+    if additions and any(p.strength != 1.0 for p in ablations):
+        raise WorkbenchError("a partial ablation (β < 1) combined with an activation addition has no weight form: "
+                             "apply it with hooks")
     if any(p.offsets is not None for p in ablations):
         undo_bias = enable_mlp_bias_(model)
     if ablations:
@@ -267,7 +277,7 @@ def edited(model: torch.nn.Module, intervention: Intervention) -> Iterator[torch
         saved = {name: param.detach().clone() for name, param, _ in writer_parameters(model)}
     try:
         for part in ablations:
-            orthogonalize_weights_(model, part.direction)
+            orthogonalize_weights_(model, part.direction, strength=part.strength)
         for part in ablations:
             if part.offsets is not None:
                 add_offsets_(model, part.direction, part.offsets)

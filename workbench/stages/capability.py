@@ -23,6 +23,7 @@ def measure_capability(lm: LoadedModel, run: RunDir, config: CapabilityConfig, p
     """Score every (task, intervention) not yet in `capability.csv` with the same settings; returns the table."""
     from workbench.interventions.catalogue import build_interventions, choose, parse_name, signature
     from workbench.interventions.export import plain_hf_model
+    from workbench.interventions.gate import Gated
     from workbench.interventions.hooks import Addition
     from workbench.interventions.weight_edit import edited
 
@@ -32,10 +33,15 @@ def measure_capability(lm: LoadedModel, run: RunDir, config: CapabilityConfig, p
     alphas = tuple(dict.fromkeys(a for n in config.interventions or () if (a := parse_name(n)[1]) is not None))
     selection = run.read_json("selection.json", keys=("selections",))
     items = build_interventions(selection, run.path, lm.info.fingerprint, lm.info.d_model, alphas=alphas)
-    if config.interventions is None:
-        items = [i for i in items if not any(isinstance(p, Addition) for p in i.intervention.parts)]
+    if config.interventions is None:  # no additions, and no gated entries (their gate reads chat prompts)
+        items = [i for i in items if not any(isinstance(p, Addition) for p in i.intervention.parts)
+                 and not isinstance(i.intervention, Gated)]
     else:
         items = choose(items, config.interventions)
+        gated = [i.name for i in items if isinstance(i.intervention, Gated)]
+        if gated:
+            raise WorkbenchError(f"capability: {gated[0]} is gated (it decides per chat prompt); the capability tasks "
+                                 "are not chat prompts: `workbench frontier` scores TruthfulQA per question under it")
     table_path, meta_path = run.file("capability.csv"), run.file("capability.meta.json")
     table, meta = pd.DataFrame(columns=list(CAPABILITY_COLUMNS)), {}
     try:

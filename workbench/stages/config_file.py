@@ -1,6 +1,7 @@
 """Dataclass configs from TOML files and plain dicts, with errors that name the key.
 
-A file has one table per stage (`[extract]`, `[sweep]`, `[select]`, `[diagnose]`, `[evaluate]`, `[capability]`),
+A file has one table per stage (`[extract]`, `[sweep]`, `[select]`, `[diagnose]`, `[gate]`, `[evaluate]`,
+`[capability]`, `[frontier]`),
 top-level keys of the pipeline itself (`stages`) and of the model to load (`model`, `dtype`: `pop_model_keys`);
 every other key is a field of a stage's config dataclass.
 """

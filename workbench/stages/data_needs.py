@@ -39,9 +39,21 @@ def _capability(config: PipelineConfig) -> list[str]:
     return [name for task in config.capability.tasks for name in TASK_DATASETS[task]]
 
 
+def _gate(config: PipelineConfig) -> list[str]:
+    g = config.gate
+    return [g.harmful, g.harmless, g.pseudo_harmful, g.contrast_harmful, g.contrast_benign]
+
+
+def _frontier(config: PipelineConfig) -> list[str]:
+    """The frontier's validation sets (each defaulting to the sweep's) and TruthfulQA where it scores it."""
+    f, sweep = config.frontier, config.sweep
+    return [f.over_refusal or sweep.pseudo_harmful_val, f.harmful or sweep.harmful_val,
+            *(TASK_DATASETS["truthfulqa"] if f.truthfulqa_n else [])]
+
+
 STAGE_DATASETS: dict[str, Callable[[PipelineConfig], list[str]]] = {
-    "extract": _extract, "sweep": _sweep, "select": _select, "diagnose": _diagnose, "evaluate": _evaluate,
-    "capability": _capability, "figures": lambda config: [],
+    "extract": _extract, "sweep": _sweep, "select": _select, "diagnose": _diagnose, "gate": _gate,
+    "evaluate": _evaluate, "capability": _capability, "frontier": _frontier, "figures": lambda config: [],
 }
 """The datasets (or prompt files) each pipeline stage reads, from the config."""
 

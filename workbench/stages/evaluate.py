@@ -39,6 +39,7 @@ from workbench.interventions.catalogue import (
     describe_name,
     signature,
 )
+from workbench.interventions.gate import Gated, decide
 from workbench.interventions.hooks import ABLATION_TARGETS
 from workbench.io import atomic_write, write_json, write_jsonl
 from workbench.models.loader import LoadedModel
@@ -101,8 +102,12 @@ class EvalConfig:
                                      "evaluate generates on prompt sets (see `workbench datasets`)")
 
 
-def _paths(run: RunDir, dataset: str, name: str) -> tuple[Path, Path]:
-    base = run.file(f"completions/{dataset}/{name}")
+COMPLETIONS = "completions"
+"""The folder of a run that `evaluate` writes its completions to (the frontier writes to `frontier/completions`)."""
+
+
+def _paths(run: RunDir, dataset: str, name: str, folder: str = COMPLETIONS) -> tuple[Path, Path]:
+    base = run.file(f"{folder}/{dataset}/{name}")
     return base.with_name(base.name + ".jsonl"), base.with_name(base.name + ".meta.json")
 
 
@@ -111,12 +116,12 @@ def _settings(item: NamedIntervention, config: EvalConfig, n: int) -> dict:
             "max_new_tokens": config.max_new_tokens}
 
 
-NOT_SETTINGS = ("backend", "judges")
+NOT_SETTINGS = ("backend", "judges", "routed_from", "gate_opened")
 """Sidecar keys that record how a pair was made or judged, not what it is (a pair is reused whatever they say)."""
 
 
-def _done(run: RunDir, dataset: str, settings: dict) -> bool:
-    data, meta = _paths(run, dataset, settings["intervention"])
+def _done(run: RunDir, dataset: str, settings: dict, folder: str = COMPLETIONS) -> bool:
+    data, meta = _paths(run, dataset, settings["intervention"], folder)
     if not (data.exists() and meta.exists()):
         return False
     try:
@@ -133,14 +138,30 @@ def run_from_directions(run: RunDir, files: list[str | Path], load: dict | None 
     committed ones in `data/directions/`), without the extraction and sweep that made them: `candidates.json` names
     their model, `selection.json` their cells, and the files are copied into `directions/`. Refused: files from two
     models, files without a λ (a true-refusal file), two files with one λ, or a run directory that already holds
-    another selection. `load`: the load options to record (`LoadOptions.record()`), which later commands reuse."""
+    another selection. A gate file among them (`gate.safetensors`, from `workbench gate`) is copied beside the
+    directions, so the catalogue gains the gated w′; it must come from the same model and gate one of the λs.
+    `load`: the load options to record (`LoadOptions.record()`), which later commands reuse."""
     import shutil
 
     from workbench.interventions.directions import read_direction_file
+    from workbench.interventions.gate import GATE_FILE, is_gate_file, load_gate
 
+    gates = [Path(f) for f in files if is_gate_file(f)]
+    files = [f for f in files if Path(f) not in gates]
+    if len(gates) > 1:
+        raise WorkbenchError(f"--directions: {len(gates)} gate files; give at most one")
     if not files:
         raise WorkbenchError("--directions: give at least one direction file")
     metas = [(Path(f), read_direction_file(f)[1]) for f in files]
+    if gates:
+        gate = load_gate(gates[0])
+        fingerprints = {m.get("fingerprint") for _, m in metas}
+        if fingerprints != {gate.meta.get("fingerprint")}:
+            raise WorkbenchError(f"gate {gates[0]} comes from model {gate.meta.get('model')!r}, not the directions' "
+                                 "model: give the gate fitted for them")
+        if float(gate.meta.get("gates_lam", "nan")) not in {float(m.get("lam", "nan")) for _, m in metas}:
+            raise WorkbenchError(f"gate {gates[0]} gates w′ at λ = {gate.meta.get('gates_lam')}, which none of the "
+                                 "--directions holds")
     lams = []
     for path, meta in metas:
         if meta.get("vector") != "false" or "lam" not in meta:
@@ -160,12 +181,16 @@ def run_from_directions(run: RunDir, files: list[str | Path], load: dict | None 
         if [(s["lam"], s["pos"], s["layer"]) for s in recorded] != [(s["lam"], s["pos"], s["layer"]) for s in
                                                                      selections]:
             raise WorkbenchError(f"{run.path} already holds another selection: use a new --run directory")
+        for gate_path in gates:  # a gate given for a run made before
+            atomic_write(run.file(GATE_FILE), lambda tmp, source=gate_path: shutil.copyfile(source, tmp))
         return run
     name, fingerprint = models.pop()
     run.path.mkdir(parents=True, exist_ok=True)
     for selection, (path, _) in zip(selections, metas, strict=True):
         target = run.file(selection["direction_file"])
         atomic_write(target, lambda tmp, source=path: shutil.copyfile(source, tmp))
+    for gate_path in gates:
+        atomic_write(run.file(GATE_FILE), lambda tmp, source=gate_path: shutil.copyfile(source, tmp))
     write_json(run.file("candidates.json"), {"model": {"name": name, "fingerprint": fingerprint},
                                              **({"load": load} if load is not None else {}),
                                              "from_directions": [str(p) for p, _ in metas]})
@@ -201,26 +226,71 @@ def evaluate(lm: LoadedModel, run: RunDir, config: EvalConfig, judges: list[Judg
                                        config.ablation, token_means), config.interventions)
     write_json(run.file("interventions.json"),
                {i.name: {**i.description, "signature": signature(i.intervention)} for i in items})
-    datasets = {}
-    for name in config.datasets:
-        datasets[name] = load_dataset(name, limit=config.limit)
+    datasets = {name: load_dataset(name, limit=config.limit) for name in config.datasets}
+    generate_pairs(lm, run, items, datasets, config, judges, backend, progress)
+    return summarize(run, config)
+
+
+def generate_pairs(lm: LoadedModel, run: RunDir, items: list[NamedIntervention], datasets: dict[str, list],
+                   config: EvalConfig, judges: list[Judge], backend: GenerationBackend, progress: bool = True,
+                   folder: str = COMPLETIONS) -> None:
+    """Every (dataset, intervention) pair not yet done with equal settings: generated on `backend`, judged and written
+    under `folder` as soon as it is finished. A gated pair whose baseline and inner pairs are done is *routed* from them
+    (each prompt's gate decision picks its completion) instead of generated again; finished pairs judged before by
+    other judges are judged again, not regenerated."""
     pairs = [(name, item) for item in items for name in datasets]
     todo = [GenerationJob(name, item, tuple(p.instruction for p in datasets[name]))
-            for name, item in pairs if not _done(run, name, _settings(item, config, len(datasets[name])))]
-    print(f"[evaluate] {len(pairs) - len(todo)} of {len(pairs)} (dataset, intervention) pairs already done")
-    if todo:
-        bar = tqdm(total=len(todo), desc="evaluate", unit="set", disable=not progress)
-        try:
-            for job, responses in backend.generate(lm, todo, config.max_new_tokens, progress=progress):
-                _write_pair(run, job, datasets[job.dataset], responses, config, judges, backend.name)
+            for name, item in pairs if not _done(run, name, _settings(item, config, len(datasets[name])), folder)]
+    tag = "evaluate" if folder == COMPLETIONS else folder.split("/")[0]
+    print(f"[{tag}] {len(pairs) - len(todo)} of {len(pairs)} (dataset, intervention) pairs already done")
+    gated = [job for job in todo if isinstance(job.intervention.intervention, Gated)]
+    rest = [job for job in todo if job not in gated]
+    bar = tqdm(total=len(todo), desc=tag, unit="set", disable=not progress or not todo)
+    try:
+        for job, responses in backend.generate(lm, rest, config.max_new_tokens, progress=progress) if rest else ():
+            _write_pair(run, job, datasets[job.dataset], responses, config, judges, backend.name, folder)
+            bar.update(1)
+        by_name = {item.name: item for item in items}
+        unroutable = []
+        for job in gated:
+            inner = by_name.get(job.intervention.intervention.inner.label)
+            sources = [by_name.get("baseline"), inner]
+            n = len(job.instructions)
+            if all(src is not None and _done(run, job.dataset, _settings(src, config, n), folder) for src in sources):
+                responses, opened = _routed_from(lm, run, job, folder, config.batch_size)
+                _write_pair(run, job, datasets[job.dataset], responses, config, judges, "routed", folder,
+                            routed_from=[src.name for src in sources], gate_opened=opened)
                 bar.update(1)
-        finally:
-            bar.close()
+            else:
+                unroutable.append(job)
+        for job, responses in backend.generate(lm, unroutable, config.max_new_tokens, progress=progress) \
+                if unroutable else ():
+            _write_pair(run, job, datasets[job.dataset], responses, config, judges, backend.name, folder)
+            bar.update(1)
+    finally:
+        bar.close()
     generated = {(job.dataset, job.intervention.name) for job in todo}  # written just now, by these judges
     for name, item in pairs:  # pairs generated before with other judges: judged again, not regenerated
         if (name, item.name) not in generated:
-            judge_pair(run, name, item.name, judges)
-    return summarize(run, config)
+            judge_pair(run, name, item.name, judges, folder)
+
+
+def _routed_from(lm: LoadedModel, run: RunDir, job: GenerationJob, folder: str, batch_size: int
+                 ) -> tuple[list[str], int]:
+    """A gated job's completions from its finished baseline and inner pairs: each prompt's gate decision (taken on the
+    loaded model) picks the inner intervention's completion where the gate opens, the baseline's elsewhere. Returns
+    them and how many prompts the gate opened for."""
+    gated = job.intervention.intervention
+    open_rows = decide(lm, gated.gate, job.instructions, batch_size)
+    answers = {}
+    for name in ("baseline", gated.inner.label):
+        data, _ = _paths(run, job.dataset, name, folder)
+        rows = read_completion_rows(run, str(data.relative_to(run.path)))
+        if [r["instruction"] for r in rows] != list(job.instructions):
+            raise run.corrupted(str(data.relative_to(run.path)), "its prompts differ from the dataset's")
+        answers[name] = [r["response"] for r in rows]
+    return ([answers[gated.inner.label][k] if bool(o) else answers["baseline"][k]
+             for k, o in enumerate(open_rows.tolist())], int(open_rows.sum()))
 
 
 def _label_columns(judge: Judge, prompts: list[str], responses: list[str]) -> dict[str, list]:
@@ -237,7 +307,8 @@ def _label_columns(judge: Judge, prompts: list[str], responses: list[str]) -> di
 
 
 def _write_pair(run: RunDir, job: GenerationJob, prompts: list, responses: list[str], config: EvalConfig,
-                judges: list[Judge], backend: str) -> None:
+                judges: list[Judge], backend: str, folder: str = COMPLETIONS, routed_from: list[str] | None = None,
+                gate_opened: int | None = None) -> None:
     """Judge one (dataset, intervention) pair's completions and write them with their settings sidecar."""
     if len(responses) != len(prompts):
         raise WorkbenchError(f"{backend} returned {len(responses)} completions for the {len(prompts)} prompts of "
@@ -249,9 +320,10 @@ def _write_pair(run: RunDir, job: GenerationJob, prompts: list, responses: list[
     rows = [{"instruction": p.instruction, "category": p.category, "response": response,
              **{key: values[k] for key, values in columns.items()}}
             for k, (p, response) in enumerate(zip(prompts, responses, strict=True))]
-    data, meta = _paths(run, job.dataset, job.intervention.name)
+    data, meta = _paths(run, job.dataset, job.intervention.name, folder)
     write_jsonl(data, rows)
     write_json(meta, {**_settings(job.intervention, config, len(prompts)), "backend": backend,
+                      **({"routed_from": routed_from, "gate_opened": gate_opened} if routed_from else {}),
                       "judges": {j.name: judge_identity(j) for j in judges}})
 
 
@@ -266,10 +338,10 @@ def _recorded_judges(meta: dict) -> dict[str, str]:
     return judges if isinstance(judges, dict) else {name: name for name in judges}  # a list: names only
 
 
-def judge_pair(run: RunDir, dataset: str, intervention: str, judges: list[Judge]) -> bool:
+def judge_pair(run: RunDir, dataset: str, intervention: str, judges: list[Judge], folder: str = COMPLETIONS) -> bool:
     """Label a finished pair's completions with every judge in `judges` that has not labelled them yet, or whose
     labels came from another judge of the same name (rewritten atomically); True when it judged anything."""
-    data, meta = _paths(run, dataset, intervention)
+    data, meta = _paths(run, dataset, intervention, folder)
     rows = read_completion_rows(run, str(data.relative_to(run.path)))
     recorded = run.read_json(str(meta.relative_to(run.path)))
     made_by = _recorded_judges(recorded)
@@ -311,10 +383,10 @@ def read_completion_rows(run: RunDir, name: str) -> list[dict]:
     return rows
 
 
-def read_completions(run: RunDir) -> pd.DataFrame:
+def read_completions(run: RunDir, folder: str = COMPLETIONS) -> pd.DataFrame:
     """Every finished completion file of a run: one row per completion with `dataset` and `intervention`."""
     frames = []
-    for meta_path in sorted(run.path.glob("completions/*/*.meta.json")):
+    for meta_path in sorted(run.path.glob(f"{folder}/*/*.meta.json")):
         data = meta_path.with_name(meta_path.name.removesuffix(".meta.json") + ".jsonl")
         if not data.exists():
             continue

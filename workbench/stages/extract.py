@@ -57,15 +57,16 @@ class MeanResult:
 @torch.inference_mode()
 def activation_batches(
     lm: LoadedModel, instructions: list[str], keep: str | None, batch_size: int = 32, desc: str = "activations",
-    every_position: bool = False,
+    every_position: bool = False, n_last: int | None = None,
 ) -> Iterator[tuple[Float[Tensor, "batch pos n_layer d_model"], Int[Tensor, "batch pos"]]]:
     """`resid_pre` at every layer, one batch of prompts at a time (on the CPU, the model's dtype), with the batch's
-    attention mask at the same positions: the EOI positions (the last `n_eoi`), or with `every_position` all of them.
+    attention mask at the same positions: the EOI positions (the last `n_eoi`), the last `n_last` positions, or with
+    `every_position` all of them.
 
     `keep`: None keeps every prompt; "refuses" keeps prompts whose refusal score is > 0; "complies" those < 0.
     """
     n_layers = lm.info.n_layers
-    first = 0 if every_position else -lm.chat.n_eoi
+    first = 0 if every_position else -(n_last or lm.chat.n_eoi)
     captured: dict[int, Float[Tensor, "batch pos d_model"]] = {}
 
     def capture(layer: int) -> Callable:

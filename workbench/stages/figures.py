@@ -16,6 +16,8 @@ from workbench.stages.run_dir import STAGE_INPUTS, RunDir, stage_outputs
 from workbench.viz.figures import (
     alpha_lambda_grid,
     diagnostics_heatmaps,
+    frontier_figure,
+    gate_heatmap,
     lambda_tradeoff,
     responses_figure,
     responses_table,
@@ -69,7 +71,8 @@ def read_run_completions(run: RunDir) -> pd.DataFrame | None:
 
 
 def drawable_figures(run: RunDir) -> list[NamedFigure]:
-    """Every figure the run's artifacts allow, in order: Fig. 4 (the sweep), the diagnostics, Fig. 3, Fig. 2, Fig. 5."""
+    """Every figure the run's artifacts allow, in order: Fig. 4 (the sweep), the diagnostics, Fig. 3, Fig. 2, Fig. 5,
+    the gate's probe grid and the frontier."""
     figures = []
     selection = run.read_json("selection.json", keys=("selections",)) if run.file("selection.json").exists() else None
     if run.file("sweep.csv").exists():
@@ -95,6 +98,15 @@ def drawable_figures(run: RunDir) -> list[NamedFigure]:
             figures.append(NamedFigure("fig2_responses", "Fig. 2: responses across λ",
                                        responses_figure(responses_table(completions, shown[0]), title)))
         figures.append(NamedFigure("fig5_alpha_lambda", "Fig. 5: α × λ", alpha_lambda_grid(evaluation)))
+    if run.file("gate.csv").exists():
+        from workbench.stages.gate import read_gate_grid
+
+        figures.append(NamedFigure("gate_auroc", "The harmfulness gate's probe grid",
+                                   gate_heatmap(read_gate_grid(run))))
+    if run.file("frontier.csv").exists():
+        from workbench.stages.frontier import read_frontier
+
+        figures.append(NamedFigure("frontier", "The trade-off frontier", frontier_figure(read_frontier(run))))
     return figures
 
 
@@ -109,6 +121,11 @@ def run_figures(run: RunDir, out_dir: str | Path | None = None) -> list[Path]:
     if run.file("evaluation.csv").exists():
         table = table1(read_evaluation(run))
         written.append(atomic_write(out / "table1.csv", lambda tmp: table.to_csv(tmp)))
+    if run.file("frontier.csv").exists():
+        from workbench.stages.frontier import read_frontier
+
+        frontier = read_frontier(run)
+        written.append(atomic_write(out / "frontier.csv", lambda tmp: frontier.to_csv(tmp, index=False)))
     if not written:
         raise WorkbenchError(f"{run.path} has neither sweep.csv nor evaluation.csv, so there is nothing to draw: run "
                              f"`workbench run --run {run.path}` (or `workbench sweep`/`workbench evaluate`) first")

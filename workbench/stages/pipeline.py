@@ -19,17 +19,20 @@ from workbench.eval.capability import CapabilityConfig
 from workbench.io import write_json
 from workbench.method.rule import SelectionRule
 from workbench.models.loader import LoadedModel
-from workbench.stages import capability, diagnose, evaluate, extract, figures, select, sweep
+from workbench.stages import capability, diagnose, evaluate, extract, figures, frontier, gate, select, sweep
 from workbench.stages.base import Stage, jsonable
 from workbench.stages.diagnose import DiagnoseConfig
 from workbench.stages.evaluate import EvalConfig
 from workbench.stages.extract import ExtractConfig
-from workbench.stages.run_dir import RunDir, rewrite_hint
+from workbench.stages.frontier import FrontierConfig
+from workbench.stages.gate import GateConfig
+from workbench.stages.run_dir import OPT_IN_STAGES, RunDir, rewrite_hint
 from workbench.stages.sweep import SweepConfig
 
-PIPELINE: tuple[Stage, ...] = (extract.STAGE, sweep.STAGE, select.STAGE, diagnose.STAGE, evaluate.STAGE,
-                               capability.STAGE, figures.STAGE)
+PIPELINE: tuple[Stage, ...] = (extract.STAGE, sweep.STAGE, select.STAGE, diagnose.STAGE, gate.STAGE, evaluate.STAGE,
+                               capability.STAGE, frontier.STAGE, figures.STAGE)
 STAGES = tuple(s.name for s in PIPELINE)
+DEFAULT_STAGES = tuple(s for s in STAGES if s not in OPT_IN_STAGES)
 
 
 def main_job_evaluation() -> EvalConfig:
@@ -55,8 +58,11 @@ class PipelineConfig:
     diagnose: DiagnoseConfig = field(default_factory=DiagnoseConfig)
     evaluate: EvalConfig = field(default_factory=main_job_evaluation)
     capability: CapabilityConfig = field(default_factory=main_job_capability)
-    stages: tuple[str, ...] = STAGES
-    """Which stages run (in pipeline order); e.g. ("extract", "sweep", "select") for the directions only."""
+    gate: GateConfig = field(default_factory=GateConfig)
+    frontier: FrontierConfig = field(default_factory=FrontierConfig)
+    stages: tuple[str, ...] = DEFAULT_STAGES
+    """Which stages run (in pipeline order); e.g. ("extract", "sweep", "select") for the directions only; "gate" and
+    "frontier" run only when listed."""
 
     def validate(self) -> None:
         unknown = [s for s in self.stages if s not in STAGES]
@@ -68,6 +74,10 @@ class PipelineConfig:
         self.diagnose.validate()
         self.evaluate.validate()
         self.capability.validate()
+        if "gate" in self.stages:
+            self.gate.validate()
+        if "frontier" in self.stages:
+            self.frontier.validate()
 
 
 class _Log:

@@ -25,6 +25,8 @@ STAGE_COMMANDS = {
     "diagnose": "workbench diagnose --run DIR",
     "evaluate": "workbench evaluate --run DIR",
     "capability": "workbench capability --run DIR",
+    "gate": "workbench gate --run DIR",
+    "frontier": "workbench frontier --run DIR",
     "figures": "workbench figures --run DIR",
     "run": "workbench run --run DIR --force",
     "token_means": "workbench sweep --run DIR --ablation harmless_mean",
@@ -37,6 +39,9 @@ WRITERS = {
     "sweep.json": "sweep",
     "selection.json": "select",
     "selection.csv": "select",
+    "directions/gate.safetensors": "gate",
+    "gate.csv": "gate",
+    "gate.json": "gate",
     "directions/": "select",
     "token_means.safetensors": "token_means",
     "token_means.json": "token_means",
@@ -49,6 +54,9 @@ WRITERS = {
     "completions/": "evaluate",
     "capability.csv": "capability",
     "capability.meta.json": "capability",
+    "frontier.csv": "frontier",
+    "frontier.json": "frontier",
+    "frontier/": "frontier",
     "figures/": "figures",
 }
 """Which stage writes each artifact (a trailing / covers a folder; `config.json` is the main job's record). Each
@@ -58,12 +66,19 @@ STAGE_INPUTS = {
     "sweep": ("candidates.json", "candidates.safetensors"),
     "select": ("candidates.json", "candidates.safetensors", "sweep.csv", "sweep.json"),
     "diagnose": ("candidates.json", "candidates.safetensors"),
+    "gate": ("selection.json", "directions/"),
     "evaluate": ("selection.json", "directions/"),
     "capability": ("selection.json", "directions/"),
+    "frontier": ("selection.json", "directions/"),
     "figures": (),
 }
 """What each pipeline stage reads (written by earlier stages), in pipeline order: the stages' `inputs`, and what
 `workbench status` compares modification times with."""
+
+
+OPT_IN_STAGES = ("gate", "frontier")
+"""Stages a run includes only when its config lists them (the gate reads the paper's training splits; the frontier
+generates under a dozen interventions)."""
 
 
 def stage_outputs(stage: str) -> tuple[str, ...]:

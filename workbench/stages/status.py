@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from workbench.errors import WorkbenchError
-from workbench.stages.run_dir import STAGE_INPUTS, RunDir, rewrite_hint, stage_outputs
+from workbench.stages.run_dir import OPT_IN_STAGES, STAGE_INPUTS, RunDir, rewrite_hint, stage_outputs
 
 DIRECTION_STAGES = ("extract", "sweep", "select", "diagnose")
 """The stages a run made from committed directions (`evaluate --directions`) does without."""
@@ -49,6 +49,9 @@ def stage_states(run: RunDir) -> list[StageState]:
         command = rewrite_hint(outputs[0], run.path).strip("`")
         if configured is not None and stage not in configured and _mtime(run.file(outputs[0])) is None:
             states.append(StageState(stage, "not run", "not among the main job's stages (config.json)", command))
+            continue
+        if stage in OPT_IN_STAGES and _mtime(run.file(outputs[0])) is None:
+            states.append(StageState(stage, "not run", "an opt-in stage", command))
             continue
         if from_directions and stage in DIRECTION_STAGES:
             if stage == "select":

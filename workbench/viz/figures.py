@@ -23,7 +23,7 @@ from plotly.subplots import make_subplots
 
 from workbench.data import DATASET_GROUPS, dataset_group
 from workbench.eval.judge import PAPER_JUDGE
-from workbench.interventions.catalogue import AFFINE_SUFFIX, ablation_of, lam_name, parse_name
+from workbench.interventions.catalogue import AFFINE_SUFFIX, GATED_PREFIX, ablation_of, lam_name, parse_name
 from workbench.io import atomic_write
 
 SHORT_LABELS = {
@@ -351,6 +351,71 @@ def alpha_lambda_grid(evaluation: pd.DataFrame, dataset: str = "harmful_test", j
     return fig
 
 
+FRONTIER_COLORS = {"baseline": "black", "w′": "#1f77b4", "r (partial)": "#d62728", "random": "#7f7f7f",
+                   "gated w′": "#2ca02c"}
+
+
+def frontier_figure(table: pd.DataFrame, judge: str | None = None, title: str = "The trade-off frontier"
+                    ) -> go.Figure:
+    """Over-refusal compliance (up: better) against harmful compliance (right: worse) of every frontier point
+    (`workbench.stages.frontier`), each family a curve in the order of its parameter (w′ by λ, r by β), with 95%
+    intervals on both axes; the baseline is a star. `judge`: the calibrated judge of the table (default: not the
+    paper's substring judge when another is present)."""
+    judge = judge or next((j for j in dict.fromkeys(table.judge) if j != PAPER_JUDGE), PAPER_JUDGE)
+    rows = table[table.judge == judge]
+    fig = go.Figure()
+    for family, color in FRONTIER_COLORS.items():
+        part = rows[rows.family == family]
+        if part.empty:
+            continue
+        part = part.sort_values("param") if family in ("w′", "r (partial)") else part
+        labels = [family if family == "baseline" else f"{family} {_param_label(family, v)}" for v in part.param]
+        fig.add_trace(go.Scatter(
+            x=part.harmful, y=part.over_refusal, name=family, text=labels,
+            mode="markers" if family in ("baseline", "random", "gated w′") else "lines+markers+text",
+            textposition="top center", marker={"color": color, "size": 14 if family == "baseline" else 9,
+                                               "symbol": "star" if family == "baseline" else "circle"},
+            line={"color": color},
+            error_x={"type": "data", "symmetric": False, "array": part.harmful_high - part.harmful,
+                     "arrayminus": part.harmful - part.harmful_low, "color": color, "thickness": 1},
+            error_y={"type": "data", "symmetric": False, "array": part.over_refusal_high - part.over_refusal,
+                     "arrayminus": part.over_refusal - part.over_refusal_low, "color": color, "thickness": 1},
+            hovertemplate="%{text}<br>harmful compliance %{x:.1%}<br>over-refusal compliance %{y:.1%}"
+                          "<extra></extra>"))
+    return fig.update_layout(
+        title=f"{title} (judge: {judge}; up and left is better)", height=560, width=760,
+        xaxis={"title": "harmful compliance (validation)", "tickformat": ".0%", "range": [-0.05, 1.05]},
+        yaxis={"title": "over-refusal compliance (validation)", "tickformat": ".0%", "range": [-0.05, 1.05]})
+
+
+def _param_label(family: str, value) -> str:
+    if family in ("w′", "gated w′"):
+        return f"λ={float(value):g}"
+    if family == "r (partial)":
+        return f"β={float(value):g}"
+    return f"seed {int(value)}"
+
+
+def gate_heatmap(grid: pd.DataFrame, title: str = "Harmfulness gate: AUROC per (position, layer)") -> go.Figure:
+    """The gate's probe grid (`gate.csv`): AUROC of harmful vs benign on the fit sets and on the contrast sets of
+    another source, per position and layer, the chosen cell marked."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("contrast sets (another source: what the cell is chosen on)",
+                                        "fit sets (in sample)"))
+    for row, column in ((1, "auroc_contrast"), (2, "auroc_fit")):
+        wide = grid.pivot(index="pos", columns="layer", values=column).sort_index()
+        fig.add_trace(go.Heatmap(z=wide.values, x=list(wide.columns), y=[str(p) for p in wide.index],
+                                 zmin=0.0, zmax=1.0, zmid=0.5, colorscale="RdBu_r", showscale=row == 1,
+                                 hovertemplate="pos %{y}, layer %{x}: AUROC %{z:.3f}<extra></extra>"), row=row, col=1)
+        chosen = grid[grid.chosen.astype(bool)]
+        fig.add_trace(go.Scatter(x=chosen.layer, y=chosen.pos.astype(int).astype(str), mode="markers",
+                                 marker={"symbol": "x", "color": "black", "size": 12}, showlegend=False,
+                                 hoverinfo="skip"), row=row, col=1)
+    fig.update_yaxes(title_text="position (−1: last EOI token; lowest: last instruction token)")
+    fig.update_xaxes(title_text="layer", row=2, col=1)
+    return fig.update_layout(title=title, height=640, width=900)
+
+
 def save_figure(fig: go.Figure, path: str | Path) -> list[Path]:
     """Write `path`.html (always) and `path`.png (when a static exporter works here); returns the files."""
     path = Path(path)
@@ -372,7 +437,7 @@ def table1(evaluation: pd.DataFrame, lam: float | None = None, judge: str | None
     judge = judge or main_judge(evaluation)
     lams = [lam] if lam is not None else sorted(set(_w_prime_rows(evaluation).lam), reverse=True)
     names = ["baseline", *(lam_name(x) for x in lams), "ablate_false_raw", "ablate_true"]
-    names += [n + AFFINE_SUFFIX for n in names[1:]]
+    names += [n + AFFINE_SUFFIX for n in names[1:]] + [GATED_PREFIX + lam_name(x) for x in lams]
     present = [n for n in names if n in set(evaluation.intervention)]
     parts = []
     for name in [judge] + ([PAPER_JUDGE] if judge != PAPER_JUDGE else []):
