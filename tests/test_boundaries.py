@@ -368,7 +368,7 @@ def test_out_of_range_option_is_refused_by_argparse(argv, option, capsys, no_mod
 
 
 CHECKED_TYPES = {"POSITIVE_INT", "COUNT_OR_ALL", "LAMBDA", "FRACTION", "POSITIVE_FLOAT", "FINITE_FLOAT", "LAYER",
-                 "EOI_OFFSET", "NON_NEGATIVE_FLOAT", "NON_NEGATIVE_INT", "RERANK_K", "CELL_INDEX"}
+                 "EOI_OFFSET", "NON_NEGATIVE_FLOAT", "NON_NEGATIVE_INT", "RERANK_K", "CELL_INDEX", "SHARE", "STRENGTH"}
 
 
 def test_every_numeric_option_has_a_checked_type():

@@ -39,6 +39,8 @@ RERANK_K = _number(int, 2, what="an integer ≥ 2")
 FINITE_FLOAT = _number(float, -math.inf, inclusive=False, high=math.inf, what="a finite number")
 LAYER = _number(int, 0, what="a layer index ≥ 0")
 EOI_OFFSET = _number(int, -10**6, high=-1, what="a negative EOI offset (-1 is the last template token)")
+SHARE = _number(float, 0.0, high=1.0, what="a share in [0, 1]")
+STRENGTH = _number(float, 0.0, high=1.0, inclusive=False, what="β in (0, 1]")
 CELL_INDEX = _number(int, -10**6, high=10**6, what="an integer (an EOI offset such as -1, then a layer)")
 ABLATION_CHOICES = ("zero", "harmless_mean")
 """`interventions.hooks.ABLATION_TARGETS`, spelled here so that parsing flags does not import torch."""
@@ -1134,7 +1136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contrast-benign", default=None, help="pseudo-harmful prompts of that source "
                    "(bundled_pseudo_harmful_train)")
     p.add_argument("--n-contrast", type=COUNT_OR_ALL, default=0, help="prompts per contrast set (0: all; default)")
-    p.add_argument("--bound", type=_number(float, 0.0, high=1.0, what="a share in [0, 1]"), default=0.05,
+    p.add_argument("--bound", type=SHARE, default=0.05,
                    help="at most this share of harmful contrast prompts may open the gate (default 0.05)")
     p.add_argument("--lam", type=LAMBDA, default=None, help="the selection whose w′ is gated (default: largest λ)")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="prompts per forward pass (default 32)")
@@ -1149,7 +1151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--harmful", default=None, help="harmful validation prompts (default: the sweep's)")
     p.add_argument("--n", type=COUNT_OR_ALL, default=32, help="prompts per set (0: all; default 32)")
     p.add_argument("--lams", type=LAMBDA, nargs="+", default=None, help="λ of w′ (default 1 0.75 0.5 0.25 0)")
-    p.add_argument("--betas", type=_number(float, 0.0, high=1.0, inclusive=False, what="β in (0, 1]"), nargs="+",
+    p.add_argument("--betas", type=STRENGTH, nargs="+",
                    default=None, help="strengths β of r's partial ablation (default 0.25 0.5 0.75 1)")
     p.add_argument("--seeds", type=NON_NEGATIVE_INT, nargs="*", default=None,
                    help="seeds of the random directions (default 0 1 2; none: no random points)")
