@@ -3,9 +3,9 @@
     python benchmarks/cost_model.py --run runs/default [--run runs/qwen1.5b ...]
 
 For each run directory (its `candidates.json`, `sweep.csv`/`sweep.json`, `interventions.json`, completion sidecars,
-`capability.csv` and the stage times in `run.log`) prints, per stage, the work in *prompt rows* (one prompt through
+`capability.csv` and the stage times in `run.json`) prints, per stage, the work in *prompt rows* (one prompt through
 the model once; a sweep row shares the template prefix's KV cache and unembeds the last position only), the wall
-time from `run.log`, and seconds per row:
+time from `run.json`, and seconds per row:
 
 - extract: every training prompt once (the filter reads the same pass): Σ prompts of the three sets;
 - sweep: validation baselines (every validation prompt before the filter) + the screen (each screened or fully
@@ -20,23 +20,11 @@ The ratio of two runs' seconds per row at the same stage is what a bigger model 
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 import pandas as pd
 
-STAGE_LINE = re.compile(r"\[(\w+)\] .*\((\d+) s\)$")
-
-
-def stage_seconds(run: Path) -> dict[str, int]:
-    """The last logged duration of each stage in `run.log` (a resumed stage counts its last run only)."""
-    out = {}
-    log = run / "run.log"
-    if log.exists():
-        for line in log.read_text(encoding="utf-8").splitlines():
-            if match := STAGE_LINE.search(line):
-                out[match.group(1)] = int(match.group(2))
-    return out
+from workbench.stages.run_dir import RunDir, stage_times
 
 
 def extract_rows(run: Path) -> int:
@@ -102,7 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     table = []
     for path in map(Path, args.run):
-        seconds = stage_seconds(path)
+        seconds = stage_times(RunDir(path))
         model = json.loads((path / "config.json").read_text(encoding="utf-8"))["model"]["name"]
         work = {"extract": extract_rows(path)}
         if (path / "sweep.json").exists():

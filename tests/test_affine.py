@@ -32,13 +32,12 @@ from workbench.interventions.hooks import (
     applied,
     token_class_ablation_hooks,
 )
-from workbench.method.refusal_math import kl_divergence, refusal_score, unit
+from workbench.method.refusal_math import affine_offsets, kl_divergence, refusal_score, unit
 from workbench.stages.run_dir import writer_of
 from workbench.stages.token_means import (
     TOKEN_MEANS,
     ensure_token_means,
     harmless_token_means,
-    offsets_for,
     read_token_means,
     token_class_projections,
 )
@@ -166,7 +165,7 @@ def test_affine_weight_edit_equals_hooks(tiny, direction, means):
 
     plain = plain_hf_model(tiny)
     base = plain_last_logits(plain, tiny, PROMPTS)
-    offsets = offsets_for(means, direction)
+    offsets = affine_offsets(means, direction)
     assert offsets.shape == (tiny.info.n_layers,) and float(offsets.abs().max()) > 0.1
     affine = Ablation(direction, "affine", offsets)
     with applied(tiny, Ablation(direction)):
@@ -260,14 +259,14 @@ def test_sweep_affine_scores_equal_one_candidate_alone(tiny, tiny_run, mode):
     screen batched so, the finalists one by one) gives each fully scored candidate the ablation scores of the affine
     hooks applied to it alone."""
     from workbench.stages.extract import load_candidates
-    from workbench.stages.sweep import load_validation, run_sweep, same_settings
+    from workbench.stages.sweep import load_validation, recorded_sweep, run_sweep, same_settings
 
     config = replace(TINY_RUN_SWEEP, mode=mode, ablation="harmless_mean", lams=(1.0,), layers=(1, 2),
                      positions=(-1, -3), score_all=True)
     run = tiny_run
     frame = run_sweep(tiny, run, config, TINY_RUN_RULE)
-    recorded = run.read_json("sweep.json")["config"]
-    assert recorded["ablation"] == "harmless_mean"
+    recorded = recorded_sweep(run)
+    assert recorded.config.ablation == "harmless_mean"
     assert not same_settings(recorded, replace(config, ablation="zero"), TINY_RUN_RULE)  # not reused for zero
     assert same_settings(recorded, config, TINY_RUN_RULE)
     means = read_token_means(run)
@@ -279,7 +278,7 @@ def test_sweep_affine_scores_equal_one_candidate_alone(tiny, tiny_run, mode):
     for _, row in full.iloc[[0, len(full) - 1]].iterrows():
         lam = None if row.vector == "true" else float(row.lam)
         direction = grids.directions(row.vector, lam)[grids.positions.index(int(row.pos)), int(row.layer)]
-        with applied(tiny, Ablation(direction, offsets=offsets_for(means, direction))):
+        with applied(tiny, Ablation(direction, offsets=affine_offsets(means, direction))):
             pseudo = last_position_logits(tiny, val.pseudo_harmful)
             harmful = last_position_logits(tiny, val.harmful)
             harmless = last_position_logits(tiny, val.harmless)

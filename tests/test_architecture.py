@@ -32,9 +32,16 @@ MODULES = {module_name(p): p for p in ROOT.rglob("*.py")}
 
 
 def imports_of(path: Path) -> set[str]:
-    """Every workbench module `path` imports, anywhere in the file."""
+    """Every workbench module `path` imports, anywhere in the file (but under `if TYPE_CHECKING:`, which names types
+    for annotations and never runs)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and isinstance(block.test, ast.Name) and block.test.id == "TYPE_CHECKING"
+                   for stmt in block.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("workbench")}
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("workbench"):

@@ -15,7 +15,7 @@ from workbench.stages.sweep import SweepConfig
 TINY = PipelineConfig(
     extract=ExtractConfig(n_train=16),
     sweep=SweepConfig(lams=(1.0,), n_val=8, n_screen=2, n_finalists=1, min_finalists=1, layers=(1, 2),
-                      positions=(-1,)),
+                      positions=(-1,), ablation="harmless_mean"),
     select=SelectionRule(max_ablation_kl=10.0),
     evaluate=EvalConfig(datasets=("xstest_safe", "harmful_test"), interventions=("baseline", "ablate_false_lam1.0"),
                         limit=3, max_new_tokens=8),
@@ -23,9 +23,34 @@ TINY = PipelineConfig(
 )
 
 
+def _files(root) -> dict[str, tuple[int, int]]:
+    return {p.relative_to(root).as_posix(): (p.stat().st_mtime_ns, p.stat().st_size)
+            for p in root.rglob("*") if p.is_file()}
+
+
+def _checking_declarations(run, written: dict[str, set[str]]):
+    """The pipeline's stages, each run recording which files it created or changed (into `written`)."""
+    import dataclasses
+
+    from workbench.stages.pipeline import PIPELINE
+
+    def checked(stage):
+        def run_stage(lm, run_dir, config):
+            before = _files(run)
+            summary = stage.run(lm, run_dir, config)
+            after = _files(run)
+            written[stage.name] = {name for name, stat in after.items() if before.get(name) != stat}
+            return summary
+        return dataclasses.replace(stage, run=run_stage)
+
+    return tuple(checked(stage) for stage in PIPELINE)
+
+
 @pytest.mark.data
 def test_run_produces_every_artifact_then_skips_and_resumes(tiny, data_dir, tmp_path, monkeypatch, capsys):
+    import workbench.stages.pipeline as pipeline
     import workbench.stages.sweep as sweep
+    from workbench.stages.run_dir import writer_of
 
     run = tmp_path / "run"
     real_sweep = sweep.run_sweep
@@ -34,6 +59,8 @@ def test_run_produces_every_artifact_then_skips_and_resumes(tiny, data_dir, tmp_
         raise KeyboardInterrupt  # killed mid-sweep: the sweep writes its artifacts only when it finishes
 
     monkeypatch.setattr(sweep, "run_sweep", killed)
+    written: dict[str, set[str]] = {}
+    monkeypatch.setattr(pipeline, "PIPELINE", _checking_declarations(run, written))
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(tiny, run, TINY)
     assert (run / "candidates.safetensors").exists() and not (run / "sweep.csv").exists()
@@ -41,6 +68,14 @@ def test_run_produces_every_artifact_then_skips_and_resumes(tiny, data_dir, tmp_
     capsys.readouterr()
     run_pipeline(tiny, run, TINY)
     first = capsys.readouterr().out
+    # every file a stage wrote is declared by that stage (the run's own records aside)
+    assert {"token_means", "sweep", "select", "evaluate", "figures"} <= set(written)
+    for stage, names in written.items():
+        undeclared = sorted(n for n in names if writer_of(n) != stage and n not in ("run.json", "run.log"))
+        assert not undeclared, f"{stage} wrote undeclared {undeclared}"
+    assert "token_means.safetensors" in written["token_means"]
+    stages = json.loads((run / "run.json").read_text())["stages"]
+    assert set(written) <= set(stages) and all(stages[s]["wall_s"] >= 0 for s in written)
     assert "[extract] up to date, skipped" in first and "[sweep] running" in first
     for name in ("config.json", "candidates.json", "sweep.csv", "selection.json", "directions/lam_1.0.safetensors",
                  "evaluation.csv", "evaluation_categories.csv", "capability.csv", "run.log",

@@ -33,5 +33,6 @@ def test_quick_config_end_to_end(tmp_path, monkeypatch, capsys):
     assert harmless["ablate_false_lam1.0"] >= 0.9
     assert harmful["ablate_false_lam1.0"] <= 0.25
     states = {s.stage: s.state for s in stage_states(run)}
-    assert states == {"extract": "done", "sweep": "done", "select": "done", "diagnose": "done", "evaluate": "done",
-                      "capability": "not run", "gate": "not run", "frontier": "not run", "figures": "done"}
+    assert states == {"extract": "done", "token_means": "not needed", "sweep": "done", "select": "done",
+                      "diagnose": "done", "evaluate": "done", "capability": "not run", "gate": "not run",
+                      "frontier": "not run", "figures": "done"}

@@ -14,6 +14,7 @@ from workbench.method.refusal_math import (
     partial_orthogonalize,
     project_out,
     refusal_score,
+    remove_component,
 )
 
 torch.manual_seed(0)
@@ -61,6 +62,28 @@ def test_weight_orthogonalization_equals_projecting_outputs():
     assert torch.allclose(x @ orthogonalize_output_matrix(W, c).T, project_out(x @ W.T, c), atol=1e-10)
     E = torch.randn(50, 32, dtype=torch.float64)
     assert torch.allclose(orthogonalize_embedding(E, c), project_out(E, c), atol=1e-10)
+
+
+def test_remove_component_by_hand_and_in_the_hooks():
+    x = torch.tensor([[3.0, 4.0, 1.0]], dtype=torch.float64)
+    c = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    assert remove_component(x, c).tolist() == [[0.0, 4.0, 1.0]]
+    assert remove_component(x, c, strength=0.5).tolist() == [[1.5, 4.0, 1.0]]  # keeps 1 − β of the component
+    assert remove_component(x, c, offset=torch.tensor(2.0, dtype=torch.float64)).tolist() == [[2.0, 4.0, 1.0]]
+    # one direction per batch row equals each row ablated alone
+    xs = torch.randn(3, 5, 32, dtype=torch.float64)
+    cs = torch.nn.functional.normalize(torch.randn(3, 32, dtype=torch.float64), dim=-1)
+    rows = remove_component(xs, cs[:, None, :])
+    for k in range(3):
+        assert torch.allclose(rows[k], remove_component(xs[k], cs[k]), atol=1e-12)
+    # what the ablation hooks run is this function, bit for bit
+    from workbench.interventions.hooks import _ablate, _partial
+
+    assert torch.equal(_ablate(cs[0])(xs, None), remove_component(xs, cs[0]))
+    assert torch.equal(_partial(cs[0], 0.25)(xs, None), remove_component(xs, cs[0], 0.25))
+    assert torch.equal(_ablate(cs[0])(xs, None), project_out(xs, cs[0]))
+    W = torch.randn(32, 12, dtype=torch.float64)
+    assert torch.allclose(orthogonalize_output_matrix(W, cs[0], 0.25).T, remove_component(W.T, cs[0], 0.25))
 
 
 def test_refusal_score_by_hand():

@@ -40,16 +40,20 @@ def test_paper_rule_ignores_harmful_and_the_surgical_rule_keeps_it():
         surgical.apply(sweep, 10)
 
 
-def test_rule_fields_are_checked_and_old_records_read_back():
+def test_rule_fields_are_checked_and_records_read_back_strictly():
     for bad in ({"max_harmful_drop": -1.0}, {"rerank_top_k": 1}, {"rerank_n": 0}, {"rerank_max_harmful_rise": 2.0}):
         with pytest.raises(WorkbenchError):
             replace(SelectionRule(), **bad).validate()
-    old = {k: v for k, v in asdict(SelectionRule()).items() if k not in ("max_harmful_drop", "rerank_top_k")}
-    assert SelectionRule.from_record(old) == SelectionRule()
+    rule = replace(SelectionRule(), max_harmful_drop=1.0)
+    assert SelectionRule.from_record(asdict(rule)) == rule
+    old = {k: v for k, v in asdict(SelectionRule()).items() if k != "max_harmful_drop"}
+    with pytest.raises(WorkbenchError, match="lacks field 'max_harmful_drop'"):
+        SelectionRule.from_record(old)
+    with pytest.raises(WorkbenchError, match="unknown field 'kl_bound'"):
+        SelectionRule.from_record({**asdict(SelectionRule()), "kl_bound": 0.1})
     reranking = asdict(replace(SelectionRule(), rerank_top_k=3))
-    assert SelectionRule.screening_record(old) == SelectionRule.screening_record(reranking)  # re-ranking: select only
-    assert SelectionRule.screening_record(asdict(replace(SelectionRule(), max_harmful_drop=1.0))) != \
-        SelectionRule.screening_record(old)
+    assert SelectionRule.screening_record(asdict(SelectionRule())) == SelectionRule.screening_record(reranking)
+    assert SelectionRule.screening_record(asdict(rule)) != SelectionRule.screening_record(asdict(SelectionRule()))
 
 
 def test_a_surgical_rule_needs_a_sweep_screened_for_it(tiny, tiny_run):

@@ -16,14 +16,15 @@ from workbench.stages.extract import load_candidates
 from workbench.stages.figures import run_figures
 from workbench.stages.select import select
 from workbench.stages.sweep import (
+    RecordedSweep,
     SweepConfig,
     exact_sweep,
     load_validation,
     read_sweep,
+    recorded_sweep,
     reference_sweep,
     run_sweep,
     same_settings,
-    settings_record,
 )
 
 PRUNE_LAST = replace(TINY_RUN_RULE, prune_layer_fraction=0.25)
@@ -71,18 +72,23 @@ def test_exact_mode_is_recorded_and_serves_any_rule_with_its_pruning(tiny, tiny_
     assert "others screen estimates on 4 prompts per set" in fig4.read_text()
     config = SweepConfig(mode="exact", lams=(1.0,), n_val=8, layers=(1, 2, 3), positions=(-1,))
     run_sweep(tiny, tiny_run, config, PRUNE_LAST)
-    recorded = json.loads(tiny_run.file("sweep.json").read_text())["config"]
-    assert recorded["mode"] == "exact"
+    recorded = recorded_sweep(tiny_run)
+    assert recorded.config.mode == "exact"
     frame = read_sweep(tiny_run)
     assert (frame.stage == "full").sum() == 2 * 2 and not (frame.stage == "screened").any()
     # A fast request is not served by the exact sweep, nor an exact one by a fast sweep; an exact request with
     # another KL bound or other screen settings is (the exact sweep's rows do not depend on them).
     assert not same_settings(recorded, replace(config, mode="fast"), PRUNE_LAST)
-    assert not same_settings(settings_record(replace(config, mode="fast"), PRUNE_LAST), config, PRUNE_LAST)
+    assert not same_settings(RecordedSweep(replace(config, mode="fast"), PRUNE_LAST), config, PRUNE_LAST)
     other = replace(PRUNE_LAST, max_ablation_kl=8.0, true_max_ablation_kl=9.0, induce_refusal_filter=True)
     assert same_settings(recorded, replace(config, n_screen=2, steer_false=True), other)
     assert not same_settings(recorded, config, replace(PRUNE_LAST, prune_layer_fraction=0.5))
-    assert not same_settings({k: v for k, v in recorded.items() if k != "mode"}, config, PRUNE_LAST)  # old: fast
+    old = json.loads(tiny_run.file("sweep.json").read_text())
+    del old["config"]["mode"]
+    tiny_run.file("sweep.json").write_text(json.dumps(old))
+    with pytest.raises(WorkbenchError, match="sweep.json is corrupted .*lacks 'mode'.*another workbench version"):
+        recorded_sweep(tiny_run)  # a record without a field is an error, not a silent default
+    tiny_run.file("sweep.json").write_text(json.dumps({**old, "config": {**old["config"], "mode": "exact"}}))
     calls = []
     monkeypatch.setattr(sweep_module, "exact_sweep", lambda *args, **kwargs: calls.append(args))
     run_sweep(tiny, tiny_run, config, other)  # reused: nothing scored again

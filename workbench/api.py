@@ -40,7 +40,7 @@ from workbench.interventions.catalogue import parse_name
 from workbench.interventions.directions import load_direction as _load_direction
 from workbench.interventions.hooks import Intervention
 from workbench.interventions.hooks import applied as _applied
-from workbench.io import atomic_write
+from workbench.io import write_text
 from workbench.method.geometry import candidate_geometry as _candidate_geometry
 from workbench.method.grids import CandidateGrids
 from workbench.method.rule import SelectionRule
@@ -183,7 +183,7 @@ def _source(run: RunDir, key: str, source: PromptSource | None) -> str | None:
     path = run.file(f"prompts/{key}-{hashlib.sha256(text.encode()).hexdigest()[:12]}.jsonl")
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        write_text(path, text)
     return str(path)
 
 
@@ -541,9 +541,9 @@ def _sweep_heatmaps(sweep: "pd.DataFrame | str | Path | RunDir", selection: "Sel
         run = _as_run(sweep).require_dir()
         if selection is None and run.file("selection.json").exists():
             selection = run.read_json("selection.json", keys=("selections",))
-        recorded = run.read_json("sweep.json", keys=("config",))["config"] if run.file("sweep.json").exists() else {}
-        mode = mode or recorded.get("mode", "fast" if recorded else None)
-        n_screen = n_screen if n_screen is not None else recorded.get("n_screen") if mode == "fast" else None
+        recorded = _sweep_stage.recorded_sweep(run).config if run.file("sweep.json").exists() else None
+        mode = mode or (recorded and recorded.mode)
+        n_screen = n_screen if n_screen is not None else recorded.n_screen if recorded and mode == "fast" else None
         sweep = read_sweep(run)
     else:
         mode = mode or sweep.attrs.get("mode")

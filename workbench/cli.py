@@ -1,6 +1,7 @@
 """The `workbench` command line: a thin layer over the Python API."""
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -96,6 +97,13 @@ def _load(args, recorded: dict | None = None, where: str = ""):
     from workbench.models import load_model
 
     return load_model(args.model, _load_options(args, recorded, where))
+
+
+def record_stage(run, stage: str):
+    """`run_dir.record_stage` (imported when a stage runs, not when the CLI starts)."""
+    from workbench.stages.run_dir import record_stage as record
+
+    return record(run, stage)
 
 
 def cmd_models(args) -> None:
@@ -515,7 +523,8 @@ def cmd_evaluate(args) -> None:
     # an endpoint beside another calibrated judge: a third judge
     judges = ([EndpointJudge(args.judge_url, model=args.judge_endpoint_model)]
               if args.judge_url and args.judge != "endpoint" else [])
-    frame = evaluate(lm, run, config, judges, backend=backend)
+    with record_stage(run, "evaluate"):
+        frame = evaluate(lm, run, config, judges, backend=backend)
     print(frame.drop(columns=["group"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print("\nTable 1 (compliance rate):")
     print(table1(frame).to_string(float_format=lambda v: f"{v:.3f}"))
@@ -534,7 +543,8 @@ def cmd_capability(args) -> None:
     config.validate()  # unknown tasks are refused before the model loads
     datasets = [name for task in config.tasks for name in TASK_DATASETS[task]]
     run, lm = _model_for_run(args, needs=("selection.json",), datasets=datasets)
-    table = measure_capability(lm, run, config)
+    with record_stage(run, "capability"):
+        table = measure_capability(lm, run, config)
     print(table.to_string(index=False))
     print(f"-> {run.file('capability.csv')}")
 
@@ -667,7 +677,8 @@ def cmd_diagnose(args) -> None:
                             n=args.n, filter=not args.no_filter, lams=tuple(args.lam) if args.lam else None)
     config.validate()  # unknown prompt sets are refused before the model loads
     run, lm = _model_for_run(args, needs=("candidates.safetensors",))
-    table = diagnose(lm, run, config)
+    with record_stage(run, "diagnose"):
+        table = diagnose(lm, run, config)
     record = run.read_json("diagnostics.json")
     counts = ", ".join(f"{c} {v['kept']}/{v['total']}" for c, v in record["prompt_counts"].items())
     print(f"{len(table)} rows -> {run.file('diagnostics.csv')} (prompts kept: {counts})")
@@ -699,7 +710,8 @@ def cmd_gate(args) -> None:
     config.validate()  # sets from one source, a bad bound: refused before the model loads
     sets = [config.harmful, config.harmless, config.pseudo_harmful, config.contrast_harmful, config.contrast_benign]
     run, lm = _model_for_run(args, needs=("selection.json",), datasets=[n for n in sets if n in REGISTRY])
-    record = fit_gate(lm, run, config)
+    with record_stage(run, "gate"):
+        record = fit_gate(lm, run, config)
     top = read_gate_grid(run).sort_values("auroc_contrast", ascending=False).head(8)
     print(top.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(summary(record))
@@ -724,7 +736,8 @@ def cmd_frontier(args) -> None:
     sets = list(validation_sets(RunDir(Path(args.run)).require_dir(), config))
     sets += list(TASK_DATASETS["truthfulqa"]) if config.truthfulqa_n else []
     run, lm = _model_for_run(args, needs=("selection.json",), datasets=[n for n in sets if n in REGISTRY])
-    table = measure_frontier(lm, run, config)
+    with record_stage(run, "frontier"):
+        table = measure_frontier(lm, run, config)
     judge = main_frontier_judge(table)
     columns = ["family", "param", "over_refusal", "over_refusal_low", "over_refusal_high", "harmful", "harmful_low",
                "harmful_high", "margin_over_r", "truthfulqa_mc1"]
@@ -744,7 +757,10 @@ def cmd_figures(args) -> None:
     from workbench.stages.figures import run_figures
     from workbench.stages.run_dir import RunDir
 
-    for path in run_figures(RunDir(Path(args.run)), args.out):
+    run = RunDir(Path(args.run))
+    with record_stage(run, "figures") if args.out is None else contextlib.nullcontext():
+        paths = run_figures(run, args.out)
+    for path in paths:
         print(path)
 
 
@@ -791,7 +807,8 @@ def cmd_extract(args) -> None:
     lm = _load(args)
     if run.file("candidates.json").exists() and not args.force and _readable(run.model_record):
         run.check_model(lm.info.fingerprint, lm.info.name)  # (damaged candidates are simply rewritten)
-    record = extract(lm, config, run)
+    with record_stage(run, "extract"):
+        record = extract(lm, config, run)
     print(json.dumps(record["prompt_counts"]))
 
 
@@ -829,7 +846,8 @@ def cmd_sweep(args) -> None:
     config.validate()  # unknown prompt sets are refused before the model loads
     rule.validate()
     run, lm = _model_for_run(args, needs=("candidates.safetensors",))
-    frame = run_sweep(lm, run, config, rule)
+    with record_stage(run, "sweep"):
+        frame = run_sweep(lm, run, config, rule)
     full = frame[frame.stage == "full"]
     print(f"scored {len(full)} candidates fully, {int((frame.stage == 'screened').sum())} screened out, "
           f"{int((frame.stage == 'skipped').sum())} skipped -> {run.file('sweep.csv')}; "
@@ -855,7 +873,8 @@ def cmd_select(args) -> None:
         lm = _model_for_run(args, datasets=[n for n in gate_sets if n in REGISTRY])[1]
     else:
         lm = _model_for_run(args)[1] if rule.rerank_top_k else None  # the generation check needs the model
-    result = select(run, rule, lm)
+    with record_stage(run, "select"):
+        result = select(run, rule, lm)
     for s in result["selections"]:
         print(f"λ={s['lam']}: pos {s['pos']}, layer {s['layer']}, ablation refusal score "
               f"{s['ablation_refusal_score']:+.3f} (baseline {result['baseline']['pseudo_harmful']:+.3f}), "
@@ -863,7 +882,9 @@ def cmd_select(args) -> None:
     if gate_config is not None:
         from workbench.stages.gate import fit_gate, summary
 
-        print(summary(fit_gate(lm, run, gate_config)) + f" -> {run.file('directions/gate.safetensors')}")
+        with record_stage(run, "gate"):
+            record = fit_gate(lm, run, gate_config)
+        print(summary(record) + f" -> {run.file('directions/gate.safetensors')}")
 
 
 RUN_FLAGS = frozenset({"command", "func", "model", *LOAD_FLAGS, "run", "config", "stages", "force"})

@@ -39,7 +39,7 @@ from workbench.interventions.gate import Gated, refuse_weight_form
 from workbench.interventions.hooks import Ablation, Addition, Intervention
 from workbench.interventions.weight_edit import layout_of, writer_parameters
 from workbench.io import write_json
-from workbench.method.refusal_math import unit
+from workbench.method.refusal_math import remove_component, unit
 
 RECORD = "workbench.json"
 """The adapter directory's record of where it came from (run, model, fingerprint, intervention)."""
@@ -175,7 +175,7 @@ def adapter_weights(model: torch.nn.Module, intervention: Intervention | Gated) 
         if ablations and part.layer < len(blocks) - 1:  # the next block input ablates what was added
             projected = v
             for c in ablations:
-                projected = projected - (projected @ c.cpu()) * c.cpu()
+                projected = remove_component(projected, c.cpu())
             writer = f"{layout.blocks}.{part.layer}.{layout.mlp_out}"
             biases[writer] = biases.get(writer, torch.zeros_like(v)) - part.coeff * (v - projected)
 

@@ -27,7 +27,7 @@ from workbench.errors import WorkbenchError
 from workbench.interventions.directions import OFFSETS_KEY, load_direction, read_direction_file
 from workbench.interventions.gate import GATE_FILE, Gated, load_gate
 from workbench.interventions.hooks import ABLATION_TARGETS, BASELINE, Ablation, Addition, Combined, Intervention
-from workbench.method.refusal_math import unit
+from workbench.method.refusal_math import affine_offsets
 
 GATED_PREFIX = "gated_"
 """Name prefix of a gated intervention in the catalogue (`gated_ablate_false_lam1.0`)."""
@@ -136,7 +136,7 @@ def _affine(item: NamedIntervention, file: Path | None,
             raise WorkbenchError(f"no affine-ablation offsets for {item.name} (its direction file has none and no "
                                  "token means were given): run `workbench evaluate --ablation harmless_mean`, which "
                                  "computes the run's token means")
-        offsets = unit(ablation.direction.float()) @ token_means.float().T
+        offsets = affine_offsets(token_means, ablation.direction.float())
     name = item.name + AFFINE_SUFFIX
     return NamedIntervention(name, Ablation(ablation.direction, name, offsets),
                              {**item.description, "ablation": "harmless_mean"})

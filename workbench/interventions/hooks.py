@@ -33,7 +33,7 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from workbench.errors import WorkbenchError
-from workbench.method.refusal_math import unit
+from workbench.method.refusal_math import remove_component, unit
 
 Hook = tuple[str, Callable]
 Directions = Float[Tensor, " d_model"] | Float[Tensor, "batch d_model"]
@@ -50,12 +50,10 @@ def _ablate(direction: Directions, offset: Float[Tensor, ""] | Float[Tensor, " b
 
     def hook(x: Float[Tensor, "batch seq d_model"], hook) -> Float[Tensor, "batch seq d_model"]:
         c = direction.to(device=x.device, dtype=x.dtype)
+        mu = None if offset is None else offset.to(device=x.device, dtype=x.dtype)
         if c.dim() == 1:
-            out = x - (x @ c).unsqueeze(-1) * c
-            return out if offset is None else out + offset.to(device=x.device, dtype=x.dtype) * c
-        c = c[:, None, :]  # one direction per batch row
-        out = x - (x * c).sum(-1, keepdim=True) * c
-        return out if offset is None else out + offset.to(device=x.device, dtype=x.dtype)[:, None, None] * c
+            return remove_component(x, c, offset=mu)
+        return remove_component(x, c[:, None, :], offset=None if mu is None else mu[:, None])  # one per batch row
 
     return hook
 
@@ -64,8 +62,7 @@ def _partial(direction: Float[Tensor, " d_model"], strength: float) -> Callable:
     """x ← x − β(x·ĉ)ĉ; `direction` unit."""
 
     def hook(x: Float[Tensor, "batch seq d_model"], hook) -> Float[Tensor, "batch seq d_model"]:
-        c = direction.to(device=x.device, dtype=x.dtype)
-        return x - strength * (x @ c).unsqueeze(-1) * c
+        return remove_component(x, direction.to(device=x.device, dtype=x.dtype), strength)
 
     return hook
 
@@ -145,7 +142,7 @@ def token_class_ablation_hooks(
                                          f"{n_eoi} EOI tokens")
                 offset = torch.cat([prompt_offsets[layer].expand(seq - n_eoi), eoi_offsets[:, layer]])
             offset = offset.to(device=x.device, dtype=x.dtype)
-            return x - (x @ cc).unsqueeze(-1) * cc + offset[:, None] * cc
+            return remove_component(x, cc, offset=offset)  # one offset per position
 
         return hook
 

@@ -32,7 +32,12 @@ from torch.utils.hooks import RemovableHandle
 from workbench.errors import WorkbenchError
 from workbench.interventions.gate import Gated, refuse_weight_form
 from workbench.interventions.hooks import Ablation, Addition, Intervention
-from workbench.method.refusal_math import orthogonalize_embedding, orthogonalize_output_matrix, unit
+from workbench.method.refusal_math import (
+    orthogonalize_embedding,
+    orthogonalize_output_matrix,
+    remove_component,
+    unit,
+)
 
 
 @dataclass(frozen=True)
@@ -111,16 +116,13 @@ def writer_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parame
     return out
 
 
-def _orthogonalized(param: Float[Tensor, "*shape"], kind: str, c: Float[Tensor, " d_model"]
+def _orthogonalized(param: Float[Tensor, "*shape"], kind: str, c: Float[Tensor, " d_model"], strength: float = 1.0
                     ) -> Float[Tensor, "*shape"]:
-    """A residual writer's parameter (matrix `d_model d_in`, rows `n d_model`, or bias `d_model`) without ĉ."""
+    """A residual writer's parameter (matrix `d_model d_in`, rows `n d_model`, or bias `d_model`) with β of ĉ
+    removed."""
     if kind == "matrix":
-        return orthogonalize_output_matrix(param, c)
-    if kind in ("embedding", "conv1d"):  # rows are residual vectors
-        return orthogonalize_embedding(param, c)
-    c64 = c.to(torch.float64)
-    b64 = param.to(torch.float64)
-    return (b64 - (b64 @ c64) * c64).to(param.dtype)
+        return orthogonalize_output_matrix(param, c, strength)
+    return orthogonalize_embedding(param, c, strength)  # embedding or Conv1D rows, or a bias: residual vectors
 
 
 def check_mlp_bias(model: torch.nn.Module) -> ResidualWriters:
@@ -208,11 +210,7 @@ def orthogonalize_weights_(model: torch.nn.Module, direction: Float[Tensor, " d_
     untie_embeddings_(model)
     c = unit(direction.to(torch.float64))
     for _, param, kind in writer_parameters(model):
-        edited_param = _orthogonalized(param, kind, c.to(param.device))
-        if strength != 1.0:
-            p64 = param.to(torch.float64)
-            edited_param = (p64 + strength * (edited_param.to(torch.float64) - p64)).to(param.dtype)
-        param.copy_(edited_param)
+        param.copy_(_orthogonalized(param, kind, c.to(param.device), strength))
     if offsets is not None:
         add_offsets_(model, direction, offsets)
 
@@ -288,8 +286,7 @@ def edited(model: torch.nn.Module, intervention: Intervention | Gated) -> Iterat
                 v = part.vector.to(torch.float64)
                 projected = v
                 for ablation in ablations:
-                    c = unit(ablation.direction.to(torch.float64))
-                    projected = projected - (projected @ c) * c
+                    projected = remove_component(projected, unit(ablation.direction.to(torch.float64)))
                 residue = (part.coeff * (v - projected)).to(part.vector.dtype)
                 handles.append(subtract_from_block_output(model, residue, part.layer))
         yield model

@@ -39,28 +39,43 @@ def unit(v: Float[Tensor, "*grid d_model"]) -> Float[Tensor, "*grid d_model"]:
     return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-30)
 
 
+def remove_component(x: Float[Tensor, "*rows d_model"], c: Float[Tensor, "*crows d_model"], strength: float = 1.0,
+                     offset: Tensor | None = None) -> Float[Tensor, "*rows d_model"]:
+    """x − β(x·ĉ)ĉ (+ μĉ) along the last axis: the one projection behind every ablation (hooks, weight edits,
+    adapters, the affine and partial variants). `c` is a unit direction, one for every row or one per leading row
+    (shaped to broadcast against x, e.g. [batch, 1, d_model]); `offset` μ broadcasts against x less its last axis."""
+    proj = x @ c if c.dim() == 1 else (x * c).sum(-1)
+    out = x - (proj.unsqueeze(-1) if strength == 1.0 else strength * proj.unsqueeze(-1)) * c
+    return out if offset is None else out + offset.unsqueeze(-1) * c
+
+
+def affine_offsets(means: Float[Tensor, "n_layer d_model"], directions: Float[Tensor, "*batch d_model"]
+                   ) -> Float[Tensor, "*batch n_layer"]:
+    """The affine ablation's projections μ_l(ĉ) = M_l·ĉ at each block input, for each direction (normalized here),
+    from the harmless token means M (float32)."""
+    return unit(directions.to(torch.float32)) @ means.to(directions.device, torch.float32).T
+
+
 def project_out(x: Float[Tensor, "... d_model"], direction: Float[Tensor, " d_model"]) -> Float[Tensor, "... d_model"]:
     """Directional ablation x ← x − (x·ĉ)ĉ, with ĉ the normalized direction."""
-    c = unit(direction).to(x.dtype)
-    return x - (x @ c).unsqueeze(-1) * c
+    return remove_component(x, unit(direction).to(x.dtype))
 
 
 def orthogonalize_output_matrix(
-    weight: Float[Tensor, "d_model d_in"], direction: Float[Tensor, " d_model"]
+    weight: Float[Tensor, "d_model d_in"], direction: Float[Tensor, " d_model"], strength: float = 1.0
 ) -> Float[Tensor, "d_model d_in"]:
-    """W ← W − ĉĉᵀW for a matrix that writes into the residual stream (torch Linear layout: out × in)."""
+    """W ← W − βĉĉᵀW for a matrix that writes into the residual stream (torch Linear layout: out × in): each
+    column, a residual vector, loses β of its ĉ component (in float64)."""
     c = unit(direction).to(torch.float64)
-    w64 = weight.to(torch.float64)
-    return (w64 - torch.outer(c, c @ w64)).to(weight.dtype)
+    return remove_component(weight.to(torch.float64).T, c, strength).T.to(weight.dtype)
 
 
 def orthogonalize_embedding(
-    embedding: Float[Tensor, "vocab d_model"], direction: Float[Tensor, " d_model"]
-) -> Float[Tensor, "vocab d_model"]:
-    """Token embedding rows (each a residual vector) with the direction projected out."""
+    embedding: Float[Tensor, "*rows d_model"], direction: Float[Tensor, " d_model"], strength: float = 1.0
+) -> Float[Tensor, "*rows d_model"]:
+    """Rows that are residual vectors (token embeddings, Conv1D writers, biases) with β of ĉ removed (in float64)."""
     c = unit(direction).to(torch.float64)
-    e64 = embedding.to(torch.float64)
-    return (e64 - torch.outer(e64 @ c, c)).to(embedding.dtype)
+    return remove_component(embedding.to(torch.float64), c, strength).to(embedding.dtype)
 
 
 def refusal_score(

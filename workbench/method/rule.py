@@ -70,14 +70,20 @@ class SelectionRule:
 
     @classmethod
     def from_record(cls, record: Mapping) -> "SelectionRule":
-        """The rule a `sweep.json`/`selection.json` recorded (fields added since then take their defaults)."""
-        return cls(**{**asdict(cls()), **record})
+        """The rule a `sweep.json`/`selection.json` recorded: every field and nothing else, or a WorkbenchError
+        naming the first missing or unknown one (a record from another workbench version)."""
+        fields = set(asdict(cls()))
+        missing, unknown = sorted(fields - set(record)), sorted(set(record) - fields)
+        if missing or unknown:
+            raise WorkbenchError(f"the recorded selection rule {'lacks' if missing else 'has unknown'} field "
+                                 f"{(missing or unknown)[0]!r} (made by another workbench version)")
+        return cls(**record)
 
     @staticmethod
     def screening_record(record: Mapping) -> dict:
-        """What of a recorded rule decides a sweep's finalists: every field (those it predates at their defaults)
-        but the generation re-ranking, which only the select stage reads."""
-        return {k: v for k, v in {**asdict(SelectionRule()), **record}.items() if not k.startswith("rerank_")}
+        """What of a recorded rule decides a sweep's finalists: every field but the generation re-ranking, which
+        only the select stage reads."""
+        return {k: v for k, v in record.items() if not k.startswith("rerank_")}
 
     def first_pruned_layer(self, n_layers: int) -> int:
         """Layers ≥ this are dropped (the last `prune_layer_fraction` of `n_layers`)."""

@@ -9,10 +9,13 @@ skipped as a whole, and a stage that re-runs does not clear their outputs (they 
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workbench.models.loader import LoadedModel
 from workbench.stages.run_dir import RunDir
+
+if TYPE_CHECKING:
+    from workbench.stages.pipeline import PipelineConfig
 
 
 @dataclass(frozen=True)
@@ -22,15 +25,17 @@ class Stage:
     """Artifacts this stage reads (relative to the run directory)."""
     outputs: tuple[str, ...]
     """Artifacts this stage writes; cleared when an earlier stage re-runs (unless this stage `resumes`)."""
-    run: Callable[[LoadedModel, RunDir, Any], str]
+    run: Callable[[LoadedModel, RunDir, "PipelineConfig"], str]
     """Run the stage with the pipeline config; returns a one-line summary for the run log."""
-    is_done: Callable[[LoadedModel, RunDir, Any], bool]
+    is_done: Callable[[LoadedModel, RunDir, "PipelineConfig"], bool]
     """Whether the outputs exist and match the inputs and settings (then the pipeline skips the stage)."""
     resumes: bool = False
     """Resumes piecewise by content signature (never skipped whole, never cleared by an earlier stage)."""
+    wanted: Callable[["PipelineConfig"], bool] = lambda config: True
+    """Whether the pipeline config's settings need this stage (one that is not wanted is passed over)."""
 
 
-def never_done(lm: LoadedModel, run: RunDir, config: Any) -> bool:
+def never_done(lm: LoadedModel, run: RunDir, config: "PipelineConfig") -> bool:
     return False
 
 

@@ -5,6 +5,7 @@ intervention or one of the settings that task depends on (`TASK_SETTINGS`) chang
 """
 
 import json
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -14,6 +15,9 @@ from workbench.io import atomic_write, write_json
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage, never_done
 from workbench.stages.run_dir import STAGE_INPUTS, RunDir, stage_outputs
+
+if TYPE_CHECKING:
+    from workbench.stages.pipeline import PipelineConfig
 
 __all__ = ["CapabilityConfig", "measure_capability"]
 CAPABILITY_COLUMNS = ("task", "intervention", "metric", "value", "n")
@@ -77,7 +81,7 @@ def measure_capability(lm: LoadedModel, run: RunDir, config: CapabilityConfig, p
 
 
 
-def _run(lm: LoadedModel, run: RunDir, config) -> str:
+def _run(lm: LoadedModel, run: RunDir, config: "PipelineConfig") -> str:
     table = measure_capability(lm, run, config.capability)
     return f"{len(table)} rows -> {run.file('capability.csv')}"
 

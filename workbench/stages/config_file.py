@@ -11,10 +11,13 @@ import tomllib
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workbench.data import read_text
 from workbench.errors import WorkbenchError
+
+if TYPE_CHECKING:
+    from workbench.stages.run_dir import RunDir
 
 
 def _check(value: Any, annotation: Any, where: str) -> Any:
@@ -100,3 +103,20 @@ def pop_model_keys(data: dict, where: str) -> dict[str, str | None]:
     if out["dtype"] is not None and out["dtype"] not in DTYPE_NAMES:
         raise WorkbenchError(f"{where}: dtype must be one of {', '.join(DTYPE_NAMES)}, got {out['dtype']!r}")
     return out
+
+
+def read_recorded(run: "RunDir", name: str, cls: type, key: str = "config", besides: tuple[str, ...] = ()) -> Any:
+    """The `cls` config an artifact recorded under `key` (e.g. `sweep.json`'s SweepConfig), rebuilt through the
+    dataclass: every field must be there and nothing else (`besides`: other keys the record may hold, left out),
+    so a renamed or missing field is a one-line error naming the file, never a silent default."""
+    record = run.read_json(name, keys=(key,))[key]
+    if not isinstance(record, dict):
+        raise run.corrupted(name, f"its {key!r} is not a record")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    missing = sorted(fields - set(record))
+    unknown = sorted(set(record) - fields - set(besides))
+    if missing or unknown:
+        problem = (f"its {key} lacks {', '.join(map(repr, missing))}" if missing
+                   else f"its {key} has unknown {', '.join(map(repr, unknown))}")
+        raise run.corrupted(name, f"{problem}: made by another workbench version")
+    return from_dict(cls, {k: v for k, v in record.items() if k in fields}, f"{run.file(name)}: {key}")

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from workbench.data import REGISTRY
 from workbench.eval.capability import TASK_DATASETS
 from workbench.stages.pipeline import PipelineConfig
+from workbench.stages.token_means import token_means_wanted
 
 
 def _extract(config: PipelineConfig) -> list[str]:
@@ -16,6 +17,10 @@ def _sweep(config: PipelineConfig) -> list[str]:
     sweep = config.sweep
     token_means = [config.extract.harmless] if sweep.ablation == "harmless_mean" else []
     return [sweep.pseudo_harmful_val, sweep.harmful_val, sweep.harmless_val, *token_means]
+
+
+def _token_means(config: PipelineConfig) -> list[str]:
+    return [config.extract.harmless] if token_means_wanted(config) else []
 
 
 def _select(config: PipelineConfig) -> list[str]:
@@ -52,8 +57,9 @@ def _frontier(config: PipelineConfig) -> list[str]:
 
 
 STAGE_DATASETS: dict[str, Callable[[PipelineConfig], list[str]]] = {
-    "extract": _extract, "sweep": _sweep, "select": _select, "diagnose": _diagnose, "gate": _gate,
-    "evaluate": _evaluate, "capability": _capability, "frontier": _frontier, "figures": lambda config: [],
+    "extract": _extract, "token_means": _token_means, "sweep": _sweep, "select": _select, "diagnose": _diagnose,
+    "gate": _gate, "evaluate": _evaluate, "capability": _capability, "frontier": _frontier,
+    "figures": lambda config: [],
 }
 """The datasets (or prompt files) each pipeline stage reads, from the config."""
 

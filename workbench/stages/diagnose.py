@@ -8,6 +8,7 @@ to Fig. 4 (`fig4_diagnostics`). One forward pass per validation prompt: seconds 
 """
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -20,7 +21,10 @@ from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage, jsonable
 from workbench.stages.extract import activation_batches, load_candidates
 from workbench.stages.run_dir import STAGE_INPUTS, RunDir, provenance, stage_outputs
-from workbench.stages.sweep import SweepConfig
+from workbench.stages.sweep import SweepConfig, recorded_sweep
+
+if TYPE_CHECKING:
+    from workbench.stages.pipeline import PipelineConfig
 
 
 @dataclass(frozen=True)
@@ -52,14 +56,11 @@ class DiagnoseConfig:
 
 def resolved(run: RunDir, config: DiagnoseConfig) -> DiagnoseConfig:
     """`config` with every None filled from the run's sweep (`sweep.json`), or the sweep defaults without one."""
-    sweep = SweepConfig()
-    recorded = run.read_json("sweep.json", keys=("config",))["config"] if run.file("sweep.json").exists() else {}
-    lams = tuple(float(x) for x in recorded.get("lams", sweep.lams))
+    sweep = recorded_sweep(run).config if run.file("sweep.json").exists() else SweepConfig()
     return DiagnoseConfig(
-        harmless=config.harmless or recorded.get("harmless_val", sweep.harmless_val),
-        harmful=config.harmful or recorded.get("harmful_val", sweep.harmful_val),
-        pseudo_harmful=config.pseudo_harmful or recorded.get("pseudo_harmful_val", sweep.pseudo_harmful_val),
-        n=config.n, filter=config.filter, lams=config.lams or lams, batch_size=config.batch_size)
+        harmless=config.harmless or sweep.harmless_val, harmful=config.harmful or sweep.harmful_val,
+        pseudo_harmful=config.pseudo_harmful or sweep.pseudo_harmful_val, n=config.n, filter=config.filter,
+        lams=config.lams or tuple(float(x) for x in sweep.lams), batch_size=config.batch_size)
 
 
 def diagnose(lm: LoadedModel, run: RunDir, config: DiagnoseConfig | None = None) -> pd.DataFrame:
@@ -100,7 +101,7 @@ def read_diagnostics(run: RunDir) -> pd.DataFrame:
                         numeric_columns=[c for c in COLUMNS if c != "vector"])
 
 
-def _is_done(lm: LoadedModel, run: RunDir, config) -> bool:
+def _is_done(lm: LoadedModel, run: RunDir, config: "PipelineConfig") -> bool:
     if not (run.file("diagnostics.csv").exists() and run.file("diagnostics.json").exists()):
         return False
     try:
@@ -112,7 +113,7 @@ def _is_done(lm: LoadedModel, run: RunDir, config) -> bool:
             and record["candidates_sha256"] == file_sha256(run.file("candidates.safetensors")))
 
 
-def _run(lm: LoadedModel, run: RunDir, config) -> str:
+def _run(lm: LoadedModel, run: RunDir, config: "PipelineConfig") -> str:
     table = diagnose(lm, run, config.diagnose)
     return f"{len(table)} rows -> {run.file('diagnostics.csv')}"
 

@@ -21,6 +21,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -45,6 +46,9 @@ from workbench.io import atomic_write, write_json, write_jsonl
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage, never_done
 from workbench.stages.run_dir import STAGE_INPUTS, RunDir, stage_outputs
+
+if TYPE_CHECKING:
+    from workbench.stages.pipeline import PipelineConfig
 
 DEFAULT_DATASETS = tuple(DATASET_GROUPS)
 
@@ -448,7 +452,7 @@ def summarize(run: RunDir, config: EvalConfig = EvalConfig()) -> pd.DataFrame:
     return result
 
 
-def _run(lm: LoadedModel, run: RunDir, config) -> str:
+def _run(lm: LoadedModel, run: RunDir, config: "PipelineConfig") -> str:
     frame = evaluate(lm, run, config.evaluate)
     return f"{len(frame)} (dataset, intervention) rates -> {run.file('evaluation.csv')}"
 

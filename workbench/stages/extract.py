@@ -3,6 +3,7 @@ filter of training prompts, and the true/false refusal candidate grids."""
 
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float, Int
@@ -19,6 +20,9 @@ from workbench.method.refusal_math import add_to_sum, mean_difference, refusal_s
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage, jsonable
 from workbench.stages.run_dir import STAGE_INPUTS, RunDir, provenance, stage_outputs
+
+if TYPE_CHECKING:
+    from workbench.stages.pipeline import PipelineConfig
 
 
 @dataclass(frozen=True)
@@ -165,7 +169,7 @@ def load_candidates(run: RunDir) -> CandidateGrids:
 
 
 
-def _is_done(lm: LoadedModel, run: RunDir, config) -> bool:
+def _is_done(lm: LoadedModel, run: RunDir, config: "PipelineConfig") -> bool:
     if not (run.file("candidates.json").exists() and run.file("candidates.safetensors").exists()):
         return False
     try:
@@ -177,7 +181,7 @@ def _is_done(lm: LoadedModel, run: RunDir, config) -> bool:
             and record["model"].get("fingerprint") == lm.info.fingerprint)
 
 
-def _run(lm: LoadedModel, run: RunDir, config) -> str:
+def _run(lm: LoadedModel, run: RunDir, config: "PipelineConfig") -> str:
     record = extract(lm, config.extract, run)
     counts = ", ".join(f"{k} {v['kept']}/{v['total']}" for k, v in record["prompt_counts"].items())
     return f"candidate grids from {counts} prompts (kept/total)"

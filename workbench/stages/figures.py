@@ -3,6 +3,7 @@ PNG where a static exporter works) into the run's `figures/` (or another folder)
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -13,6 +14,7 @@ from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage, never_done
 from workbench.stages.evaluate import EVALUATION_COLUMNS
 from workbench.stages.run_dir import STAGE_INPUTS, RunDir, stage_outputs
+from workbench.stages.sweep import recorded_sweep
 from workbench.viz.figures import (
     alpha_lambda_grid,
     diagnostics_heatmaps,
@@ -25,6 +27,9 @@ from workbench.viz.figures import (
     sweep_heatmaps,
     table1,
 )
+
+if TYPE_CHECKING:
+    from workbench.stages.pipeline import PipelineConfig
 
 NUMERIC_EVALUATION_COLUMNS = ("lam", "alpha", "n", "k", "rate", "ci_low", "ci_high")
 
@@ -76,11 +81,9 @@ def drawable_figures(run: RunDir) -> list[NamedFigure]:
     figures = []
     selection = run.read_json("selection.json", keys=("selections",)) if run.file("selection.json").exists() else None
     if run.file("sweep.csv").exists():
-        recorded = run.read_json("sweep.json", keys=("config",))["config"] if run.file("sweep.json").exists() else {}
-        mode = recorded.get("mode", "fast") if recorded else None  # sweeps recorded before modes were fast
-        n_screen = recorded.get("n_screen")
-        fig = sweep_heatmaps(sweep_frame(run), selection, mode=mode if isinstance(mode, str) else None,
-                             n_screen=n_screen if isinstance(n_screen, int) else None)
+        recorded = recorded_sweep(run).config if run.file("sweep.json").exists() else None
+        fig = sweep_heatmaps(sweep_frame(run), selection, mode=recorded and recorded.mode,
+                             n_screen=recorded and recorded.n_screen)
         figures.append(NamedFigure("fig4_sweep", "Fig. 4: the sweep", fig))
     if run.file("diagnostics.csv").exists():
         from workbench.stages.diagnose import read_diagnostics
@@ -132,7 +135,7 @@ def run_figures(run: RunDir, out_dir: str | Path | None = None) -> list[Path]:
     return written
 
 
-def _run(lm: LoadedModel, run: RunDir, config) -> str:
+def _run(lm: LoadedModel, run: RunDir, config: "PipelineConfig") -> str:
     return f"{len(run_figures(run))} files -> {run.file('figures')}"
 
 

@@ -25,6 +25,7 @@ The figure (`figures/frontier.html`) is drawn by the figures stage.
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -44,6 +45,10 @@ from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage, jsonable, never_done
 from workbench.stages.evaluate import EvalConfig, configured_judges, generate_pairs, judge_columns, read_completions
 from workbench.stages.run_dir import STAGE_INPUTS, RunDir, provenance, stage_outputs
+from workbench.stages.sweep import recorded_sweep
+
+if TYPE_CHECKING:
+    from workbench.stages.pipeline import PipelineConfig
 
 FOLDER = "frontier/completions"
 FAMILIES = ("baseline", "w′", "r (partial)", "random", "gated w′")
@@ -182,9 +187,9 @@ def validation_sets(run: RunDir, config: FrontierConfig) -> tuple[str, str]:
         if not run.file("sweep.json").exists():
             raise WorkbenchError(f"{run.path} has no sweep.json to take the validation sets from: give "
                                  "--over-refusal SET and --harmful SET")
-        recorded = run.read_json("sweep.json", keys=("config",))["config"]
-        over = over or recorded.get("pseudo_harmful_val")
-        harmful = harmful or recorded.get("harmful_val")
+        recorded = recorded_sweep(run).config
+        over = over or recorded.pseudo_harmful_val
+        harmful = harmful or recorded.harmful_val
     for name in (over, harmful):
         if get_spec(name).kind != "prompts":
             raise WorkbenchError(f"frontier: dataset {name!r} is not a prompt set (see `workbench datasets`)")
@@ -251,6 +256,7 @@ def measure_frontier(lm: LoadedModel, run: RunDir, config: FrontierConfig, progr
 
         table = wb.measure_frontier(lm, wb.RunDir("runs/default"), wb.FrontierConfig(n=32))
     """
+    import gc
     import time
 
     config.validate()
@@ -269,6 +275,8 @@ def measure_frontier(lm: LoadedModel, run: RunDir, config: FrontierConfig, progr
 
     generate_pairs(lm, run, items, datasets, eval_config, judges, InProcessBackend(config.batch_size), progress,
                    FOLDER)
+    del judges  # a model judge's weights go before TruthfulQA makes its plain copy of the model
+    gc.collect()
     tqa = _truthfulqa(lm, run, points, config, progress)
     frame = read_completions(run, FOLDER)
     rows = []
@@ -320,7 +328,7 @@ def main_frontier_judge(table: pd.DataFrame) -> str:
     return others[0] if others else PAPER_JUDGE
 
 
-def _run(lm: LoadedModel, run: RunDir, config) -> str:
+def _run(lm: LoadedModel, run: RunDir, config: "PipelineConfig") -> str:
     table = measure_frontier(lm, run, config.frontier)
     return f"{table.intervention.nunique()} interventions -> {run.file('frontier.csv')}"
 

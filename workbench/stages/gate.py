@@ -16,6 +16,7 @@ a set a table reports (the Table 1 test splits, OKTest): the gate's numbers ther
 """
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -35,6 +36,9 @@ from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage, jsonable
 from workbench.stages.extract import activation_batches
 from workbench.stages.run_dir import STAGE_INPUTS, RunDir, provenance, stage_outputs
+
+if TYPE_CHECKING:
+    from workbench.stages.pipeline import PipelineConfig
 
 GATE_COLUMNS = ("pos", "layer", "auroc_fit", "auroc_contrast", "chosen")
 
@@ -189,7 +193,7 @@ def read_gate_grid(run: RunDir) -> pd.DataFrame:
                                                                              "auroc_contrast"))
 
 
-def _is_done(lm: LoadedModel, run: RunDir, config) -> bool:
+def _is_done(lm: LoadedModel, run: RunDir, config: "PipelineConfig") -> bool:
     if not all(run.file(n).exists() for n in ("gate.json", "gate.csv", GATE_FILE)):
         return False
     try:
@@ -205,7 +209,7 @@ def summary(record: dict) -> str:
             f"{record['contrast_open_benign']:.1%} of pseudo-harmful contrast prompts (bound {record['bound']:g})")
 
 
-def _run(lm: LoadedModel, run: RunDir, config) -> str:
+def _run(lm: LoadedModel, run: RunDir, config: "PipelineConfig") -> str:
     return summary(fit_gate(lm, run, config.gate))
 
 

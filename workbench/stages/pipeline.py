@@ -5,7 +5,8 @@ A stage that is done (outputs made from the same inputs, model and settings) is 
 outputs of the later stages that do not resume piecewise, so nothing stale survives (evaluate and capability resume
 per (dataset or task, intervention) by content signature). Stages write atomically, so an interrupted stage leaves
 its previous outputs (or none) and simply runs again. `config.json` holds the resolved config, the model and the
-package version; `run.log` the stage log.
+package version; `run.json` each stage's start, end, wall time, git commit and package version; `run.log` the
+stage log.
 """
 
 import shutil
@@ -19,18 +20,29 @@ from workbench.eval.capability import CapabilityConfig
 from workbench.io import write_json
 from workbench.method.rule import SelectionRule
 from workbench.models.loader import LoadedModel
-from workbench.stages import capability, diagnose, evaluate, extract, figures, frontier, gate, select, sweep
+from workbench.stages import (
+    capability,
+    diagnose,
+    evaluate,
+    extract,
+    figures,
+    frontier,
+    gate,
+    select,
+    sweep,
+    token_means,
+)
 from workbench.stages.base import Stage, jsonable
 from workbench.stages.diagnose import DiagnoseConfig
 from workbench.stages.evaluate import EvalConfig
 from workbench.stages.extract import ExtractConfig
 from workbench.stages.frontier import FrontierConfig
 from workbench.stages.gate import GateConfig
-from workbench.stages.run_dir import OPT_IN_STAGES, RunDir, rewrite_hint
+from workbench.stages.run_dir import OPT_IN_STAGES, RunDir, artifact_paths, record_stage, rewrite_hint
 from workbench.stages.sweep import SweepConfig
 
-PIPELINE: tuple[Stage, ...] = (extract.STAGE, sweep.STAGE, select.STAGE, diagnose.STAGE, gate.STAGE, evaluate.STAGE,
-                               capability.STAGE, frontier.STAGE, figures.STAGE)
+PIPELINE: tuple[Stage, ...] = (extract.STAGE, token_means.STAGE, sweep.STAGE, select.STAGE, diagnose.STAGE, gate.STAGE,
+                               evaluate.STAGE, capability.STAGE, frontier.STAGE, figures.STAGE)
 STAGES = tuple(s.name for s in PIPELINE)
 DEFAULT_STAGES = tuple(s for s in STAGES if s not in OPT_IN_STAGES)
 
@@ -92,11 +104,11 @@ class _Log:
 
 def _clear(run: RunDir, names: tuple[str, ...]) -> None:
     for name in names:
-        path = run.file(name)
-        if name.endswith("/"):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        for path in artifact_paths(run.path, name):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def run_pipeline(lm: LoadedModel, run_path, config: PipelineConfig, force: bool = False) -> dict:
@@ -119,9 +131,9 @@ def run_pipeline(lm: LoadedModel, run_path, config: PipelineConfig, force: bool 
                                         "workbench_version": __version__, **asdict(config)}))
     log(f"[run] {lm.info.name} (fingerprint {lm.info.fingerprint}) -> {run.path}; stages {', '.join(config.stages)}")
     for k, stage in enumerate(PIPELINE):
-        if stage.name not in config.stages:
+        if stage.name not in config.stages or not stage.wanted(config):
             continue
-        missing = [name for name in stage.inputs if not run.file(name).exists()]
+        missing = [name for name in stage.inputs if not artifact_paths(run.path, name)]
         if missing:
             raise WorkbenchError(f"stage {stage.name} needs {run.file(missing[0])}: run "
                                  f"{rewrite_hint(missing[0], run.path)} first (or include its stage)")
@@ -131,7 +143,8 @@ def run_pipeline(lm: LoadedModel, run_path, config: PipelineConfig, force: bool 
         _clear(run, tuple(o for later in PIPELINE[k + 1 :] if not later.resumes for o in later.outputs))
         log(f"[{stage.name}] running")
         started = time.monotonic()
-        summary = stage.run(lm, run, config)
+        with record_stage(run, stage.name):
+            summary = stage.run(lm, run, config)
         log(f"[{stage.name}] {summary} ({time.monotonic() - started:.0f} s)")
     log("[run] done")
     return run.read_json("selection.json") if run.file("selection.json").exists() else {}

@@ -6,10 +6,14 @@ truncated file is a one-line `WorkbenchError` naming the file and the stage comm
 """
 
 import csv
+import fnmatch
 import io
 import json
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -29,10 +33,15 @@ STAGE_COMMANDS = {
     "frontier": "workbench frontier --run DIR",
     "figures": "workbench figures --run DIR",
     "run": "workbench run --run DIR --force",
+    "report": "workbench report --run DIR",
     "token_means": "workbench sweep --run DIR --ablation harmless_mean",
 }
 WRITERS = {
     "config.json": "run",
+    "run.json": "run",
+    "run.log": "run",
+    "prompts/": "run",
+    "report.html": "report",
     "candidates.json": "extract",
     "candidates.safetensors": "extract",
     "sweep.csv": "sweep",
@@ -42,7 +51,8 @@ WRITERS = {
     "directions/gate.safetensors": "gate",
     "gate.csv": "gate",
     "gate.json": "gate",
-    "directions/": "select",
+    "directions/lam_*.safetensors": "select",
+    "directions/true.safetensors": "select",
     "token_means.safetensors": "token_means",
     "token_means.json": "token_means",
     "diagnostics.csv": "diagnose",
@@ -59,23 +69,28 @@ WRITERS = {
     "frontier/": "frontier",
     "figures/": "figures",
 }
-"""Which stage writes each artifact (a trailing / covers a folder; `config.json` is the main job's record). Each
-pipeline stage's `outputs` are exactly its artifacts here (a test keeps them so)."""
+"""Which stage writes each artifact (a trailing / covers a folder, a * any name; `config.json`, `run.json` and
+`run.log` are the run's records, `run.json` written around every stage by `record_stage`; `prompts/` holds prompt
+lists given through the API). Each pipeline stage's
+`outputs` are exactly its artifacts here, and no file is declared twice (tests keep both so)."""
 STAGE_INPUTS = {
     "extract": (),
+    "token_means": ("candidates.json",),
     "sweep": ("candidates.json", "candidates.safetensors"),
     "select": ("candidates.json", "candidates.safetensors", "sweep.csv", "sweep.json"),
     "diagnose": ("candidates.json", "candidates.safetensors"),
-    "gate": ("selection.json", "directions/"),
-    "evaluate": ("selection.json", "directions/"),
-    "capability": ("selection.json", "directions/"),
-    "frontier": ("selection.json", "directions/"),
+    "gate": ("selection.json", "directions/lam_*.safetensors"),
+    "evaluate": ("selection.json", "directions/lam_*.safetensors"),
+    "capability": ("selection.json", "directions/lam_*.safetensors"),
+    "frontier": ("selection.json", "directions/lam_*.safetensors"),
     "figures": (),
 }
 """What each pipeline stage reads (written by earlier stages), in pipeline order: the stages' `inputs`, and what
 `workbench status` compares modification times with."""
 
 
+ON_DEMAND_STAGES = ("token_means",)
+"""Stages that run only when the config's settings read their outputs (the token means: an affine ablation)."""
 OPT_IN_STAGES = ("gate", "frontier")
 """Stages a run includes only when its config lists them (the gate reads the paper's training splits; the frontier
 generates under a dozen interventions)."""
@@ -90,10 +105,25 @@ def writer_of(name: str) -> str | None:
     """The stage that writes artifact `name` (a path relative to the run directory)."""
     if name in WRITERS:
         return WRITERS[name]
-    for prefix, stage in WRITERS.items():
-        if prefix.endswith("/") and name.startswith(prefix):
+    for declared, stage in WRITERS.items():
+        if declared_covers(declared, name):
             return stage
     return None
+
+
+def declared_covers(declared: str, name: str) -> bool:
+    """Whether a declared artifact (a file, a folder ending in /, or a pattern with *) covers the file `name`."""
+    if declared.endswith("/"):
+        return name.startswith(declared)
+    return fnmatch.fnmatchcase(name, declared) if "*" in declared else name == declared
+
+
+def artifact_paths(root: Path, declared: str) -> list[Path]:
+    """The existing paths a declared artifact names under `root` (a pattern's matches; a file or folder itself)."""
+    if "*" in declared:
+        return sorted(root.glob(declared))
+    path = root / declared
+    return [path] if path.exists() else []
 
 
 def rewrite_hint(name: str, run_path: Path | str | None = None) -> str:
@@ -235,3 +265,70 @@ class RunDir:
 
 def provenance() -> dict:
     return {"workbench_version": __version__}
+
+
+RUN_RECORD = "run.json"
+
+
+def git_commit() -> str | None:
+    """The commit of the workbench's source checkout (with "+dirty" when it has uncommitted changes), or None when
+    the package is not run from a git checkout."""
+    import subprocess
+
+    source = Path(__file__).resolve().parents[2]
+    if not (source / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+@contextmanager
+def record_stage(run: RunDir, stage: str) -> Iterator[None]:
+    """Time the stage run inside the block and record it in the run's `run.json` (`stages.<stage>`: started and
+    ended as ISO times, wall_s, git_commit, workbench_version; the last run of each stage), when the block finishes
+    without an error."""
+    from workbench.io import write_json
+
+    if stage not in STAGE_INPUTS:
+        raise WorkbenchError(f"unknown stage {stage!r} (stages: {', '.join(STAGE_INPUTS)})")
+    started, clock = datetime.now(UTC), time.monotonic()
+    yield
+    path = run.file(RUN_RECORD)
+    record = run.read_json(RUN_RECORD, keys=("stages",)) if path.exists() else {"stages": {}}
+    record["stages"][stage] = {"started": started.isoformat(timespec="seconds"),
+                               "ended": datetime.now(UTC).isoformat(timespec="seconds"),
+                               "wall_s": round(time.monotonic() - clock, 1), "git_commit": git_commit(),
+                               "workbench_version": __version__}
+    write_json(path, record)
+
+
+def stage_times(run: RunDir) -> dict[str, float]:
+    """Each recorded stage's wall time in seconds (`run.json`), {} for a run without records."""
+    if not run.file(RUN_RECORD).exists():
+        return {}
+    stages = run.read_json(RUN_RECORD, keys=("stages",))["stages"]
+    if not isinstance(stages, dict) or not all(isinstance(v, dict) and "wall_s" in v for v in stages.values()):
+        raise run.corrupted(RUN_RECORD, "'stages' is not a record of stage timings")
+    return {name: float(v["wall_s"]) for name, v in stages.items()}
+
+
+def declaration_clashes(writers: dict[str, str]) -> list[tuple[str, str]]:
+    """Pairs of artifacts declared by two different stages where one covers files of the other (a folder holding a
+    file, a pattern matching a name, the same name), which would let one stage clear or overwrite the other's."""
+    def clash(a: str, b: str) -> bool:
+        if a == b or (a.endswith("/") and b.startswith(a)) or (b.endswith("/") and a.startswith(b)):
+            return True
+        if "*" in a and "*" not in b:
+            return fnmatch.fnmatchcase(b.rstrip("/"), a)
+        if "*" in b and "*" not in a:
+            return fnmatch.fnmatchcase(a.rstrip("/"), b)
+        return "*" in a and "*" in b and (fnmatch.fnmatchcase(a, b) or fnmatch.fnmatchcase(b, a))
+
+    names = list(writers)
+    return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :] if writers[a] != writers[b] and clash(a, b)]

@@ -10,18 +10,23 @@ different rule is refused unless the sweep scored every candidate in full (re-ru
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from workbench.errors import WorkbenchError
 from workbench.interventions.directions import OFFSETS_KEY, save_direction
 from workbench.io import atomic_write, file_sha256, write_json
-from workbench.method.refusal_math import partial_orthogonalize
+from workbench.method.refusal_math import affine_offsets, partial_orthogonalize
 from workbench.method.rule import SelectionRule, row_record
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage
 from workbench.stages.run_dir import STAGE_INPUTS, RunDir, provenance, stage_outputs
-from workbench.stages.token_means import TOKEN_MEANS, offsets_for, read_token_means
+from workbench.stages.sweep import recorded_sweep
+from workbench.stages.token_means import TOKEN_MEANS, read_token_means
+
+if TYPE_CHECKING:
+    from workbench.stages.pipeline import PipelineConfig
 
 SELECTION_COLUMNS = ("kept", "filter_reason")
 
@@ -37,13 +42,7 @@ def _rule_flags(rule: dict) -> str:
 
 def sweep_rule(run: RunDir) -> SelectionRule:
     """The rule the run's sweep chose its finalists for (recorded in `sweep.json`)."""
-    recorded = run.read_json("sweep.json", keys=("config",))["config"]
-    if not isinstance(recorded.get("rule"), dict):
-        raise run.corrupted("sweep.json", "no selection rule recorded (made by an older workbench)")
-    try:
-        return SelectionRule.from_record(recorded["rule"])
-    except TypeError as exc:
-        raise run.corrupted("sweep.json", f"bad rule: {exc}") from None
+    return recorded_sweep(run).rule
 
 
 def check_rule(run: RunDir, sweep: pd.DataFrame, rule: SelectionRule) -> None:
@@ -123,19 +122,17 @@ def rerank_candidates(lm: LoadedModel, run: RunDir, frame: pd.DataFrame, rule: S
     from workbench.eval.scoring import refusal_scores
     from workbench.interventions.hooks import BASELINE, Ablation, applied
     from workbench.stages.extract import load_candidates
-    from workbench.stages.token_means import ensure_token_means, offsets_for
+    from workbench.stages.token_means import ensure_token_means
 
-    recorded = run.read_json("sweep.json", keys=("config",))["config"]
+    recorded = recorded_sweep(run).config
     grids = load_candidates(run)
-    means = ensure_token_means(lm, run) if recorded.get("ablation") == "harmless_mean" else None
+    means = ensure_token_means(lm, run) if recorded.ablation == "harmless_mean" else None
     objective = rule.objective("false")
     rows = frame[(frame.vector == "false") & frame.kept & (frame.lam == lam)].sort_values(objective)
     rows = rows.head(rule.rerank_top_k)
     prompts = {}
-    for key, name in (("pseudo_harmful", recorded.get("pseudo_harmful_val")), ("harmful", recorded.get("harmful_val"))):
-        if not isinstance(name, str):
-            raise run.corrupted("sweep.json", f"no {key}_val recorded")
-        pool = [p.instruction for p in load_prompts(name, limit=recorded.get("n_val"))]
+    for key, name in (("pseudo_harmful", recorded.pseudo_harmful_val), ("harmful", recorded.harmful_val)):
+        pool = [p.instruction for p in load_prompts(name, limit=recorded.n_val)]
         refused = refusal_scores(lm, pool) > 0  # the validation filter: prompts the unablated model refuses
         prompts[key] = [p for p, k in zip(pool, refused.tolist(), strict=True) if k][: rule.rerank_n]
         if not prompts[key]:
@@ -157,7 +154,7 @@ def rerank_candidates(lm: LoadedModel, run: RunDir, frame: pd.DataFrame, rule: S
         p = grids.positions.index(int(row["pos"]))
         w, r = grids.false_refusal[p, int(row["layer"])], grids.true_refusal[p, int(row["layer"])]
         direction = partial_orthogonalize(w, r, lam)
-        offsets = offsets_for(means, direction) if means is not None else None  # as the sweep ablated
+        offsets = affine_offsets(means, direction) if means is not None else None  # as the sweep ablated
         found = compliance(Ablation(direction, "rerank", offsets=offsets), f"({row['pos']},{row['layer']})")
         records.append({"candidate": f"({int(row['pos'])}, {int(row['layer'])})", "pos": int(row["pos"]),
                         "layer": int(row["layer"]), objective: float(row[objective]),
@@ -188,7 +185,7 @@ def select(run: RunDir, rule: SelectionRule | None = None, lm: LoadedModel | Non
     means = read_token_means(run, grids.n_layers, grids.d_model)
 
     def with_offsets(tensors: dict) -> dict:
-        return tensors if means is None else {**tensors, OFFSETS_KEY: offsets_for(means, tensors["direction"])}
+        return tensors if means is None else {**tensors, OFFSETS_KEY: affine_offsets(means, tensors["direction"])}
 
     harmful_baseline = sweep_record["baseline_refusal_score"].get("harmful")
     frame = rule.apply(sweep, grids.n_layers, harmful_baseline)
@@ -241,7 +238,7 @@ def select(run: RunDir, rule: SelectionRule | None = None, lm: LoadedModel | Non
     return result
 
 
-def _run(lm: LoadedModel, run: RunDir, config) -> str:
+def _run(lm: LoadedModel, run: RunDir, config: "PipelineConfig") -> str:
     result = select(run, config.select, lm)
     return "; ".join(
         f"λ={s['lam']}: pos {s['pos']}, layer {s['layer']}, ablation refusal score {s['ablation_refusal_score']:+.3f} "

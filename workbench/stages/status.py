@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from workbench.errors import WorkbenchError
-from workbench.stages.run_dir import OPT_IN_STAGES, STAGE_INPUTS, RunDir, rewrite_hint, stage_outputs
+from workbench.stages.run_dir import ON_DEMAND_STAGES, OPT_IN_STAGES, STAGE_INPUTS, RunDir, rewrite_hint, stage_outputs
 
 DIRECTION_STAGES = ("extract", "sweep", "select", "diagnose")
 """The stages a run made from committed directions (`evaluate --directions`) does without."""
@@ -32,7 +32,11 @@ class StageState:
 
 
 def _mtime(path: Path) -> float | None:
-    """A file's modification time, or for a folder the newest of its files' (None when absent or empty)."""
+    """A file's modification time, or for a folder or a pattern (`directions/lam_*.safetensors`) the newest of its
+    files' (None when absent or empty)."""
+    if "*" in path.name:
+        times = [p.stat().st_mtime for p in path.parent.glob(path.name) if p.is_file()]
+        return max(times) if times else None
     if path.is_dir():
         times = [p.stat().st_mtime for p in path.rglob("*") if p.is_file()]
         return max(times) if times else None
@@ -47,6 +51,9 @@ def stage_states(run: RunDir) -> list[StageState]:
     for stage in STAGE_INPUTS:
         outputs = stage_outputs(stage)
         command = rewrite_hint(outputs[0], run.path).strip("`")
+        if stage in ON_DEMAND_STAGES and _mtime(run.file(outputs[0])) is None:
+            states.append(StageState(stage, "not needed", "only the affine (harmless_mean) ablation reads it", ""))
+            continue
         if configured is not None and stage not in configured and _mtime(run.file(outputs[0])) is None:
             states.append(StageState(stage, "not run", "not among the main job's stages (config.json)", command))
             continue

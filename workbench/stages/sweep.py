@@ -35,6 +35,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -48,11 +49,15 @@ from workbench.eval.scoring import grouped_last_logits, last_only_kwargs, last_p
 from workbench.interventions.hooks import ABLATION_TARGETS, ablation_hooks, addition_hooks
 from workbench.io import atomic_write, write_json
 from workbench.method.grids import CandidateGrids
-from workbench.method.refusal_math import kl_divergence, refusal_score
+from workbench.method.refusal_math import affine_offsets, kl_divergence, refusal_score
 from workbench.method.rule import SelectionRule
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage
+from workbench.stages.config_file import read_recorded
 from workbench.stages.run_dir import STAGE_INPUTS, RunDir, provenance, stage_outputs
+
+if TYPE_CHECKING:
+    from workbench.stages.pipeline import PipelineConfig
 
 COLUMNS = [
     "vector", "lam", "pos", "layer", "ablation_refusal_score", "ablation_refusal_score_harmful", "ablation_kl",
@@ -219,10 +224,9 @@ def _ablated_logits(lm: LoadedModel, prompts: list[str], directions: Float[Tenso
                     ) -> Float[Tensor, "n vocab"]:
     """Last-position logits; consecutive groups of `group_size` prompts each ablate one of `directions` [n_groups, d]
     (`_grouped_logits`); with `token_means` M, affinely: each direction's block inputs get the offsets M·ĉ."""
-    from workbench.stages.token_means import offsets_for
 
     directions = directions.to(lm.device)
-    offsets = None if token_means is None else offsets_for(token_means, directions)
+    offsets = None if token_means is None else affine_offsets(token_means, directions)
 
     def hooks(groups: slice, k: int) -> list:
         return ablation_hooks(directions[groups].repeat_interleave(k, dim=0), lm.info.n_layers,
@@ -527,25 +531,21 @@ FAST_ONLY = ("n_screen", "n_finalists", "min_finalists", "stop_margin", "screen_
 def _scoring_settings(record: dict) -> dict:
     """What decides a sweep's rows: the record less speed-only settings; for an exact sweep also less the fast
     mode's settings and of the rule only its pruning (which candidates are scored), since every one gets every
-    score. A record without a mode (made before modes existed) is a fast sweep's, one without an ablation a
-    zero-ablation sweep's."""
-    record = {"mode": "fast", "ablation": "zero", **record}
+    score."""
     settings = {k: v for k, v in record.items() if k not in SPEED_ONLY}
-    if isinstance(settings.get("rule"), dict):
-        settings["rule"] = SelectionRule.screening_record(settings["rule"])
+    settings["rule"] = SelectionRule.screening_record(settings["rule"])
     if settings["mode"] == "exact":
         settings = {k: v for k, v in settings.items() if k not in FAST_ONLY}
-        rule = settings.get("rule")
-        settings["rule"] = {"prune_layer_fraction": rule.get("prune_layer_fraction")} if isinstance(rule, dict) \
-            else rule
+        settings["rule"] = {"prune_layer_fraction": settings["rule"]["prune_layer_fraction"]}
     return settings
 
 
-def same_settings(recorded: dict, config: SweepConfig, rule: SelectionRule) -> bool:
-    """Whether a recorded sweep (`sweep.json`'s config) scored candidates as `config` and `rule` would: λ values and
-    speed-only settings (batch size, prefix reuse, last-position unembedding) aside. The mode counts (a fast sweep
-    is not reused for an exact request); an exact sweep serves any rule with the same pruning."""
-    return _scoring_settings(recorded) == _scoring_settings(settings_record(config, rule))
+def same_settings(recorded: "RecordedSweep", config: SweepConfig, rule: SelectionRule) -> bool:
+    """Whether a recorded sweep scored candidates as `config` and `rule` would: λ values and speed-only settings
+    (batch size, prefix reuse, last-position unembedding) aside. The mode counts (a fast sweep is not reused for an
+    exact request); an exact sweep serves any rule with the same pruning."""
+    return (_scoring_settings(settings_record(recorded.config, recorded.rule))
+            == _scoring_settings(settings_record(config, rule)))
 
 
 def run_sweep(lm: LoadedModel, run: RunDir, config: SweepConfig, rule: SelectionRule | None = None) -> pd.DataFrame:
@@ -563,8 +563,8 @@ def run_sweep(lm: LoadedModel, run: RunDir, config: SweepConfig, rule: Selection
                              f"the model has d_model {lm.info.d_model}")
     previous, done_lams, include_true = None, set(), True
     recorded = _previous_sweep(run)
-    if recorded is not None and same_settings(recorded[0]["config"], config, rule):
-        previous = recorded[1]
+    if recorded is not None and same_settings(recorded, config, rule):
+        previous = read_sweep(run)
         done_lams = {float(x) for x in previous.loc[previous.vector == "false", "lam"].unique()}
         include_true = not (previous.vector == "true").any()
     new_lams = tuple(lam for lam in config.lams if float(lam) not in done_lams)
@@ -592,27 +592,48 @@ def read_sweep(run: RunDir) -> pd.DataFrame:
     return run.read_csv("sweep.csv", columns=COLUMNS, text_columns=TEXT_COLUMNS, numeric_columns=NUMERIC_COLUMNS)
 
 
-def _previous_sweep(run: RunDir) -> tuple[dict, pd.DataFrame] | None:
-    """The run's `sweep.json` and `sweep.csv` if both exist and read back, else None (a damaged sweep is scored
-    again)."""
+@dataclass(frozen=True)
+class RecordedSweep:
+    """How a run's sweep scored its candidates (`sweep.json`): its config (`lams`: every λ scored) and the rule it
+    was screened for."""
+    config: SweepConfig
+    rule: SelectionRule
+
+
+def recorded_sweep(run: RunDir) -> RecordedSweep:
+    """The run's `sweep.json` settings rebuilt through SweepConfig and SelectionRule (a missing or unknown field is
+    a one-line error naming the file)."""
+    config = read_recorded(run, "sweep.json", SweepConfig, besides=("rule",))
+    record = run.read_json("sweep.json", keys=("config",))["config"]
+    if not isinstance(record.get("rule"), dict):
+        raise run.corrupted("sweep.json", "no selection rule recorded")
+    try:
+        return RecordedSweep(config, SelectionRule.from_record(record["rule"]))
+    except (TypeError, WorkbenchError) as exc:
+        raise run.corrupted("sweep.json", str(exc)) from None
+
+
+def _previous_sweep(run: RunDir) -> RecordedSweep | None:
+    """The run's recorded sweep if `sweep.json` and `sweep.csv` both exist and read back, else None (a damaged
+    sweep, or one recorded by another workbench version, is scored again)."""
     if not (run.file("sweep.csv").exists() and run.file("sweep.json").exists()):
         return None
     try:
-        return run.read_json("sweep.json", keys=("config",)), read_sweep(run)
+        read_sweep(run)
+        return recorded_sweep(run)
     except WorkbenchError:
         return None
 
 
-def _is_done(lm: LoadedModel, run: RunDir, config) -> bool:
+def _is_done(lm: LoadedModel, run: RunDir, config: "PipelineConfig") -> bool:
     previous = _previous_sweep(run)
     if previous is None:
         return False
-    recorded = previous[0]["config"]
-    return (same_settings(recorded, config.sweep, config.select)
-            and set(map(float, config.sweep.lams)) <= set(map(float, recorded.get("lams", []))))
+    return (same_settings(previous, config.sweep, config.select)
+            and set(map(float, config.sweep.lams)) <= set(map(float, previous.config.lams)))
 
 
-def _run(lm: LoadedModel, run: RunDir, config) -> str:
+def _run(lm: LoadedModel, run: RunDir, config: "PipelineConfig") -> str:
     frame = run_sweep(lm, run, config.sweep, config.select)
     return (f"{int((frame.stage == 'full').sum())} candidates fully scored, "
             f"{int((frame.stage == 'screened').sum())} screened out, {int((frame.stage == 'skipped').sum())} skipped")

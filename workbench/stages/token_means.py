@@ -2,7 +2,8 @@
 
 The affine ablation of ĉ sets the projection at the input of block l to μ_l(ĉ) = M_l·ĉ, one offset per layer, where
 M_l is the mean `resid_pre` of layer l over the harmless training prompts' tokens. M does not depend on the
-direction, so it is computed once per run (on demand, when an affine variant is first needed) and kept as
+direction, so it is computed once per run (by this stage, which the pipeline runs when the sweep or the evaluation
+uses the affine ablation; a stage run on its own computes them when first needed) and kept as
 `token_means.safetensors` (`harmless`: [n_layer, d_model]) with its record `token_means.json`.
 
 One offset per layer, not one per token class (instruction tokens, each EOI token, generated tokens): a per-class
@@ -12,6 +13,7 @@ token class and layer (`benchmarks/affine_offsets.py` prints it for a run's sele
 """
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -24,8 +26,13 @@ from workbench.errors import WorkbenchError
 from workbench.io import atomic_write, write_json
 from workbench.method.refusal_math import unit
 from workbench.models.loader import LoadedModel
-from workbench.stages.extract import activation_batches
-from workbench.stages.run_dir import RunDir, provenance
+from workbench.stages.base import Stage
+from workbench.stages.config_file import read_recorded
+from workbench.stages.extract import ExtractConfig, activation_batches
+from workbench.stages.run_dir import STAGE_INPUTS, RunDir, provenance, stage_outputs
+
+if TYPE_CHECKING:
+    from workbench.stages.pipeline import PipelineConfig
 
 TOKEN_MEANS = "token_means.safetensors"
 TOKEN_MEANS_RECORD = "token_means.json"
@@ -85,9 +92,9 @@ def token_class_projections(lm: LoadedModel, prompts: list[str], direction: Floa
 
 def _wanted_record(lm: LoadedModel, run: RunDir) -> dict:
     """What token means for this run are made of: the model and the extract config's harmless set."""
-    config = run.read_json("candidates.json", keys=("config",))["config"]
-    return {"fingerprint": lm.info.fingerprint, "harmless": config.get("harmless"), "n_train": config.get("n_train"),
-            "filter_train": config.get("filter_train", True)}
+    config = read_recorded(run, "candidates.json", ExtractConfig)
+    return {"fingerprint": lm.info.fingerprint, "harmless": config.harmless, "n_train": config.n_train,
+            "filter_train": config.filter_train}
 
 
 def read_token_means(run: RunDir, n_layers: int | None = None, d_model: int | None = None
@@ -116,7 +123,7 @@ def ensure_token_means(lm: LoadedModel, run: RunDir) -> Float[Tensor, "n_layer d
         except WorkbenchError:
             pass  # damaged: compute again
     prompts = [p.instruction for p in load_prompts(wanted["harmless"], limit=wanted["n_train"])]
-    batch_size = int(run.read_json("candidates.json", keys=("config",))["config"].get("batch_size", 32))
+    batch_size = read_recorded(run, "candidates.json", ExtractConfig).batch_size
     means = harmless_token_means(lm, prompts, batch_size, keep="complies" if wanted["filter_train"] else None)
     atomic_write(run.file(TOKEN_MEANS), lambda tmp: save_file({"harmless": means.contiguous()}, str(tmp)))
     write_json(run.file(TOKEN_MEANS_RECORD), {"source": wanted, "model": lm.info.to_dict(), "n_prompts": len(prompts),
@@ -125,7 +132,24 @@ def ensure_token_means(lm: LoadedModel, run: RunDir) -> Float[Tensor, "n_layer d
     return means
 
 
-def offsets_for(means: Float[Tensor, "n_layer d_model"], directions: Float[Tensor, "*batch d_model"]
-                ) -> Float[Tensor, "*batch n_layer"]:
-    """μ_l(ĉ) = M_l·ĉ for each direction (normalized here)."""
-    return unit(directions.to(torch.float32)) @ means.to(directions.device, torch.float32).T
+def token_means_wanted(config) -> bool:
+    """Whether a pipeline config's sweep or evaluation uses the affine ablation, which reads the token means."""
+    return config.sweep.ablation == "harmless_mean" or "harmless_mean" in config.evaluate.ablation
+
+
+def _is_done(lm: LoadedModel, run: RunDir, config: "PipelineConfig") -> bool:
+    try:
+        record = run.read_json(TOKEN_MEANS_RECORD, keys=("source",))
+        return record["source"] == _wanted_record(lm, run) and read_token_means(run) is not None
+    except WorkbenchError:
+        return False
+
+
+def _run(lm: LoadedModel, run: RunDir, config: "PipelineConfig") -> str:
+    means = ensure_token_means(lm, run)
+    record = run.read_json(TOKEN_MEANS_RECORD)
+    return f"harmless token means of {record['n_prompts']} prompts, {means.shape[0]} layers"
+
+
+STAGE = Stage("token_means", inputs=STAGE_INPUTS["token_means"], outputs=stage_outputs("token_means"), run=_run,
+              is_done=_is_done, wanted=token_means_wanted)
