@@ -40,6 +40,7 @@ from workbench.interventions.hooks import Ablation, Addition, Intervention
 from workbench.interventions.weight_edit import layout_of, writer_parameters
 from workbench.io import write_json
 from workbench.method.refusal_math import remove_component, unit
+from workbench.models.fingerprint import check_made_for
 
 RECORD = "workbench.json"
 """The adapter directory's record of where it came from (run, model, fingerprint, intervention)."""
@@ -300,10 +301,8 @@ def read_adapter_record(adapter_dir: str | Path) -> dict:
 def check_adapter(adapter_dir: str | Path, fingerprint: str, name: str) -> dict:
     """The adapter's record, if it was made for the model with this fingerprint (else a one-line error)."""
     record = read_adapter_record(adapter_dir)
-    if record.get("fingerprint") != fingerprint:
-        raise WorkbenchError(f"adapter {adapter_dir} was made for model {record.get('model')!r} (fingerprint "
-                             f"{record.get('fingerprint')}), not {name!r} (fingerprint {fingerprint}): export one "
-                             "from a run of this model")
+    check_made_for(f"adapter {adapter_dir}", record, fingerprint, name, "export one from a run of this model",
+                   verb="was made for")
     return record
 
 

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from workbench.errors import WorkbenchError
 from workbench.io import atomic_write
+from workbench.models.fingerprint import check_made_for
 
 OFFSETS_KEY = "offsets_harmless_mean"
 """The tensor of a direction file holding its affine-ablation offsets μ_l = M_l·ĉ [n_layer]."""
@@ -63,10 +64,9 @@ def load_direction(path: str | Path, fingerprint: str | None = None, d_model: in
     if direction.ndim != 1:
         raise WorkbenchError(f"direction {path} holds a tensor of shape {tuple(direction.shape)}, not one vector: "
                              f"re-run {_select_command(Path(path))} to rewrite it")
-    if fingerprint is not None and meta.get("fingerprint") != fingerprint:
-        raise WorkbenchError(f"direction {path} comes from model {meta.get('model')!r} (fingerprint "
-                             f"{meta.get('fingerprint')}), not this one ({fingerprint}): use a direction selected "
-                             "for this model (run `workbench select` on a run extracted from it)")
+    if fingerprint is not None:
+        check_made_for(f"direction {path}", meta, fingerprint, None, "use a direction selected for this model (run "
+                       "`workbench select` on a run extracted from it)")
     if d_model is not None and direction.shape[-1] != d_model:
         raise WorkbenchError(f"direction {path} has width {direction.shape[-1]}, the model has d_model {d_model}: "
                              "it was selected for another model; use a direction selected for this one")

@@ -31,6 +31,7 @@ from workbench.errors import WorkbenchError
 from workbench.interventions.hooks import Ablation, Addition, Combined, Hook
 from workbench.io import atomic_write
 from workbench.method.gate_probe import opens
+from workbench.models.fingerprint import check_made_for
 
 GATE_FILE = "directions/gate.safetensors"
 """Where `workbench gate` writes the gate of a run (beside the direction it gates)."""
@@ -60,10 +61,7 @@ class Gate:
     def check_model(self, fingerprint: str, d_model: int, n_layers: int | None = None, where: str = "the gate"
                     ) -> None:
         """Refuse a gate made for another model (fingerprint, width or depth)."""
-        if self.meta.get("fingerprint") != fingerprint:
-            raise WorkbenchError(f"{where} comes from model {self.meta.get('model')!r} (fingerprint "
-                                 f"{self.meta.get('fingerprint')}), not this one ({fingerprint}): fit a gate for this "
-                                 "model with `workbench gate --run DIR`")
+        check_made_for(where, self.meta, fingerprint, None, "fit a gate for this model with `workbench gate --run DIR`")
         if self.probe.shape[0] != d_model:
             raise WorkbenchError(f"{where} has width {self.probe.shape[0]}, the model has d_model {d_model}: it was "
                                  "fitted on another model")

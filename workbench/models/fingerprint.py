@@ -71,3 +71,16 @@ def _offloaded_samples(hf_model: torch.nn.Module, names: set[str]) -> dict[str, 
                 if name in names and not tensor.is_meta:
                     out[name] = _sample(tensor)
     return out
+
+
+def check_made_for(what: str, recorded: dict, fingerprint: str, name: str | None, remedy: str,
+                   verb: str = "comes from") -> None:
+    """The one "made for another model" check: refuse an artifact (`what`: a direction, a gate, an adapter, a run
+    directory) whose record (`recorded`: its `fingerprint` and model `name` or `model`) names other weights than the
+    model with `fingerprint` (called `name`, or "this one"), with a one-line error ending in `remedy`."""
+    if recorded.get("fingerprint") == fingerprint:
+        return
+    other = recorded.get("model", recorded.get("name"))
+    this = repr(name) if name is not None else "this one"
+    raise WorkbenchError(f"{what} {verb} model {other!r} (fingerprint {recorded.get('fingerprint')}), not {this} "
+                         f"({fingerprint}): {remedy}")

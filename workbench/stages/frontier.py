@@ -41,6 +41,7 @@ from workbench.interventions.gate import GATE_FILE, Gated, decide, load_gate
 from workbench.interventions.hooks import BASELINE, Ablation
 from workbench.io import atomic_write, write_json
 from workbench.method.refusal_math import partial_orthogonalize
+from workbench.models.fingerprint import check_made_for
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage, jsonable, never_done
 from workbench.stages.evaluate import EvalConfig, configured_judges, generate_pairs, judge_columns, read_completions
@@ -133,9 +134,8 @@ def frontier_interventions(run: RunDir, lm: LoadedModel, config: FrontierConfig)
                              f"(run `workbench select --run {run.path}`)")
     reference = max(selection, key=lambda s: float(s["lam"]))
     tensors, meta = read_direction_file(run.file(reference["direction_file"]), ("raw_false", "raw_true"))
-    if meta.get("fingerprint") != lm.info.fingerprint:
-        raise WorkbenchError(f"{reference['direction_file']} comes from another model ({meta.get('model')!r}): the "
-                             "frontier needs the run's own model")
+    check_made_for(reference["direction_file"], meta, lm.info.fingerprint, lm.info.name,
+                   "the frontier needs the run's own model")
     w, r = tensors["raw_false"].float(), tensors["raw_true"].float()
     out: list[tuple[str, float | None, NamedIntervention]] = [("baseline", None, NamedIntervention("baseline",
                                                                                                      BASELINE))]

@@ -19,6 +19,7 @@ from workbench.errors import WorkbenchError
 from workbench.eval.capability import CapabilityConfig
 from workbench.io import write_json
 from workbench.method.rule import SelectionRule
+from workbench.models.fingerprint import check_made_for
 from workbench.models.loader import LoadedModel
 from workbench.stages import (
     capability,
@@ -122,9 +123,8 @@ def run_pipeline(lm: LoadedModel, run_path, config: PipelineConfig, force: bool 
         previous = run.read_json("config.json", keys=("model",))
         if not isinstance(previous["model"], dict):
             raise run.corrupted("config.json", "its 'model' is not a record")
-        if previous["model"].get("fingerprint") != lm.info.fingerprint:
-            raise WorkbenchError(f"{run.path} was made with model {previous['model'].get('name')!r}: use another "
-                                 "--run or --force to start over")
+        check_made_for(str(run.path), previous["model"], lm.info.fingerprint, lm.info.name,
+                       "use another --run or --force to start over", verb="was made with")
     if force:
         _clear(run, tuple(o for stage in PIPELINE for o in stage.outputs))
     write_json(previous_path, jsonable({"model": lm.info.to_dict(), "load": lm.options.record(),

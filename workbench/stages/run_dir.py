@@ -21,6 +21,7 @@ import torch
 
 from workbench import __version__
 from workbench.errors import WorkbenchError
+from workbench.models.fingerprint import check_made_for
 
 STAGE_COMMANDS = {
     "extract": "workbench extract --model M --run DIR",
@@ -255,12 +256,8 @@ class RunDir:
 
     def check_model(self, fingerprint: str, name: str) -> None:
         """Refuse a run directory whose candidates were extracted from a different model."""
-        recorded = self.model_record()
-        if recorded.get("fingerprint") != fingerprint:
-            raise WorkbenchError(
-                f"run directory {self.path} was made with model {recorded.get('name')!r} (fingerprint "
-                f"{recorded.get('fingerprint')}), not {name!r} ({fingerprint}): use a new --run directory"
-            )
+        check_made_for(f"run directory {self.path}", self.model_record(), fingerprint, name,
+                       "use a new --run directory", verb="was made with")
 
 
 def provenance() -> dict:
