@@ -7,7 +7,6 @@ around a sentinel instruction, never written per model family.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from jaxtyping import Int
@@ -16,10 +15,6 @@ from torch import Tensor
 from workbench.errors import WorkbenchError
 
 _SENTINEL = "\u2063WORKBENCH_INSTRUCTION\u2063"
-
-SystemPrompt = Literal["none", "default"] | str
-"""`"none"`: no system turn (templates that insert a default one still do); `"default"`: same;
-any other string: that text as the system turn."""
 
 
 def pad_token_rows(rows: Sequence[Sequence[int]], pad: int, left: bool = True

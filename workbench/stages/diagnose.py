@@ -4,7 +4,7 @@ Reads the candidate grids (extract), runs the validation prompts of each class o
 every EOI position and layer, and writes `diagnostics.csv` (`workbench.method.diagnostics.COLUMNS`: per cell and
 vector r, w, w′(λ): cos(r, w), each class's mean and spread of projection, AUROC separabilities) and
 `diagnostics.json` (settings, prompt counts, the selected cells' rows). The figures stage draws it as heatmaps next
-to Fig. 4 (`fig4_diagnostics`). One forward pass per validation prompt: seconds on the organism, ~1 min on a 1.5B.
+to Fig. 4 (`fig4_diagnostics`). One forward pass per validation prompt.
 """
 
 from dataclasses import asdict, dataclass

@@ -52,7 +52,6 @@ if TYPE_CHECKING:
     from workbench.stages.pipeline import PipelineConfig
 
 FOLDER = "frontier/completions"
-FAMILIES = ("baseline", "w′", "r (partial)", "random", "gated w′")
 FRONTIER_COLUMNS = ("family", "intervention", "param", "judge", "n_over_refusal", "over_refusal", "over_refusal_low",
                     "over_refusal_high", "n_harmful", "harmful", "harmful_low", "harmful_high", "margin_over_r",
                     "truthfulqa_n", "truthfulqa_mc1", "truthfulqa_mc2", "gate_open_over_refusal", "gate_open_harmful")

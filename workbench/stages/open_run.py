@@ -29,7 +29,7 @@ def open_run(path: str | Path | None = None, needs: tuple[str, ...] = ("selectio
         what = "does not exist" if not run.path.exists() else f"has no {missing[0]}"
         raise WorkbenchError(
             f"no finished run at {run.path} ({what}): run `make run` from the repository root to make "
-            f"{DEFAULT_RUN} (the main job, ≈ 30 min on 2 CPU cores), or set {RUN_ENV} to a run directory made by "
+            f"{DEFAULT_RUN} (the main job), or set {RUN_ENV} to a run directory made by "
             "`workbench run`"
         )
     return run

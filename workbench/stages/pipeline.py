@@ -49,15 +49,15 @@ DEFAULT_STAGES = tuple(s for s in STAGES if s not in OPT_IN_STAGES)
 
 
 def main_job_evaluation() -> EvalConfig:
-    """The main job's evaluation, sized for ≤ 30 minutes of the whole job on 2 CPU cores: every intervention of the
+    """The main job's evaluation, sized for a CPU (the README gives the measured time): every intervention of the
     run (α = 1 only), 24 prompts per dataset, 48 new tokens. `workbench evaluate` runs the full sets."""
     return EvalConfig(alphas=(1.0,), limit=24, max_new_tokens=48)
 
 
 def main_job_capability() -> CapabilityConfig:
     """Baseline and every ablation; WikiText-2 on 4,096 tokens and 50 ARC-Challenge questions. MMLU is left out
-    (its 5-shot prompts cost ≈ 2.5 min per intervention for 50 questions on 2 CPU cores, and a 135M model is at
-    chance on it); with `tasks` including "mmlu" it uses 50 questions."""
+    (its 5-shot prompts of about a thousand tokens dominate the cost on a CPU, and a 135M model is at chance on
+    it); with `tasks` including "mmlu" it uses 50 questions."""
     return CapabilityConfig(tasks=("wikitext2", "arc_challenge"), interventions=None, perplexity_tokens=4096,
                             mmlu_n=50, arc_n=50)
 
