@@ -17,7 +17,7 @@ import pandas as pd
 from workbench.errors import WorkbenchError
 from workbench.interventions.directions import OFFSETS_KEY, save_direction
 from workbench.io import atomic_write, file_sha256, write_json
-from workbench.method.refusal_math import affine_offsets, partial_orthogonalize
+from workbench.method.refusal_math import affine_offsets, partial_orthogonalize, unit
 from workbench.method.rule import SelectionRule, row_record
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage
@@ -214,7 +214,7 @@ def select(run: RunDir, rule: SelectionRule | None = None, lm: LoadedModel | Non
         r = grids.true_refusal[p, layer]
         meta = {"model": model["name"], "fingerprint": model["fingerprint"], "vector": "true",
                 "pos": str(true_choice["pos"]), "layer": str(layer), "run": str(run.path)}
-        save_direction(run.file("directions/true.safetensors"), with_offsets({"direction": r / r.norm(),
+        save_direction(run.file("directions/true.safetensors"), with_offsets({"direction": unit(r),
                                                                               "raw_true": r}), meta)
     else:
         run.file("directions/true.safetensors").unlink(missing_ok=True)
