@@ -16,6 +16,7 @@ from workbench.data import check_prompt_source, load_prompts
 from workbench.errors import WorkbenchError
 from workbench.io import atomic_write, write_json
 from workbench.method.grids import CandidateGrids
+from workbench.method.prompt_filter import Keep, keep_for, kept
 from workbench.method.refusal_math import add_to_sum, mean_difference, refusal_score
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage, jsonable
@@ -60,14 +61,14 @@ class MeanResult:
 
 @torch.inference_mode()
 def activation_batches(
-    lm: LoadedModel, instructions: list[str], keep: str | None, batch_size: int = 32, desc: str = "activations",
+    lm: LoadedModel, instructions: list[str], keep: Keep | None, batch_size: int = 32, desc: str = "activations",
     every_position: bool = False, n_last: int | None = None,
 ) -> Iterator[tuple[Float[Tensor, "batch pos n_layer d_model"], Int[Tensor, "batch pos"]]]:
     """`resid_pre` at every layer, one batch of prompts at a time (on the CPU, the model's dtype), with the batch's
     attention mask at the same positions: the EOI positions (the last `n_eoi`), the last `n_last` positions, or with
     `every_position` all of them.
 
-    `keep`: None keeps every prompt; "refuses" keeps prompts whose refusal score is > 0; "complies" those < 0.
+    `keep`: the refusal-score filter (`method.prompt_filter.kept`); None keeps every prompt.
     """
     n_layers = lm.info.n_layers
     first = 0 if every_position else -(n_last or lm.chat.n_eoi)
@@ -89,7 +90,7 @@ def activation_batches(
         mask = batch.attention_mask[:, first:].cpu()
         if keep is not None:
             scores = refusal_score(logits[:, -1, :].float().cpu(), lm.info.refusal_tokens)
-            rows = scores > 0 if keep == "refuses" else scores < 0
+            rows = kept(scores, keep)
             acts, mask = acts[rows], mask[rows]
         yield acts, mask
 
@@ -97,13 +98,13 @@ def activation_batches(
 def mean_activations(
     lm: LoadedModel,
     instructions: list[str],
-    keep: str | None,
+    keep: Keep | None,
     batch_size: int = 32,
     desc: str = "means",
 ) -> MeanResult:
     """Mean `resid_pre` at every layer and EOI position, streaming in float64 (memory independent of prompt count).
 
-    `keep`: None keeps every prompt; "refuses" keeps prompts whose refusal score is > 0; "complies" those < 0.
+    `keep`: the refusal-score filter (`method.prompt_filter.kept`); None keeps every prompt.
     """
     running = torch.zeros(lm.chat.n_eoi, lm.info.n_layers, lm.info.d_model, dtype=torch.float64)
     kept = 0
@@ -119,11 +120,10 @@ def extract(lm: LoadedModel, config: ExtractConfig, run: RunDir) -> dict:
     """Write `candidates.safetensors` (raw true/false refusal grids, means) and `candidates.json`."""
     config.validate()
     sets = {"harmful": config.harmful, "harmless": config.harmless, "pseudo_harmful": config.pseudo_harmful}
-    rules = {"harmful": "refuses", "harmless": "complies", "pseudo_harmful": "refuses"}
     means: dict[str, MeanResult] = {}
     for key, name in sets.items():
         prompts = [p.instruction for p in load_prompts(name, limit=config.n_train)]
-        means[key] = mean_activations(lm, prompts, rules[key] if config.filter_train else None, config.batch_size,
+        means[key] = mean_activations(lm, prompts, keep_for(key, config.filter_train), config.batch_size,
                                       desc=f"means {key}")
         if means[key].n_kept == 0:
             raise WorkbenchError(

@@ -17,6 +17,7 @@ import pandas as pd
 from workbench.errors import WorkbenchError
 from workbench.interventions.directions import OFFSETS_KEY, save_direction
 from workbench.io import atomic_write, file_sha256, write_json
+from workbench.method.prompt_filter import keep_for, kept
 from workbench.method.refusal_math import affine_offsets, partial_orthogonalize, unit
 from workbench.method.rule import SelectionRule, row_record
 from workbench.models.loader import LoadedModel
@@ -133,7 +134,7 @@ def rerank_candidates(lm: LoadedModel, run: RunDir, frame: pd.DataFrame, rule: S
     prompts = {}
     for key, name in (("pseudo_harmful", recorded.pseudo_harmful_val), ("harmful", recorded.harmful_val)):
         pool = [p.instruction for p in load_prompts(name, limit=recorded.n_val)]
-        refused = refusal_scores(lm, pool) > 0  # the validation filter: prompts the unablated model refuses
+        refused = kept(refusal_scores(lm, pool), keep_for(key))  # the validation filter, on the unablated model
         prompts[key] = [p for p, k in zip(pool, refused.tolist(), strict=True) if k][: rule.rerank_n]
         if not prompts[key]:
             raise WorkbenchError(f"re-ranking: the model refuses none of the {len(pool)} prompts of {name!r}, so a "
