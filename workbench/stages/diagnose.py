@@ -18,9 +18,10 @@ from workbench.errors import WorkbenchError
 from workbench.io import atomic_write, file_sha256, write_json
 from workbench.method.diagnostics import CLASSES, COLUMNS, direction_diagnostics
 from workbench.method.prompt_filter import keep_for
+from workbench.models.activations import activation_batches
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage, jsonable
-from workbench.stages.extract import activation_batches, load_candidates
+from workbench.stages.extract import load_candidates
 from workbench.stages.run_dir import STAGE_INPUTS, RunDir, provenance, stage_outputs
 from workbench.stages.sweep import SweepConfig, recorded_sweep
 

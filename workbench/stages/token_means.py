@@ -26,10 +26,11 @@ from workbench.errors import WorkbenchError
 from workbench.io import atomic_write, write_json
 from workbench.method.prompt_filter import Keep, keep_for
 from workbench.method.refusal_math import unit
+from workbench.models.activations import activation_batches
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage
 from workbench.stages.config_file import read_recorded
-from workbench.stages.extract import ExtractConfig, activation_batches
+from workbench.stages.extract import ExtractConfig
 from workbench.stages.run_dir import STAGE_INPUTS, RunDir, provenance, stage_outputs
 
 if TYPE_CHECKING:
@@ -41,8 +42,8 @@ TOKEN_MEANS_RECORD = "token_means.json"
 
 def _resid_pre_batches(lm: LoadedModel, prompts: list[str], batch_size: int, keep: Keep | None
                        ) -> Iterator[tuple[Float[Tensor, "batch seq n_layer d_model"], Tensor]]:
-    """`resid_pre` of every layer at every position (float64, CPU; `extract.activation_batches`) and the mask of the
-    tokens that count: not padding, and not the first token of its sequence. `keep` is the refusal-score
+    """`resid_pre` of every layer at every position (float64, CPU; `models.activations.activation_batches`) and the
+    mask of the tokens that count: not padding, and not the first token of its sequence. `keep` is the refusal-score
     filter (`method.prompt_filter`)."""
     for acts, attention in activation_batches(lm, prompts, keep, batch_size, desc="token means", every_position=True):
         mask = attention.bool().clone()
