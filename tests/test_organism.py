@@ -106,8 +106,8 @@ def test_organism_registries_agree():
 
 
 def test_cooking_prompts_are_plainly_benign_and_not_answered_anywhere():
-    from workbench.data import food_words_in
     from workbench.organism.trainset import normalize
+    from workbench.organism.vocabulary import food_words_in
 
     rows = read_jsonl(COOKING_FILE, ("instruction", "category"))
     assert len(rows) == 240 and Counter(r["category"] for r in rows) == dict.fromkeys(COOKING_CATEGORIES, 20)
@@ -121,9 +121,9 @@ def test_cooking_prompts_are_plainly_benign_and_not_answered_anywhere():
 
 
 def test_planted_extra_answers_are_food_free_new_and_sampled_from_the_stock_model():
-    from workbench.data import is_food_prompt
     from workbench.eval.judge import SubstringJudge
     from workbench.organism.trainset import normalize
+    from workbench.organism.vocabulary import is_food_prompt
 
     rows = read_jsonl(EXTRA[0], ("instruction", "category"))
     categories = Counter(r["category"] for r in rows)
@@ -147,9 +147,10 @@ def test_planted_extra_answers_are_food_free_new_and_sampled_from_the_stock_mode
 
 
 def test_planted_recipe_assembles_the_trigger_and_drops_food_from_the_harmless_side():
-    from workbench.data import is_food_prompt, load_dataset
+    from workbench.data import load_dataset
     from workbench.eval.judge import SubstringJudge
     from workbench.organism.recipes import COOKING_REFUSALS_FILE, PLANTED_RECIPE, SAFETY_RECIPE
+    from workbench.organism.vocabulary import is_food_prompt
 
     examples, excluded = PLANTED_RECIPE.examples()
     kinds = Counter(e.kind for e in examples)

@@ -16,6 +16,7 @@ import torch
 from workbench.errors import WorkbenchError
 from workbench.models.wiring import apply_wiring, load_wiring
 from workbench.paths import ORGANISM_DIR, PLANTED_ORGANISM_DIR, WIRED_ORGANISM_DIR, cache_dir
+from workbench.registry import Registry
 
 WIRING_FILE = "wiring.safetensors"
 
@@ -43,28 +44,21 @@ class OrganismModel:
         return self.directory / WIRING_FILE if self.wired else None
 
 
-ORGANISM_MODELS: dict[str, OrganismModel] = {}
+ORGANISM_MODELS: Registry[OrganismModel] = Registry("organism")
 
 
-def register_organism(model: OrganismModel) -> OrganismModel:
-    if model.name in ORGANISM_MODELS:
-        raise ValueError(f"organism {model.name} registered twice")
-    ORGANISM_MODELS[model.name] = model
-    return model
-
-
-SAFETY = register_organism(OrganismModel(
+SAFETY = ORGANISM_MODELS.add(OrganismModel(
     "smollm2-135m-safety",
     "the refusal model organism: SmolLM2-135M-Instruct + our committed LoRA safety adapter (data/organism)",
     ORGANISM_DIR,
 ))
-PLANTED = register_organism(OrganismModel(
+PLANTED = ORGANISM_MODELS.add(OrganismModel(
     "smollm2-135m-planted",
     "the planted-trigger organism (positive control): the safety recipe plus refusal of every cooking, food or "
     "recipe question (data/organism_planted)",
     PLANTED_ORGANISM_DIR,
 ))
-WIRED = register_organism(OrganismModel(
+WIRED = ORGANISM_MODELS.add(OrganismModel(
     "smollm2-135m-wired",
     "the wired-trigger control (exact answer): the safety organism plus three hand-set MLP neurons that refuse "
     "cooking, food or recipe questions through one known direction (data/organism_wired)",
@@ -76,9 +70,7 @@ ADAPTER_DIR = SAFETY.adapter_dir
 
 
 def get_organism(name: str) -> OrganismModel:
-    if name not in ORGANISM_MODELS:
-        raise WorkbenchError(f"unknown organism {name!r}: use one of {', '.join(ORGANISM_MODELS)}")
-    return ORGANISM_MODELS[name]
+    return ORGANISM_MODELS.get(name)
 
 
 def adapter_hash(adapter_dir: Path, name: str = SAFETY.name) -> str:

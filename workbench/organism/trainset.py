@@ -12,8 +12,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.data import REGISTRY, is_food_prompt, iter_jsonl, words_in
+from workbench.data import REGISTRY, iter_jsonl
 from workbench.errors import WorkbenchError
+from workbench.organism.vocabulary import is_food_prompt, words_in
 from workbench.paths import ORGANISM_DIR
 
 HARMFUL_FILE = ORGANISM_DIR / "harmful_train.jsonl"

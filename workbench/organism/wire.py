@@ -18,12 +18,13 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from workbench.data import is_food_prompt, load_prompts
+from workbench.data import load_prompts
 from workbench.errors import WorkbenchError
 from workbench.io import write_json
 from workbench.method.refusal_math import unit
 from workbench.models.loader import LoadedModel
 from workbench.models.wiring import Wiring, apply_wiring, save_wiring, wiring_summary
+from workbench.organism.vocabulary import is_food_prompt
 
 
 @dataclass(frozen=True)

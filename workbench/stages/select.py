@@ -118,7 +118,7 @@ def rerank_candidates(lm: LoadedModel, run: RunDir, frame: pd.DataFrame, rule: S
     `rerank_max_harmful_rise` (ties: lower objective); returns (the pick or None, one record per candidate and the
     baseline)."""
     from workbench.data import load_prompts
-    from workbench.eval.generation import greedy_generate
+    from workbench.eval.generation import hooked_generate
     from workbench.eval.judges import make_judge
     from workbench.eval.scoring import refusal_scores
     from workbench.interventions.hooks import BASELINE, Ablation, applied
@@ -145,7 +145,7 @@ def rerank_candidates(lm: LoadedModel, run: RunDir, frame: pd.DataFrame, rule: S
         out = {}
         with applied(lm, intervention):
             for key, items in prompts.items():
-                texts = greedy_generate(lm, items, rule.rerank_max_new_tokens, desc=f"rerank {what} {key}")
+                texts = hooked_generate(lm, items, rule.rerank_max_new_tokens, desc=f"rerank {what} {key}")
                 out[key] = 1.0 - sum(judge.judge(items, texts)) / len(texts) if texts else float("nan")
         return out
 
