@@ -377,3 +377,17 @@ def test_linear_schedule_starts_at_the_peak_and_refuses_snapshots(tiny_checkpoin
     with pytest.raises(WorkbenchError, match="unknown learning-rate schedule 'cosine': use one of constant, linear"):
         train_organism(PLANTED_RECIPE, replace(two, schedule="cosine"), tmp_path / "x", progress=False,
                        base_dir=tiny_checkpoint)
+
+
+def test_the_no_food_set_is_registered_by_the_organism_and_seen_by_the_stages_and_the_cli():
+    """The data layer alone does not know the organism's set; the organism package, the stages (every command, the
+    API and the configs go through them) and the CLI register it."""
+    import subprocess
+    import sys
+
+    name = "bundled_harmless_test_no_food"
+    for module, known in (("workbench.data", False), ("workbench.organism", True), ("workbench.stages", True),
+                          ("workbench.cli", True)):
+        code = f"import {module}; from workbench.data import REGISTRY; print({name!r} in REGISTRY)"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        assert out.strip() == str(known), module

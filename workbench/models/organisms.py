@@ -7,13 +7,13 @@ The adapters are data (`data/organism/adapter`, `data/organism_planted/adapter`)
 
 import hashlib
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from workbench.errors import WorkbenchError
+from workbench.io import atomic_dir
 from workbench.models.wiring import apply_wiring, load_wiring
 from workbench.paths import ORGANISM_DIR, PLANTED_ORGANISM_DIR, WIRED_ORGANISM_DIR, cache_dir
 from workbench.registry import Registry
@@ -154,11 +154,8 @@ def organism_checkpoint(name: str = SAFETY.name, adapter_dir: Path | None = None
     merged = merge_adapter(base, adapter_dir)
     if organism.wiring_file is not None:
         apply_wiring(merged, load_wiring(organism.wiring_file))
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(tmp)
-    AutoTokenizer.from_pretrained(stock).save_pretrained(tmp)
-    (tmp / "organism.json").write_text(json.dumps({"organism_sha256": digest}))  # adapter (+ wiring) hash
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.replace(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        merged.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(stock).save_pretrained(tmp)
+        (tmp / "organism.json").write_text(json.dumps({"organism_sha256": digest}))  # adapter (+ wiring) hash
     return out_dir
