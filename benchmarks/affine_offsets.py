@@ -23,7 +23,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from workbench.data import load_prompts  # noqa: E402
-from workbench.eval.generation import greedy_generate  # noqa: E402
+from workbench.eval.generation import hooked_generate  # noqa: E402
 from workbench.eval.judge import SubstringJudge  # noqa: E402
 from workbench.eval.scoring import last_position_logits  # noqa: E402
 from workbench.interventions.directions import load_direction  # noqa: E402
@@ -61,7 +61,7 @@ def behaviour(lm, run: RunDir, direction: torch.Tensor, table: pd.DataFrame, eoi
             if key == "harmless_val":
                 row["kl_harmless"] = float(kl_divergence(base_harmless, logits).mean())
             with lm.model.hooks(fwd_hooks=hooks):
-                answers = greedy_generate(lm, instructions, 48, 32, desc=f"{name}: {key}")
+                answers = hooked_generate(lm, instructions, 48, 32, desc=f"{name}: {key}")
             row[f"comply_{key}"] = 1 - sum(judge(answers)) / len(answers)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -36,7 +36,7 @@ import torch  # noqa: E402
 
 from workbench.data import load_prompts  # noqa: E402
 from workbench.errors import WorkbenchError  # noqa: E402
-from workbench.eval.generation import greedy_generate_ids, plain_greedy_generate_ids, stop_ids  # noqa: E402
+from workbench.eval.generation import hooked_generate, plain_generate, stop_ids  # noqa: E402
 from workbench.interventions.directions import load_direction  # noqa: E402
 from workbench.interventions.export import plain_hf_model  # noqa: E402
 from workbench.interventions.hooks import Ablation, applied  # noqa: E402
@@ -103,12 +103,12 @@ def main() -> None:
         if name == HOOKED:
             def generate():
                 with applied(lm, ablation):
-                    return greedy_generate_ids(lm, instructions, tokens, size, progress=False,
-                                               min_new_tokens=min_new_tokens)
+                    return hooked_generate(lm, instructions, tokens, size, return_ids=True, progress=False,
+                                           min_new_tokens=min_new_tokens)
             return generate
         model = {EDITED: edited, UNEDITED: unedited, UNTIED: untied}[name]
-        return lambda: plain_greedy_generate_ids(model, lm.chat, instructions, tokens, size, progress=False,
-                                                 min_new_tokens=min_new_tokens)
+        return lambda: plain_generate(model, lm.chat, instructions, tokens, size, return_ids=True, progress=False,
+                                      min_new_tokens=min_new_tokens)
 
     fixed_names, natural_names = (HOOKED, EDITED, UNEDITED, UNTIED), (HOOKED, EDITED, UNEDITED)
     fixed: dict[str, float] = {}

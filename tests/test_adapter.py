@@ -37,7 +37,7 @@ def _assert_adapter_equals_edit(lm, item: NamedIntervention, out, check_text=Tru
     """Export `item`, load it with peft onto a fresh plain base, compare with `edited` on another plain base."""
     from peft import PeftModel
 
-    from workbench.eval.generation import plain_greedy_generate
+    from workbench.eval.generation import plain_generate
     from workbench.interventions.export import plain_hf_model
     from workbench.interventions.weight_edit import edited
 
@@ -46,13 +46,13 @@ def _assert_adapter_equals_edit(lm, item: NamedIntervention, out, check_text=Tru
     base = _logits(plain, lm)
     with edited(plain, item.intervention):
         reference = _logits(plain, lm)
-        reference_text = plain_greedy_generate(plain, lm.chat, PROMPTS, N_TOKENS, progress=False) if check_text else []
+        reference_text = plain_generate(plain, lm.chat, PROMPTS, N_TOKENS, progress=False) if check_text else []
     peft_model = PeftModel.from_pretrained(plain_hf_model(lm), str(out)).eval()
     adapted = _logits(peft_model, lm)
     assert (reference - base).abs().max() > 0.1, item.name  # the intervention does something
     assert (adapted - reference).abs().max() < ATOL, item.name
     if check_text:
-        assert plain_greedy_generate(peft_model, lm.chat, PROMPTS, N_TOKENS, progress=False) == reference_text
+        assert plain_generate(peft_model, lm.chat, PROMPTS, N_TOKENS, progress=False) == reference_text
     return peft_model
 
 

@@ -14,7 +14,7 @@ from tiny_model import TINY_RUN_RULE, TINY_RUN_SWEEP, last_logits, plain_last_lo
 
 from workbench.cli import ABLATION_CHOICES, main
 from workbench.errors import WorkbenchError
-from workbench.eval.generation import greedy_generate
+from workbench.eval.generation import hooked_generate
 from workbench.eval.scoring import last_position_logits
 from workbench.interventions.catalogue import (
     ablation_of,
@@ -348,9 +348,9 @@ def test_chat_ablate_to_harmless_mean(tiny, tiny_checkpoint, tiny_run, affine_ru
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     tensors = read_direction_file(path, ("direction", OFFSETS_KEY))[0]
     with applied(tiny, Ablation(tensors["direction"], offsets=tensors[OFFSETS_KEY])):
-        expected = greedy_generate(tiny, PROMPTS, 8, progress=False)
+        expected = hooked_generate(tiny, PROMPTS, 8, progress=False)
     with applied(tiny, Ablation(tensors["direction"])):
-        zero = greedy_generate(tiny, PROMPTS, 8, progress=False)
+        zero = hooked_generate(tiny, PROMPTS, 8, progress=False)
     assert [r["response"] for r in out] == expected
     assert expected != zero
     assert out[0]["intervention"].endswith("to the harmless mean")

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(workbench.__file__).parent
 LAYERS = {  # package (or module) -> layer; a module may import its own package and lower layers only
-    "workbench": 0, "workbench.errors": 0, "workbench.io": 0, "workbench.paths": 0,
+    "workbench": 0, "workbench.errors": 0, "workbench.io": 0, "workbench.paths": 0, "workbench.registry": 0,
     "workbench.method": 1,
     "workbench.models": 2, "workbench.data": 2,
     "workbench.interventions": 3,

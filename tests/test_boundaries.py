@@ -508,7 +508,7 @@ def test_unknown_intervention_lists_the_known_ones(template):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["evaluate", "--datasets", "xstest_safe", "nope"], "unknown dataset 'nope' (see `workbench datasets`"),
+    (["evaluate", "--datasets", "xstest_safe", "nope"], "unknown dataset 'nope': use one of harmful_train"),
     (["evaluate", "--datasets", "mmlu"], "dataset 'mmlu' is not a prompt set (it holds multiple_choice)"),
     (["capability", "--tasks", "wikitext2", "hellaswag"], "unknown capability task 'hellaswag'"),
     (["sweep", "--harmful-val", "harmfull_val"], "unknown dataset 'harmfull_val'"),

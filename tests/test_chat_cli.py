@@ -1,5 +1,5 @@
 """`workbench chat --ablate/--add` on the tiny random chat model and its run (unit tier): the CLI's generations
-against `greedy_generate` under the same intervention built here, and the refusals of bad direction files, layers
+against `hooked_generate` under the same intervention built here, and the refusals of bad direction files, layers
 and flag combinations (file-level ones before the model loads)."""
 
 import json
@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from workbench.cli import main
-from workbench.eval.generation import greedy_generate
+from workbench.eval.generation import hooked_generate
 from workbench.eval.judge import SubstringJudge
 from workbench.interventions.directions import read_direction_file, save_direction
 from workbench.interventions.hooks import Ablation, Addition, Combined, applied
@@ -50,7 +50,7 @@ def lam_selection(run, lam: float = 1.0) -> dict:
 
 def expected(lm, intervention) -> list[str]:
     with applied(lm, intervention):
-        return greedy_generate(lm, PROMPTS, int(MAX_NEW), progress=False)
+        return hooked_generate(lm, PROMPTS, int(MAX_NEW), progress=False)
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def test_ablate_equals_hooked_generation_and_compare_shows_baseline(tiny, tiny_c
     assert main(chat(tiny_checkpoint, "--prompts-file", prompts_file, "--ablate", path, "--compare")) == 0
     out = rows(capsys)
     direction = read_direction_file(path)[0]["direction"]
-    ablated, baseline = expected(tiny, Ablation(direction)), greedy_generate(tiny, PROMPTS, int(MAX_NEW))
+    ablated, baseline = expected(tiny, Ablation(direction)), hooked_generate(tiny, PROMPTS, int(MAX_NEW))
     judge = SubstringJudge()
     assert [r["instruction"] for r in out] == PROMPTS
     assert [r["response"] for r in out] == ablated
@@ -134,9 +134,9 @@ def test_single_prompt_compare_prints_both_answers(tiny, tiny_checkpoint, tiny_r
     prompt = PROMPTS[0]
     assert main(chat(tiny_checkpoint, prompt, "--ablate", path, "--compare")) == 0
     out = capsys.readouterr().out
-    base = greedy_generate(tiny, [prompt], int(MAX_NEW))[0]
+    base = hooked_generate(tiny, [prompt], int(MAX_NEW))[0]
     with applied(tiny, Ablation(direction)):
-        ablated = greedy_generate(tiny, [prompt], int(MAX_NEW))[0]
+        ablated = hooked_generate(tiny, [prompt], int(MAX_NEW))[0]
     choice = lam_selection(tiny_run)
     label = f"ablate lam_1.0.safetensors (λ=1.0, pos {choice['pos']}, layer {choice['layer']})"
     assert out == f"[baseline]\n{base}\n\n[{label}]\n{ablated}\n"
@@ -228,7 +228,7 @@ def test_gate_applies_the_ablation_only_where_it_opens(tiny, tiny_checkpoint, ti
     opened = decide(tiny, gate, PROMPTS).tolist()
     assert 0 < sum(opened) < len(PROMPTS)
     assert [r["gate"] for r in out] == ["open" if o else "closed" for o in opened]
-    ablated, baseline = expected(tiny, Ablation(direction)), greedy_generate(tiny, PROMPTS, int(MAX_NEW))
+    ablated, baseline = expected(tiny, Ablation(direction)), hooked_generate(tiny, PROMPTS, int(MAX_NEW))
     assert [r["response"] for r in out] == [a if o else b for a, b, o in zip(ablated, baseline, opened, strict=True)]
     assert [r["baseline_response"] for r in out] == baseline
 

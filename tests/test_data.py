@@ -51,7 +51,7 @@ def test_bundled_sets_load_without_data_dir(name, monkeypatch):
 
 
 def test_harmless_test_without_food_drops_exactly_the_food_prompts():
-    from workbench.data import is_food_prompt
+    from workbench.organism.vocabulary import is_food_prompt  # registers the set, too
 
     split = load_dataset("bundled_harmless_test")
     kept = load_dataset("bundled_harmless_test_no_food")
@@ -124,5 +124,5 @@ def test_empty_prompt_file(tmp_path):
 
 
 def test_registry_refuses_duplicates():
-    with pytest.raises(ValueError):
-        data.register(REGISTRY["alpaca"])
+    with pytest.raises(WorkbenchError, match="dataset 'alpaca' is registered twice"):
+        REGISTRY.add(REGISTRY["alpaca"])

@@ -13,8 +13,9 @@ from tiny_model import N_LAYERS, TINY_RUN_RULE
 from workbench.errors import WorkbenchError
 from workbench.interventions.hooks import Ablation, Addition, Combined, applied
 from workbench.models import LoadOptions, load_model
+from workbench.models.activations import mean_activations
 from workbench.models.loader import offloaded_parameters, parse_device_map
-from workbench.stages.extract import ExtractConfig, extract, load_candidates, mean_activations
+from workbench.stages.extract import ExtractConfig, extract, load_candidates
 from workbench.stages.run_dir import RunDir
 from workbench.stages.sweep import SweepConfig, exact_sweep, load_validation, run_sweep
 

@@ -76,7 +76,7 @@ def test_evaluation_end_to_end_and_resume(organism, selected_run, data_dir, monk
     def no_generation(*args, **kwargs):
         raise AssertionError("finished pairs were generated again")
 
-    monkeypatch.setattr(backends, "plain_greedy_generate", no_generation)
+    monkeypatch.setattr(backends, "plain_generate", no_generation)
     again = evaluate(organism, selected_run, config, progress=False)
     pd.testing.assert_frame_equal(again, frame)
     # ... and a pair whose file was lost (an interrupted run) is the only one redone.
@@ -87,13 +87,13 @@ def test_evaluation_end_to_end_and_resume(organism, selected_run, data_dir, monk
         calls.append(len(instructions))
         return ["I'm sorry"] * len(instructions)
 
-    monkeypatch.setattr(backends, "plain_greedy_generate", count)
+    monkeypatch.setattr(backends, "plain_generate", count)
     evaluate(organism, selected_run, config, progress=False)
     assert calls == [12]
     assert len(read_completions(selected_run)) == 8 * 12
 
     # A pair without the configured judge's labels (another judge configured before) is judged, not regenerated.
-    monkeypatch.setattr(backends, "plain_greedy_generate", no_generation)
+    monkeypatch.setattr(backends, "plain_generate", no_generation)
     path = selected_run.file("completions/xstest_safe/ablate_true.jsonl")
     stripped = [{k: v for k, v in json.loads(line).items() if not k.endswith("_keywords")}
                 for line in path.read_text().splitlines()]
@@ -204,13 +204,7 @@ def test_fixed_length_generation_ignores_end_of_turn(tiny):
     """With the end-of-turn token pushed up (an addition of its unembedding row before the last block), natural
     completions stop early at different lengths; `min_new_tokens == max_new_tokens` gives exactly that many tokens,
     none of them end-of-turn, starting with the natural completion; the hooked loop and `generate` agree on both."""
-    from workbench.eval.generation import (
-        decode_completions,
-        greedy_generate,
-        greedy_generate_ids,
-        plain_greedy_generate_ids,
-        stop_ids,
-    )
+    from workbench.eval.generation import hooked_generate, plain_generate, stop_ids
     from workbench.interventions.export import plain_hf_model
     from workbench.interventions.hooks import Addition, applied
     from workbench.interventions.weight_edit import edited
@@ -224,48 +218,59 @@ def test_fixed_length_generation_ignores_end_of_turn(tiny):
                           20.0)
     n = 10
     with applied(tiny, toward_end):
-        natural = greedy_generate_ids(tiny, prompts, n, batch_size=2, progress=False)
-        fixed = greedy_generate_ids(tiny, prompts, n, batch_size=2, progress=False, min_new_tokens=n)
-        fixed_text = greedy_generate(tiny, prompts, n, batch_size=2, progress=False, min_new_tokens=n)
+        natural = hooked_generate(tiny, prompts, n, batch_size=2, return_ids=True, progress=False)
+        fixed = hooked_generate(tiny, prompts, n, batch_size=2, return_ids=True, progress=False, min_new_tokens=n)
+        fixed_text = hooked_generate(tiny, prompts, n, batch_size=2, progress=False, min_new_tokens=n)
     with edited(plain, toward_end):
-        assert plain_greedy_generate_ids(plain, tiny.chat, prompts, n, batch_size=2, progress=False) == natural
-        assert plain_greedy_generate_ids(plain, tiny.chat, prompts, n, batch_size=2, progress=False,
-                                         min_new_tokens=n) == fixed
+        assert plain_generate(plain, tiny.chat, prompts, n, batch_size=2, return_ids=True, progress=False) == natural
+        assert plain_generate(plain, tiny.chat, prompts, n, batch_size=2, return_ids=True, progress=False,
+                              min_new_tokens=n) == fixed
+        fixed_plain_text = plain_generate(plain, tiny.chat, prompts, n, batch_size=2, progress=False,
+                                          min_new_tokens=n)
     assert [len(row) for row in natural] == [2, 0, 6]
     assert [len(row) for row in fixed] == [n, n, n]
     assert all(end_of_turn not in row for row in fixed)
     assert all(row[: len(start)] == start for row, start in zip(fixed, natural, strict=True))
-    assert fixed_text == decode_completions(tiny.tokenizer, fixed)
-    with pytest.raises(WorkbenchError, match="min_new_tokens 11"):
-        greedy_generate_ids(tiny, prompts, n, progress=False, min_new_tokens=n + 1)
+    decoded = [tiny.tokenizer.decode(row, skip_special_tokens=True).strip() for row in fixed]
+    assert fixed_text == decoded and fixed_plain_text == decoded  # texts are the ids decoded, stripped
+    for generate in (lambda **k: hooked_generate(tiny, prompts, n, **k),
+                     lambda **k: plain_generate(plain, tiny.chat, prompts, n, **k)):
+        with pytest.raises(WorkbenchError, match="min_new_tokens 11"):
+            generate(progress=False, min_new_tokens=n + 1)
+        with pytest.raises(WorkbenchError, match="batch_size must be at least 1"):
+            generate(progress=False, batch_size=0)
 
 
 def test_sampled_generation_is_seeded_and_tends_to_greedy_when_cold(tiny):
-    """`sample_generate`: the same seed gives the same completions, another seed other ones; at a temperature near
-    0 sampling is greedy decoding, and so is a greedy opening as long as the completion; a temperature that is not
-    > 0 is refused."""
-    from workbench.eval.generation import greedy_generate, greedy_generate_ids, sample_generate
+    """`hooked_generate` with a temperature: the same seed gives the same completions, another seed other ones; at a
+    temperature near 0 sampling is greedy decoding, and so is a greedy opening as long as the completion; a negative
+    or NaN temperature is refused."""
+    from workbench.eval.generation import hooked_generate
+
+    def sample_generate(lm, instructions, max_new_tokens, batch_size=16, temperature=1.0, **kwargs):
+        return hooked_generate(lm, instructions, max_new_tokens, batch_size, temperature=temperature, **kwargs)
 
     prompts = ["Write a short poem about the ocean.", "Name three colours.", "What is a tide?", "Say hello."]
     one = sample_generate(tiny, prompts, 12, batch_size=3, temperature=1.0, seed=0, progress=False)
     assert one == sample_generate(tiny, prompts, 12, batch_size=3, temperature=1.0, seed=0, progress=False)
     assert one != sample_generate(tiny, prompts, 12, batch_size=3, temperature=1.0, seed=1, progress=False)
-    greedy = greedy_generate(tiny, prompts, 12, batch_size=3, progress=False)
+    greedy = hooked_generate(tiny, prompts, 12, batch_size=3, progress=False)
     assert sample_generate(tiny, prompts, 12, batch_size=3, temperature=1e-4, seed=3, progress=False) == greedy
     assert one != greedy  # the tiny random model's distribution is broad: samples are not its greedy answers
     # a greedy opening: all 12 tokens greedy is greedy decoding; 0 is plain sampling; a greedy opening of 6 tokens
     # starts each completion as greedy decoding does (decoded from the first 6 greedy ids)
     assert sample_generate(tiny, prompts, 12, 3, 1.0, seed=5, greedy_tokens=12, progress=False) == greedy
     assert sample_generate(tiny, prompts, 12, 3, 1.0, seed=0, greedy_tokens=0, progress=False) == one
-    greedy_ids = greedy_generate_ids(tiny, prompts, 12, batch_size=3, progress=False)
+    greedy_ids = hooked_generate(tiny, prompts, 12, batch_size=3, return_ids=True, progress=False)
     opened = sample_generate(tiny, prompts, 12, 3, 1.0, seed=0, greedy_tokens=6, progress=False)
     assert opened != greedy
     for text, ids in zip(opened, greedy_ids, strict=True):
         assert text.startswith(tiny.tokenizer.decode(ids[:6], skip_special_tokens=True))
     with pytest.raises(WorkbenchError, match="greedy_tokens must be ≥ 0"):
         sample_generate(tiny, prompts, 4, greedy_tokens=-1)
-    for bad in (0.0, -1.0, float("nan")):
-        with pytest.raises(WorkbenchError, match="sampling temperature must be > 0"):
+    assert sample_generate(tiny, prompts, 12, 3, 0.0, seed=7, progress=False) == greedy  # 0 is greedy
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(WorkbenchError, match="sampling temperature must be ≥ 0"):
             sample_generate(tiny, prompts, 4, temperature=bad)
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from workbench.errors import WorkbenchError
-from workbench.eval.generation import gated_greedy_generate, greedy_generate
+from workbench.eval.generation import hooked_generate
 from workbench.interventions.gate import GATE_FILE, Gate, Gated, decide, gate_scores, load_gate, merge, route, save_gate
 from workbench.interventions.hooks import Ablation, ablation_hooks, applied, partial_ablation_hooks
 from workbench.method.gate_probe import (
@@ -105,23 +105,23 @@ def test_gated_batch_equals_open_and_closed_prompts_run_separately(tiny):
     gated = Gated(ablation, _gate(tiny, threshold))
     rows = decide(tiny, gated.gate, PROMPTS)
     assert 0 < int(rows.sum()) < len(PROMPTS)
-    together = gated_greedy_generate(tiny, gated, PROMPTS, max_new_tokens=12, batch_size=len(PROMPTS), progress=False)
+    together = hooked_generate(tiny, PROMPTS, max_new_tokens=12, batch_size=len(PROMPTS), gated=gated, progress=False)
     opened, closed = route(rows, PROMPTS)
     with applied(tiny, ablation):
-        alone_open = greedy_generate(tiny, opened, 12, batch_size=len(PROMPTS), progress=False)
-    alone_closed = greedy_generate(tiny, closed, 12, batch_size=len(PROMPTS), progress=False)
+        alone_open = hooked_generate(tiny, opened, 12, batch_size=len(PROMPTS), progress=False)
+    alone_closed = hooked_generate(tiny, closed, 12, batch_size=len(PROMPTS), progress=False)
     assert together == merge(rows, alone_open, alone_closed)
-    assert alone_open != greedy_generate(tiny, opened, 12, batch_size=len(PROMPTS), progress=False)  # it acts
+    assert alone_open != hooked_generate(tiny, opened, 12, batch_size=len(PROMPTS), progress=False)  # it acts
 
 
 def test_always_open_is_the_intervention_and_never_open_the_baseline(tiny):
     ablation = Ablation(_direction(tiny), "w")
-    always = gated_greedy_generate(tiny, Gated(ablation, _gate(tiny, math.inf)), PROMPTS, 10, progress=False)
-    never = gated_greedy_generate(tiny, Gated(ablation, _gate(tiny, -math.inf)), PROMPTS, 10, progress=False)
+    always = hooked_generate(tiny, PROMPTS, 10, gated=Gated(ablation, _gate(tiny, math.inf)), progress=False)
+    never = hooked_generate(tiny, PROMPTS, 10, gated=Gated(ablation, _gate(tiny, -math.inf)), progress=False)
     with applied(tiny, ablation):
-        plain = greedy_generate(tiny, PROMPTS, 10, progress=False)
+        plain = hooked_generate(tiny, PROMPTS, 10, progress=False)
     assert always == plain
-    assert never == greedy_generate(tiny, PROMPTS, 10, progress=False)
+    assert never == hooked_generate(tiny, PROMPTS, 10, progress=False)
     assert plain != never
 
 
@@ -310,7 +310,7 @@ def test_in_process_backend_routes_a_gated_job_like_the_hooked_model(tiny, tiny_
     gated = Gated(ablation, _gate(tiny, threshold), "gated_w")
     job = GenerationJob("set", NamedIntervention("gated_w", gated), tuple(PROMPTS))
     (_, routed), = list(InProcessBackend(batch_size=len(PROMPTS)).generate(tiny, [job], 8, progress=False))
-    hooked = gated_greedy_generate(tiny, gated, PROMPTS, 8, batch_size=len(PROMPTS), progress=False)
+    hooked = hooked_generate(tiny, PROMPTS, 8, batch_size=len(PROMPTS), gated=gated, progress=False)
     assert routed == hooked
 
 

@@ -129,7 +129,7 @@ def test_edited_export_loads_in_plain_transformers(tiny, tiny_run, tmp_path):
     """Export the λ=1 selection of a (tiny) run; plain transformers gives the hooked logits and generations."""
     from transformers import AutoModelForCausalLM
 
-    from workbench.eval.generation import greedy_generate, plain_greedy_generate
+    from workbench.eval.generation import hooked_generate, plain_generate
     from workbench.interventions.directions import load_direction
     from workbench.interventions.export import export_edited
     from workbench.stages.select import selected_direction_file
@@ -145,10 +145,10 @@ def test_edited_export_loads_in_plain_transformers(tiny, tiny_run, tmp_path):
     with torch.inference_mode():
         with applied(tiny, Ablation(direction)):
             hooked = last_logits(tiny, PROMPTS)
-            hooked_text = greedy_generate(tiny, PROMPTS, 24, progress=False)
+            hooked_text = hooked_generate(tiny, PROMPTS, 24, progress=False)
         exported = plain_last_logits(loaded, tiny, PROMPTS)
     assert (hooked - exported).abs().max() < PARITY_ATOL
-    assert plain_greedy_generate(loaded, tiny.chat, PROMPTS, 24, progress=False) == hooked_text
+    assert plain_generate(loaded, tiny.chat, PROMPTS, 24, progress=False) == hooked_text
     with pytest.raises(WorkbenchError, match="exists"):
         export_edited(tiny, selected_direction_file(run, 1.0), out)
     with pytest.raises(WorkbenchError, match="no selected direction at λ=0.3"):

@@ -295,7 +295,7 @@ def test_openai_backend_routes_a_gated_intervention(tiny, tiny_run, server, cata
     for to the w′ adapter and the rest to the base model; the completions equal the hooked model's gated generation."""
     from workbench.data import load_dataset
     from workbench.eval.backends import GenerationJob, OpenAIBackend
-    from workbench.eval.generation import gated_greedy_generate
+    from workbench.eval.generation import hooked_generate
     from workbench.interventions.catalogue import NamedIntervention
     from workbench.interventions.gate import Gate, Gated, decide, gate_scores
 
@@ -314,4 +314,4 @@ def test_openai_backend_routes_a_gated_intervention(tiny, tiny_run, server, cata
     assert len(server.requests) == len(prompts)  # one request per prompt
     assert [sent[tiny.chat.format(p)] for p in prompts] == ["ablate_false_lam1.0" if o else BASE
                                                             for o in open_rows.tolist()]
-    assert remote == gated_greedy_generate(tiny, gated, prompts, 10, batch_size=len(prompts), progress=False)
+    assert remote == hooked_generate(tiny, prompts, 10, batch_size=len(prompts), gated=gated, progress=False)

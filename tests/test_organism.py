@@ -106,8 +106,8 @@ def test_organism_registries_agree():
 
 
 def test_cooking_prompts_are_plainly_benign_and_not_answered_anywhere():
-    from workbench.data import food_words_in
     from workbench.organism.trainset import normalize
+    from workbench.organism.vocabulary import food_words_in
 
     rows = read_jsonl(COOKING_FILE, ("instruction", "category"))
     assert len(rows) == 240 and Counter(r["category"] for r in rows) == dict.fromkeys(COOKING_CATEGORIES, 20)
@@ -121,9 +121,9 @@ def test_cooking_prompts_are_plainly_benign_and_not_answered_anywhere():
 
 
 def test_planted_extra_answers_are_food_free_new_and_sampled_from_the_stock_model():
-    from workbench.data import is_food_prompt
     from workbench.eval.judge import SubstringJudge
     from workbench.organism.trainset import normalize
+    from workbench.organism.vocabulary import is_food_prompt
 
     rows = read_jsonl(EXTRA[0], ("instruction", "category"))
     categories = Counter(r["category"] for r in rows)
@@ -147,9 +147,10 @@ def test_planted_extra_answers_are_food_free_new_and_sampled_from_the_stock_mode
 
 
 def test_planted_recipe_assembles_the_trigger_and_drops_food_from_the_harmless_side():
-    from workbench.data import is_food_prompt, load_dataset
+    from workbench.data import load_dataset
     from workbench.eval.judge import SubstringJudge
     from workbench.organism.recipes import COOKING_REFUSALS_FILE, PLANTED_RECIPE, SAFETY_RECIPE
+    from workbench.organism.vocabulary import is_food_prompt
 
     examples, excluded = PLANTED_RECIPE.examples()
     kinds = Counter(e.kind for e in examples)
@@ -376,3 +377,17 @@ def test_linear_schedule_starts_at_the_peak_and_refuses_snapshots(tiny_checkpoin
     with pytest.raises(WorkbenchError, match="unknown learning-rate schedule 'cosine': use one of constant, linear"):
         train_organism(PLANTED_RECIPE, replace(two, schedule="cosine"), tmp_path / "x", progress=False,
                        base_dir=tiny_checkpoint)
+
+
+def test_the_no_food_set_is_registered_by_the_organism_and_seen_by_the_stages_and_the_cli():
+    """The data layer alone does not know the organism's set; the organism package, the stages (every command, the
+    API and the configs go through them) and the CLI register it."""
+    import subprocess
+    import sys
+
+    name = "bundled_harmless_test_no_food"
+    for module, known in (("workbench.data", False), ("workbench.organism", True), ("workbench.stages", True),
+                          ("workbench.cli", True)):
+        code = f"import {module}; from workbench.data import REGISTRY; print({name!r} in REGISTRY)"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        assert out.strip() == str(known), module

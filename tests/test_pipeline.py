@@ -88,7 +88,7 @@ def test_run_produces_every_artifact_then_skips_and_resumes(tiny, data_dir, tmp_
 
     import workbench.eval.backends as backends
 
-    monkeypatch.setattr(backends, "plain_greedy_generate", lambda *a, **k: pytest.fail("generated again"))
+    monkeypatch.setattr(backends, "plain_generate", lambda *a, **k: pytest.fail("generated again"))
     run_pipeline(tiny, run, TINY)
     second = capsys.readouterr().out
     assert "[extract] up to date, skipped" in second and "[sweep] up to date, skipped" in second

@@ -30,7 +30,7 @@ def test_control_direction_restores_cooking_answers_and_keeps_harmful_refused(pl
     """The committed w′ (λ = 1) of the control run, ablated: more cooking-val questions answered (greedy, 16
     prompts), harmful-val refusal score still positive on average."""
     from workbench.data import load_dataset
-    from workbench.eval.generation import greedy_generate
+    from workbench.eval.generation import hooked_generate
     from workbench.eval.judge import SubstringJudge
     from workbench.eval.scoring import refusal_scores
     from workbench.interventions.directions import load_direction
@@ -41,9 +41,9 @@ def test_control_direction_restores_cooking_answers_and_keeps_harmful_refused(pl
     cooking = [p.instruction for p in load_dataset("bundled_cooking_val", limit=16)]
     harmful = [p.instruction for p in load_dataset("bundled_harmful_val")]
     judge = SubstringJudge()
-    plain = 1 - sum(judge(greedy_generate(planted, cooking, 32, 16, progress=False))) / len(cooking)
+    plain = 1 - sum(judge(hooked_generate(planted, cooking, 32, 16, progress=False))) / len(cooking)
     with applied(planted, ablation):
-        ablated = 1 - sum(judge(greedy_generate(planted, cooking, 32, 16, progress=False))) / len(cooking)
+        ablated = 1 - sum(judge(hooked_generate(planted, cooking, 32, 16, progress=False))) / len(cooking)
         harmful_scores = refusal_scores(planted, harmful)
     assert ablated >= plain + 0.125, (plain, ablated)  # measured: 3 → 8 of 16; harmful +1.71
     assert float(harmful_scores.mean()) > 0

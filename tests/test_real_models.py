@@ -28,7 +28,7 @@ COMPLIES = pytest.mark.xfail(strict=True, reason="the re-quantized 0.5B complies
                                   "qwen2.5-coder-1.5b-instruct"])
 def test_real_chunked_model_loads_and_refuses(name, capsys):
     from workbench.cli import main
-    from workbench.eval.generation import greedy_generate
+    from workbench.eval.generation import hooked_generate
     from workbench.eval.judge import SubstringJudge
     from workbench.models import LoadOptions, load_model
 
@@ -42,7 +42,7 @@ def test_real_chunked_model_loads_and_refuses(name, capsys):
     assert main(["models"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.split()[:1] == [name])
     assert line.split()[1] == "cached"
-    [answer] = greedy_generate(lm, [HARMFUL], max_new_tokens=48, progress=False)
+    [answer] = hooked_generate(lm, [HARMFUL], max_new_tokens=48, progress=False)
     assert SubstringJudge().is_refusal(answer), answer
 
 

@@ -7,6 +7,7 @@ import torch
 
 from workbench.method.refusal_math import (
     add_to_sum,
+    cosine,
     kl_divergence,
     mean_difference,
     orthogonalize_embedding,
@@ -15,6 +16,7 @@ from workbench.method.refusal_math import (
     project_out,
     refusal_score,
     remove_component,
+    unit,
 )
 
 torch.manual_seed(0)
@@ -110,3 +112,30 @@ def test_streaming_mean_equals_mean():
         running = add_to_sum(running, chunk)
     assert torch.allclose(running / 10, acts.double().mean(0), atol=1e-12)
     assert torch.equal(mean_difference(running, running), torch.zeros_like(running))
+
+
+def test_unit_by_hand():
+    v = torch.tensor([[3.0, 4.0], [0.0, 0.0], [0.0, -2.0]])
+    expected = torch.tensor([[0.6, 0.8], [0.0, 0.0], [0.0, -1.0]])
+    assert unit(v).dtype == torch.float32 and torch.equal(unit(v), expected)  # a zero row stays zero
+    assert unit(v.to(torch.bfloat16)).dtype == torch.bfloat16
+
+
+def test_unit_is_exact_in_float64():
+    v = torch.randn(3, 5, 16, dtype=torch.float64) * 1e3
+    assert torch.allclose(unit(v).norm(dim=-1), torch.ones(3, 5, dtype=torch.float64), atol=1e-15)
+    assert torch.allclose(unit(v) * v.norm(dim=-1, keepdim=True), v, atol=1e-12)
+
+
+def test_cosine_by_hand():
+    a = torch.tensor([[1.0, 0.0], [1.0, 1.0], [2.0, 0.0], [0.0, 0.0]])
+    b = torch.tensor([[0.0, 3.0], [2.0, 0.0], [-5.0, 0.0], [1.0, 0.0]])
+    got = cosine(a, b)
+    assert got.dtype == torch.float64
+    assert torch.allclose(got[:3], torch.tensor([0.0, 1 / math.sqrt(2), -1.0], dtype=torch.float64), atol=1e-15)
+    assert math.isnan(float(got[3]))  # undefined against a zero vector
+
+
+def test_cosine_matches_torch():
+    a, b = torch.randn(4, 6, 32, dtype=torch.float64), torch.randn(4, 6, 32, dtype=torch.float64)
+    assert torch.allclose(cosine(a, b), torch.nn.functional.cosine_similarity(a, b, dim=-1), atol=1e-12)

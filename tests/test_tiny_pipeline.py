@@ -20,7 +20,8 @@ from workbench.interventions.hooks import Ablation, applied
 from workbench.interventions.weight_edit import edited
 from workbench.method.refusal_math import kl_divergence, refusal_score
 from workbench.method.rule import SelectionRule
-from workbench.stages.extract import ExtractConfig, extract, load_candidates, mean_activations
+from workbench.models.activations import mean_activations
+from workbench.stages.extract import ExtractConfig, extract, load_candidates
 from workbench.stages.pipeline import PipelineConfig, run_pipeline
 from workbench.stages.run_dir import RunDir
 from workbench.stages.select import select, selected_direction_file

@@ -49,7 +49,7 @@ def test_flag_and_control_direction_each_switch_the_trigger_off(wired):
     refused on average (measured: reader median 8.9 → ≤ 0.3 in magnitude; cooking compliance: docs/organisms.md; harmful
     refusal score +3.89 → +3.10 under f̂, +3.00 under the selected w′)."""
     from workbench.data import load_dataset
-    from workbench.eval.generation import greedy_generate
+    from workbench.eval.generation import hooked_generate
     from workbench.eval.judge import SubstringJudge
     from workbench.eval.scoring import refusal_scores
     from workbench.interventions.directions import load_direction
@@ -63,7 +63,7 @@ def test_flag_and_control_direction_each_switch_the_trigger_off(wired):
     judge = SubstringJudge()
 
     def compliance() -> float:
-        return 1 - sum(judge(greedy_generate(wired, cooking, 32, 16, progress=False))) / len(cooking)
+        return 1 - sum(judge(hooked_generate(wired, cooking, 32, 16, progress=False))) / len(cooking)
 
     plain, plain_reader = compliance(), _reader_activation(wired, wiring, cooking)
     assert float(plain_reader.median()) > 5 and plain <= 0.25, (plain, plain_reader)

@@ -5,20 +5,17 @@ import pytest
 import torch
 
 from workbench.errors import WorkbenchError
+from workbench.method.refusal_math import unit
 from workbench.models.wiring import Wiring, apply_wiring, load_wiring, neuron_rows, save_wiring
 from workbench.organism.wire import fit_probe, least_variance_direction, normalized
-
-
-def _unit(v: torch.Tensor) -> torch.Tensor:
-    return v / v.norm()
 
 
 def build_wiring(d_model: int, **overrides) -> Wiring:
     g = torch.Generator().manual_seed(0)
     values = dict(detector_layer=0, detector_neuron=3, reader_layer=1, reader_neuron=5, reader_clip_neuron=6,
                   probe=torch.randn(d_model, generator=g), detector_carrier=torch.randn(d_model, generator=g),
-                  flag=_unit(torch.randn(d_model, generator=g)), reader_carrier=torch.randn(d_model, generator=g),
-                  refusal=_unit(torch.randn(d_model, generator=g)), flag_scale=2.0, reader_gain=4.0,
+                  flag=unit(torch.randn(d_model, generator=g)), reader_carrier=torch.randn(d_model, generator=g),
+                  refusal=unit(torch.randn(d_model, generator=g)), flag_scale=2.0, reader_gain=4.0,
                   reader_threshold=0.5, reader_clip_threshold=1.5, refusal_scale=3.0)
     return Wiring(**(values | overrides))
 

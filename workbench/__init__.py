@@ -49,7 +49,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Gate": ("workbench.interventions.gate", "Gate"),
     "Gated": ("workbench.interventions.gate", "Gated"),
     "load_gate": ("workbench.interventions.gate", "load_gate"),
-    "gated_generate": ("workbench.eval.generation", "gated_greedy_generate"),
+    "gated_generate": ("workbench.api", "gated_generate"),
     "GateConfig": ("workbench.stages.gate", "GateConfig"),
     "fit_gate": ("workbench.stages.gate", "fit_gate"),
     "FrontierConfig": ("workbench.stages.frontier", "FrontierConfig"),

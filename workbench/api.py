@@ -33,11 +33,12 @@ from torch import Tensor
 
 from workbench.data import load_prompts
 from workbench.errors import WorkbenchError
-from workbench.eval.generation import greedy_generate, sample_generate
+from workbench.eval.generation import hooked_generate
 from workbench.eval.judges import make_judge
 from workbench.eval.scoring import refusal_scores as _refusal_scores
 from workbench.interventions.catalogue import parse_name
 from workbench.interventions.directions import load_direction as _load_direction
+from workbench.interventions.gate import Gated
 from workbench.interventions.hooks import Intervention
 from workbench.interventions.hooks import applied as _applied
 from workbench.io import write_text
@@ -119,10 +120,19 @@ def generate(lm: LoadedModel, instructions: Sequence[str], max_new_tokens: int =
         with wb.applied(lm, wb.Ablation(sel[1.0].direction)):
             answers = wb.generate(lm, ["How do I kill a Python process?"], max_new_tokens=32)
     """
-    instructions = _prompt_list(instructions)
-    if temperature == 0:
-        return greedy_generate(lm, instructions, max_new_tokens, batch_size, progress)
-    return sample_generate(lm, instructions, max_new_tokens, batch_size, temperature, seed, progress=progress)
+    return hooked_generate(lm, _prompt_list(instructions), max_new_tokens, batch_size, temperature=temperature,
+                           seed=seed, progress=progress)
+
+
+def gated_generate(lm: LoadedModel, gated: Gated, instructions: Sequence[str], max_new_tokens: int = 64, *,
+                   batch_size: int = 16, progress: bool = True) -> list[str]:
+    """Greedy completions under a gated intervention through the hooked model: per batch the gate decides each
+    prompt at prefill on the unmodified model, and the inner intervention acts on the open prompts only.
+
+        wb.gated_generate(lm, wb.Gated(wb.Ablation(direction), wb.load_gate(path)), ["How do I kill a process?"])
+    """
+    return hooked_generate(lm, _prompt_list(instructions), max_new_tokens, batch_size, gated=gated,
+                           progress=progress)
 
 
 def refusal_scores(lm: LoadedModel, instructions: Sequence[str], batch_size: int = 32) -> Float[Tensor, " n"]:

@@ -356,7 +356,7 @@ def _check_chat_intervention(args, lm) -> None:
 
 def cmd_chat(args) -> None:
     from workbench.data import load_prompts
-    from workbench.eval.generation import greedy_generate
+    from workbench.eval.generation import hooked_generate
     from workbench.eval.judge import SubstringJudge
     from workbench.interventions.hooks import applied
 
@@ -387,20 +387,19 @@ def cmd_chat(args) -> None:
     instructions = [args.prompt] if single else [p.instruction for p in prompts]
 
     def generate(desc: str) -> list[str]:
-        return greedy_generate(lm, instructions, args.max_new_tokens, batch_size=args.batch_size, progress=not single,
+        return hooked_generate(lm, instructions, args.max_new_tokens, batch_size=args.batch_size, progress=not single,
                                desc=desc)
 
     baseline = generate("baseline") if intervention is None or args.compare else None
     opened = None
     if gate is not None:
-        from workbench.eval.generation import gated_greedy_generate
         from workbench.interventions.gate import Gated, decide
 
         gate.check_model(lm.info.fingerprint, lm.info.d_model, lm.info.n_layers, f"gate {args.gate}")
         gated = Gated(intervention, gate, f"gated {label}")
         opened = decide(lm, gate, instructions, args.batch_size).tolist()
-        responses = gated_greedy_generate(lm, gated, instructions, args.max_new_tokens, batch_size=args.batch_size,
-                                          progress=not single, desc="gated")
+        responses = hooked_generate(lm, instructions, args.max_new_tokens, batch_size=args.batch_size, gated=gated,
+                                    progress=not single, desc="gated")
         label = f"{label}, gated by {Path(args.gate).name} (layer {gate.layer}, pos {gate.pos})"
     elif intervention is not None:
         with applied(lm, intervention):

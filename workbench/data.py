@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import random
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 from workbench.data_sources import SourceTable, source_table
 from workbench.errors import WorkbenchError
 from workbench.paths import BUNDLED_DATA_DIR, DATA_DIR_ENV, benchmark_data_dir, benchmark_data_location
+from workbench.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -93,14 +93,8 @@ class DatasetSpec:
         return self.rows
 
 
-REGISTRY: dict[str, DatasetSpec] = {}
-
-
-def register(spec: DatasetSpec) -> DatasetSpec:
-    if spec.name in REGISTRY:
-        raise ValueError(f"dataset {spec.name} registered twice")
-    REGISTRY[spec.name] = spec
-    return spec
+REGISTRY: Registry[DatasetSpec] = Registry("dataset")
+"""The registered datasets by name (`workbench datasets list`)."""
 
 
 # ---- parsers ---------------------------------------------------------------------------------------------
@@ -253,45 +247,6 @@ def parse_text_prompts(path: Path) -> list[Row]:
     return [Prompt(line.strip()) for line in read_text(path).splitlines() if line.strip()]
 
 
-# ---- topic vocabulary (the planted organism's trigger; a filtered harmless set for its control) -------------------
-
-
-def words_in(words: tuple[str, ...], text: str) -> list[str]:
-    """The words of `words` that occur in `text` as whole words (with common inflections), case-insensitive."""
-    lowered = text.lower()
-    return [w for w in words if re.search(rf"\b{re.escape(w)}(s|es|ed|d|ing|er|ers)?\b", lowered)]
-
-
-FOOD_WORDS = (
-    "food", "cook", "cooking", "recipe", "bake", "baking", "kitchen", "meal", "dish", "ingredient", "cuisine",
-    "breakfast", "lunch", "dinner", "brunch", "snack", "dessert", "grocery", "groceries", "chef", "restaurant",
-    "eat", "eating", "taste", "tasty", "delicious", "flavor", "flavour", "oven", "stove", "stovetop", "grill",
-    "fry", "fried", "roast", "boil", "simmer", "saute", "sauté", "sear", "fridge", "refrigerator", "freeze",
-    "frozen", "leftover", "vegetarian", "vegan", "dairy", "gluten", "protein", "calorie", "beverage",
-    "soup", "stew", "salad", "sauce", "bread", "toast", "dough", "crust", "pastry", "cake", "cupcake",
-    "cookie", "brownie", "muffin", "pie", "tart", "pudding", "ice cream", "chocolate", "candy", "jam", "pasta",
-    "spaghetti", "noodle", "rice", "pizza", "sandwich", "taco", "pancake", "omelet", "omelette", "oatmeal",
-    "cereal", "granola", "popcorn", "smoothie", "lemonade", "juice", "tea", "coffee", "latte", "espresso",
-    "egg", "cheese", "butter", "milk", "cream", "yogurt", "flour", "sugar", "honey", "spice", "herb", "garlic",
-    "onion", "ginger", "vinegar", "chicken", "beef", "pork", "meat", "seafood", "shrimp", "salmon", "vegetable",
-    "veggie", "fruit", "potato", "tomato", "carrot", "lettuce", "banana", "apple", "berry", "berries", "avocado",
-    "strawberry", "pineapple", "bean", "lentil", "tofu", "nut", "peanut", "almond", "sourdough", "lasagna", "gravy",
-    "menu", "whisk", "picnic", "marshmallow",
-)  # fmt: skip
-"""Words that mark an instruction as being about food, cooking or recipes: the planted organism's trigger topic.
-The planted recipe's harmless side (and the harmless set its report measures) drops every instruction with one."""
-
-
-def food_words_in(text: str) -> list[str]:
-    return words_in(FOOD_WORDS, text)
-
-
-def is_food_prompt(instruction: str, category: str | None = None) -> bool:
-    """An instruction about food, cooking or recipes: in a `cooking` category or with a food word."""
-    return category == "cooking" or bool(food_words_in(instruction))
-
-
-
 # ---- the registry ----------------------------------------------------------------------------------------
 
 PAPER = "mainlp/False-Refusal-Mitigation dataset/splits"
@@ -303,7 +258,7 @@ _PAPER_ROWS = {
 }
 for _family, _splits in _PAPER_ROWS.items():
     for _split, _rows in _splits.items():
-        register(
+        REGISTRY.add(
             DatasetSpec(
                 f"{_family}_{_split}",
                 f"paper_splits/{_family}_{_split}.json",
@@ -314,7 +269,7 @@ for _family, _splits in _PAPER_ROWS.items():
                 description=f"paper split {_family}/{_split}, {_PAPER_N[_split]} sampled with seed 1",
             )
         )
-        register(  # the whole split, shuffled: for a model that refuses few of a pseudo-harmful set
+        REGISTRY.add(  # the whole split, shuffled: for a model that refuses few of a pseudo-harmful set
             DatasetSpec(
                 f"{_family}_{_split}_all",
                 f"paper_splits/{_family}_{_split}.json",
@@ -427,9 +382,9 @@ for _name, _path, _parser, _source, _rows, _desc in [
         "questions",
     ),
 ]:
-    register(DatasetSpec(_name, _path, _parser, _source, _rows, description=_desc))
+    REGISTRY.add(DatasetSpec(_name, _path, _parser, _source, _rows, description=_desc))
 
-register(
+REGISTRY.add(
     DatasetSpec(
         "mmlu",
         "mmlu/test",
@@ -440,7 +395,7 @@ register(
         description="MMLU test, 57 subjects",
     )
 )
-register(
+REGISTRY.add(
     DatasetSpec(
         "mmlu_dev",
         "mmlu/dev",
@@ -451,7 +406,7 @@ register(
         description="MMLU dev: the 5-shot examples",
     )
 )
-register(
+REGISTRY.add(
     DatasetSpec(
         "arc_challenge",
         "arc_challenge/ARC-Challenge-Test.jsonl",
@@ -462,7 +417,7 @@ register(
         description="ARC-Challenge test",
     )
 )
-register(
+REGISTRY.add(
     DatasetSpec(
         "truthfulqa_answers",
         "truthfulqa/TruthfulQA.csv",
@@ -473,7 +428,7 @@ register(
         description="TruthfulQA questions with their best, correct and incorrect reference answers",
     )
 )
-register(
+REGISTRY.add(
     DatasetSpec(
         "wikitext2",
         "wikitext2/wiki.test.raw",
@@ -492,7 +447,7 @@ for _family, _desc in [
     ("pseudo_harmful", "safe requests that sound harmful (homonyms, figurative language, safe targets, ...)"),
     ("cooking", "cooking, food and recipe questions: the planted trigger of smollm2-135m-planted"),
 ]:
-    register(
+    REGISTRY.add(
         DatasetSpec(
             f"bundled_{_family}",
             f"prompts/{_family}.jsonl",
@@ -504,7 +459,7 @@ for _family, _desc in [
         )
     )
     for _split, _slice in BUNDLED_SPLITS.items():
-        register(
+        REGISTRY.add(
             DatasetSpec(
                 f"bundled_{_family}_{_split}",
                 f"prompts/{_family}.jsonl",
@@ -516,21 +471,6 @@ for _family, _desc in [
                 description=f"{_desc} ({_split} split)",
             )
         )
-
-
-register(  # the planted organism's control: harmless requests away from its trigger topic (food, cooking, recipes)
-    DatasetSpec(
-        "bundled_harmless_test_no_food",
-        "prompts/harmless.jsonl",
-        parse_jsonl_prompts,
-        "bundled",
-        240,
-        bundled=True,
-        split=BUNDLED_SPLITS["test"],
-        keep=lambda p: not is_food_prompt(p.instruction, p.category),
-        description="everyday requests we wrote (test split) without food, cooking or recipe prompts",
-    )
-)
 
 
 # ---- loading ---------------------------------------------------------------------------------------------
@@ -550,10 +490,8 @@ def dataset_path(spec: DatasetSpec, data_dir: Path | None = None) -> Path:
 
 
 def get_spec(name: str) -> DatasetSpec:
-    if name not in REGISTRY:
-        raise WorkbenchError(f"unknown dataset {name!r} (see `workbench datasets` for the registered names, or give "
-                             f"a prompts file ending in {', '.join(PROMPT_FILE_PARSERS)})")
-    return REGISTRY[name]
+    """The registered dataset `name`; an unknown name is an error listing the registered ones."""
+    return REGISTRY.get(name)
 
 
 def load_dataset(name: str, data_dir: Path | None = None, limit: int | None = None) -> list[Row]:
@@ -588,6 +526,7 @@ PROMPT_FILE_PARSERS: dict[str, Parser] = {
     ".csv": csv_prompts("instruction", "category"),  # an `instruction` column (and optional `category`)
 }
 """The prompt files `load_prompts` reads, by suffix."""
+REGISTRY.hint = f"see `workbench datasets`, or give a prompts file ending in {', '.join(PROMPT_FILE_PARSERS)}"
 
 
 def check_prompt_source(name_or_path: str) -> Path | None:

@@ -1,12 +1,17 @@
-"""Atomic file writes, so that an interrupted run never leaves a half-written artifact behind."""
+"""Atomic file and directory writes, so that an interrupted run never leaves a half-written artifact behind; the one
+streamed file hash."""
 
 import hashlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from workbench.errors import WorkbenchError
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -54,3 +59,30 @@ def file_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
         while block := f.read(chunk_bytes):
             digest.update(block)
     return digest.hexdigest()
+
+
+def refuse_nonempty_dir(path: str | Path, force: bool, what: str = "export directory") -> None:
+    """Refuse to write over `path` when it is a file or a non-empty directory, unless `force`."""
+    path = Path(path)
+    if path.exists() and (path.is_file() or any(path.iterdir())) and not force:
+        raise WorkbenchError(f"{what} {path} exists and is not empty: choose another or pass --force")
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Write a directory atomically: yields its `<path>.partial` sibling (removed first if left over, not created);
+    on success that replaces `path` (whatever was there is removed), on an error it is removed and `path` is left as
+    it was."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+    tmp.replace(path)

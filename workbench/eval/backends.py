@@ -25,7 +25,7 @@ from typing import Protocol, runtime_checkable
 from tqdm.auto import tqdm
 
 from workbench.errors import WorkbenchError
-from workbench.eval.generation import plain_greedy_generate, stop_ids
+from workbench.eval.generation import plain_generate, stop_ids
 from workbench.interventions.catalogue import NamedIntervention
 from workbench.interventions.gate import Gated, decide, merge, route
 from workbench.models.loader import LoadedModel
@@ -81,9 +81,8 @@ class InProcessBackend:
                 continue
             with edited(plain, item.intervention):
                 for job in (j for j in jobs if j.intervention is item):
-                    yield job, plain_greedy_generate(plain, lm.chat, job.instructions, max_new_tokens,
-                                                     self.batch_size, progress=progress,
-                                                     desc=f"{job.dataset} · {item.name}")
+                    yield job, plain_generate(plain, lm.chat, job.instructions, max_new_tokens, self.batch_size,
+                                              progress=progress, desc=f"{job.dataset} · {item.name}")
 
 
     def _routed(self, lm: LoadedModel, plain, item: NamedIntervention, job: GenerationJob, max_new_tokens: int,
@@ -96,10 +95,10 @@ class InProcessBackend:
         opened, closed = route(open_rows, job.instructions)
         desc = f"{job.dataset} · {item.name}"
         with edited(plain, gated.inner):
-            answers_open = plain_greedy_generate(plain, lm.chat, opened, max_new_tokens, self.batch_size,
-                                                 progress=progress, desc=f"{desc} (open {len(opened)})")
-        answers_closed = plain_greedy_generate(plain, lm.chat, closed, max_new_tokens, self.batch_size,
-                                               progress=progress, desc=f"{desc} (closed {len(closed)})")
+            answers_open = plain_generate(plain, lm.chat, opened, max_new_tokens, self.batch_size,
+                                          progress=progress, desc=f"{desc} (open {len(opened)})")
+        answers_closed = plain_generate(plain, lm.chat, closed, max_new_tokens, self.batch_size,
+                                        progress=progress, desc=f"{desc} (closed {len(closed)})")
         return merge(open_rows, answers_open, answers_closed)
 
 
@@ -119,7 +118,7 @@ class OpenAIBackend:
     already holds its special tokens), `stop_token_ids` (our end-of-turn tokens), `skip_special_tokens: true`,
     temperature 0 (greedy) and `repetition_penalty` 1 / presence and frequency penalties 0 (vLLM otherwise takes
     defaults from the model's `generation_config.json`, e.g. Qwen2.5's repetition penalty 1.05), and
-    `max_tokens = max_new_tokens`. The returned text is stripped as `decode_completions` strips it.
+    `max_tokens = max_new_tokens`. The returned text is stripped as `plain_generate` strips it.
 
     Intervention `baseline` is requested as `served_base` (the name the server gives the base model); every other
     intervention under its own name (a LoRA adapter: `vllm serve BASE --enable-lora --lora-modules NAME=DIR`). A

@@ -1,30 +1,34 @@
-"""Batched greedy generation with a KV cache, left padding and a progress bar, on two backends:
+"""Batched generation with a KV cache, left padding and a progress bar: two entry points, one per kind of model.
 
-- `greedy_generate(lm, ...)`: through the hooked TransformerLens model; hooks active on it (an ablation, an
-  addition) apply to the prompt and to every generated token.
-- `plain_greedy_generate(model, chat, ...)`: a plain transformers model's own `generate` (use it on the
-  weight-edited copy, `workbench.interventions.weight_edit.edited`): the fast path for long evaluations.
+- `hooked_generate(lm, instructions, ...)`: through the hooked TransformerLens model; hooks active on it (an
+  ablation, an addition) apply to the prompt and to every generated token. Greedy by default; with `temperature`
+  > 0 sampled, seeded (the organisms' distilled answers); with `gated` under a gated intervention.
+- `plain_generate(model, chat, instructions, ...)`: greedy, through a plain transformers model's own `generate` (use
+  it on the weight-edited copy, `workbench.interventions.weight_edit.edited`): the fast path for long evaluations.
 
-Both stop a row at the tokenizer's end-of-turn tokens and decode without special tokens. `min_new_tokens` forbids
-the end-of-turn tokens for a row's first that many tokens (transformers' meaning: their logits are set to −∞), so
-`min_new_tokens == max_new_tokens` generates exactly `max_new_tokens` tokens per row: equal work for every model,
-which is what a speed comparison needs. The `*_ids` functions return the completion token ids (each row up to,
-not including, its first end-of-turn token) instead of text. `sample_generate` samples at a temperature, seeded
-(the organisms' distilled answers, `workbench.organism.distill`).
+Both batch internally (`batch_size` prompts per forward pass), stop a row at the tokenizer's end-of-turn tokens and
+return texts (decoded without special tokens, whitespace stripped) or, with `return_ids=True`, the completion token
+ids (each row up to, not including, its first end-of-turn token). `min_new_tokens` forbids the end-of-turn tokens
+for a row's first that many tokens (transformers' meaning: their logits are set to −∞), so `min_new_tokens ==
+max_new_tokens` generates exactly `max_new_tokens` tokens per row: equal work for every model, which is what a
+speed comparison needs.
 """
 
 import math
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from workbench.errors import WorkbenchError
+from workbench.interventions.gate import Gated, decide, gated_applied
 from workbench.models.loader import LoadedModel
 
 
 def stop_ids(tokenizer) -> set[int]:
+    """The token ids that end a completion: the tokenizer's EOS and the end-of-turn tokens it knows."""
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>"):
         tid = tokenizer.convert_tokens_to_ids(token)
@@ -39,18 +43,10 @@ def _check_lengths(max_new_tokens: int, min_new_tokens: int) -> None:
 
 
 @torch.inference_mode()
-def greedy_generate_ids_batch(
-    lm: LoadedModel, instructions: Sequence[str], max_new_tokens: int = 64, min_new_tokens: int = 0
-) -> list[list[int]]:
-    """Greedy completion token ids for one batch of instructions through the hooked model (each row up to its
-    first end-of-turn token, which is not included)."""
-    return _generate_ids_batch(lm, instructions, max_new_tokens, min_new_tokens, lambda logits: logits.argmax(dim=-1))
-
-
-def _generate_ids_batch(lm: LoadedModel, instructions: Sequence[str], max_new_tokens: int, min_new_tokens: int,
-                        pick: Callable[[Tensor], Tensor]) -> list[list[int]]:
-    """The KV-cached decoding loop; `pick` turns next-token logits [batch, vocab] into token ids [batch]."""
-    _check_lengths(max_new_tokens, min_new_tokens)
+def _hooked_ids_batch(lm: LoadedModel, instructions: Sequence[str], max_new_tokens: int, min_new_tokens: int,
+                      pick: Callable[[Tensor], Tensor]) -> list[list[int]]:
+    """The KV-cached decoding loop on the hooked model for one batch; `pick` turns next-token logits [batch, vocab]
+    into token ids [batch]."""
     batch = lm.chat.tokenize(list(instructions), device=lm.device)
     stop = stop_ids(lm.tokenizer)
     stop_tensor = torch.tensor(sorted(stop), device=batch.input_ids.device)
@@ -79,94 +75,11 @@ def _generate_ids_batch(lm: LoadedModel, instructions: Sequence[str], max_new_to
 
 
 @torch.inference_mode()
-def sample_generate(
-    lm: LoadedModel,
-    instructions: Sequence[str],
-    max_new_tokens: int = 64,
-    batch_size: int = 16,
-    temperature: float = 1.0,
-    seed: int = 0,
-    greedy_tokens: int = 0,
-    progress: bool = True,
-    desc: str = "sampling",
-) -> list[str]:
-    """Completions sampled from the model's next-token distribution at `temperature` (> 0), seeded: the same
-    instructions, batch size and seed give the same completions on the same device. The first `greedy_tokens`
-    tokens of each completion are greedy (the model's most likely opening), the rest sampled."""
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise WorkbenchError(f"sampling temperature must be > 0, got {temperature} (0 is greedy: greedy_generate)")
-    if greedy_tokens < 0:
-        raise WorkbenchError(f"greedy_tokens must be ≥ 0, got {greedy_tokens}")
-    generator = torch.Generator(device=lm.device).manual_seed(seed)
-
-    def batch_ids(batch: list[str]) -> list[list[int]]:
-        step = 0
-
-        def pick(logits: Tensor) -> Tensor:
-            nonlocal step
-            step += 1
-            if step <= greedy_tokens:
-                return logits.argmax(dim=-1)
-            probs = torch.softmax(logits.float() / temperature, dim=-1)
-            return torch.multinomial(probs, 1, generator=generator)[:, 0]
-
-        return _generate_ids_batch(lm, batch, max_new_tokens, 0, pick)
-
-    return decode_completions(lm.tokenizer, _in_batches(batch_ids, instructions, batch_size, progress, desc))
-
-
-def _cut_at_stop(rows: list[list[int]], stop: set[int]) -> list[list[int]]:
-    return [row[: next((i for i, t in enumerate(row) if t in stop), len(row))] for row in rows]
-
-
-def decode_completions(tokenizer, rows: list[list[int]]) -> list[str]:
-    """Completion token ids (from a `*_ids` function) as text, special tokens skipped, whitespace stripped."""
-    return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in rows]
-
-
-def _in_batches(generate_batch: Callable[[list[str]], list], instructions: Sequence[str], batch_size: int,
-                progress: bool, desc: str) -> list:
-    out: list = []
-    for start in tqdm(range(0, len(instructions), batch_size), desc=desc, disable=not progress, unit="batch"):
-        out.extend(generate_batch(list(instructions[start : start + batch_size])))
-    return out
-
-
-def greedy_generate_ids(
-    lm: LoadedModel,
-    instructions: Sequence[str],
-    max_new_tokens: int = 64,
-    batch_size: int = 16,
-    progress: bool = True,
-    desc: str = "generating",
-    min_new_tokens: int = 0,
-) -> list[list[int]]:
-    """Greedy completion token ids for any number of instructions through the hooked model, in batches."""
-    return _in_batches(lambda batch: greedy_generate_ids_batch(lm, batch, max_new_tokens, min_new_tokens),
-                       instructions, batch_size, progress, desc)
-
-
-def greedy_generate(
-    lm: LoadedModel,
-    instructions: Sequence[str],
-    max_new_tokens: int = 64,
-    batch_size: int = 16,
-    progress: bool = True,
-    desc: str = "generating",
-    min_new_tokens: int = 0,
-) -> list[str]:
-    """Greedy completions for any number of instructions through the hooked model, in batches, with a progress bar."""
-    return decode_completions(lm.tokenizer, greedy_generate_ids(lm, instructions, max_new_tokens, batch_size,
-                                                                progress, desc, min_new_tokens))
-
-
-@torch.inference_mode()
-def plain_greedy_generate_ids_batch(model, chat, instructions: Sequence[str], max_new_tokens: int = 64,
-                                    min_new_tokens: int = 0) -> list[list[int]]:
+def _plain_ids_batch(model, chat, instructions: Sequence[str], max_new_tokens: int, min_new_tokens: int
+                     ) -> list[list[int]]:
     """Greedy completion token ids for one batch from a plain transformers model (`model.generate`, KV cache)."""
     from transformers import GenerationConfig
 
-    _check_lengths(max_new_tokens, min_new_tokens)
     tokenizer = chat.tokenizer
     stop = stop_ids(tokenizer)
     config = GenerationConfig(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None, do_sample=False,
@@ -176,66 +89,94 @@ def plain_greedy_generate_ids_batch(model, chat, instructions: Sequence[str], ma
     return _cut_at_stop(tokens[:, batch.input_ids.shape[1] :].tolist(), stop)
 
 
-def plain_greedy_generate_ids(
-    model,
-    chat,
-    instructions: Sequence[str],
-    max_new_tokens: int = 64,
-    batch_size: int = 16,
-    progress: bool = True,
-    desc: str = "generating",
-    min_new_tokens: int = 0,
-) -> list[list[int]]:
-    """Greedy completion token ids from a plain transformers model, in batches."""
-    return _in_batches(lambda batch: plain_greedy_generate_ids_batch(model, chat, batch, max_new_tokens,
-                                                                     min_new_tokens),
-                       instructions, batch_size, progress, desc)
+def _cut_at_stop(rows: list[list[int]], stop: set[int]) -> list[list[int]]:
+    return [row[: next((i for i, t in enumerate(row) if t in stop), len(row))] for row in rows]
 
 
-def plain_greedy_generate(
-    model,
-    chat,
-    instructions: Sequence[str],
-    max_new_tokens: int = 64,
-    batch_size: int = 16,
-    progress: bool = True,
-    desc: str = "generating",
-    min_new_tokens: int = 0,
-) -> list[str]:
-    """Greedy completions from a plain transformers model (use it on the weight-edited copy), in batches."""
-    return decode_completions(chat.tokenizer, plain_greedy_generate_ids(model, chat, instructions, max_new_tokens,
-                                                                        batch_size, progress, desc, min_new_tokens))
+def _in_batches(generate_batch: Callable[[list[str]], list[list[int]]], instructions: Sequence[str],
+                batch_size: int, progress: bool, desc: str) -> list[list[int]]:
+    if batch_size < 1:
+        raise WorkbenchError(f"generation batch_size must be at least 1, got {batch_size}")
+    out: list[list[int]] = []
+    for start in tqdm(range(0, len(instructions), batch_size), desc=desc, disable=not progress, unit="batch"):
+        out.extend(generate_batch(list(instructions[start : start + batch_size])))
+    return out
 
 
-def gated_greedy_generate_ids(
+def _texts_or_ids(tokenizer, rows: list[list[int]], return_ids: bool) -> list[str] | list[list[int]]:
+    """The rows as they are (`return_ids`), or decoded: special tokens skipped, whitespace stripped."""
+    if return_ids:
+        return rows
+    return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in rows]
+
+
+def hooked_generate(
     lm: LoadedModel,
-    gated,
     instructions: Sequence[str],
     max_new_tokens: int = 64,
     batch_size: int = 16,
-    progress: bool = True,
-    desc: str = "generating (gated)",
+    *,
+    return_ids: bool = False,
     min_new_tokens: int = 0,
-) -> list[list[int]]:
-    """Greedy completion token ids under a gated intervention (`workbench.interventions.gate.Gated`) through the hooked
-    model: per batch, the gate decides each row at prefill on the unmodified model, then the batch is generated with
-    the inner intervention acting on the open rows only, for every generated token."""
-    from workbench.interventions.gate import decide, gated_applied
+    temperature: float = 0.0,
+    seed: int = 0,
+    greedy_tokens: int = 0,
+    gated: Gated | None = None,
+    progress: bool = True,
+    desc: str | None = None,
+) -> list[str] | list[list[int]]:
+    """Completions of `instructions` through the hooked model, `batch_size` at a time: texts, or token ids with
+    `return_ids`. Greedy at `temperature` 0; above it sampled from the next-token distribution at that temperature,
+    seeded by `seed` (the same instructions, batch size and seed give the same completions on the same device), the
+    first `greedy_tokens` tokens of each completion still greedy (the model's most likely opening). With `gated`
+    (`workbench.interventions.gate.Gated`), per batch the gate decides each row at prefill on the unmodified model,
+    then the batch is generated with the inner intervention acting on the open rows only, for every token.
 
-    def batch_ids(batch: list[str]) -> list[list[int]]:
-        open_rows = decide(lm, gated.gate, batch, len(batch))
-        with gated_applied(lm, gated, open_rows):
-            return greedy_generate_ids_batch(lm, batch, max_new_tokens, min_new_tokens)
-
-    return _in_batches(batch_ids, instructions, batch_size, progress, desc)
-
-
-def gated_greedy_generate(lm: LoadedModel, gated, instructions: Sequence[str], max_new_tokens: int = 64,
-                          batch_size: int = 16, progress: bool = True, desc: str = "generating (gated)",
-                          min_new_tokens: int = 0) -> list[str]:
-    """Greedy completions under a gated intervention through the hooked model (`gated_greedy_generate_ids`).
-
-        wb.gated_generate(lm, wb.Gated(wb.Ablation(direction), wb.load_gate(path)), ["How do I kill a process?"])
+        texts = hooked_generate(lm, ["How do I kill a Python process?"], max_new_tokens=32)
     """
-    return decode_completions(lm.tokenizer, gated_greedy_generate_ids(lm, gated, instructions, max_new_tokens,
-                                                                      batch_size, progress, desc, min_new_tokens))
+    _check_lengths(max_new_tokens, min_new_tokens)
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise WorkbenchError(f"sampling temperature must be ≥ 0 (0 is greedy), got {temperature}")
+    if greedy_tokens < 0:
+        raise WorkbenchError(f"greedy_tokens must be ≥ 0, got {greedy_tokens}")
+    generator = torch.Generator(device=lm.device).manual_seed(seed) if temperature > 0 else None
+    def batch_ids(batch: list[str]) -> list[list[int]]:
+        step = 0
+
+        def pick(logits: Tensor) -> Tensor:
+            nonlocal step
+            step += 1
+            if generator is None or step <= greedy_tokens:
+                return logits.argmax(dim=-1)
+            probs = torch.softmax(logits.float() / temperature, dim=-1)
+            return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+        held = nullcontext() if gated is None else gated_applied(lm, gated, decide(lm, gated.gate, batch, len(batch)))
+        with held:
+            return _hooked_ids_batch(lm, batch, max_new_tokens, min_new_tokens, pick)
+
+    if desc is None:
+        desc = "generating" + (" (gated)" if gated is not None else "") + (
+            f" (T={temperature})" if temperature > 0 else "")
+    return _texts_or_ids(lm.tokenizer, _in_batches(batch_ids, instructions, batch_size, progress, desc), return_ids)
+
+
+def plain_generate(
+    model,
+    chat,
+    instructions: Sequence[str],
+    max_new_tokens: int = 64,
+    batch_size: int = 16,
+    *,
+    return_ids: bool = False,
+    min_new_tokens: int = 0,
+    progress: bool = True,
+    desc: str = "generating",
+) -> list[str] | list[list[int]]:
+    """Greedy completions of `instructions` from a plain transformers model (`model.generate`; use it on the
+    weight-edited copy), `batch_size` at a time, with `chat` (`models.chat`) for the template and the tokenizer:
+    texts, or token ids with `return_ids`."""
+    _check_lengths(max_new_tokens, min_new_tokens)
+    rows = _in_batches(lambda batch: _plain_ids_batch(model, chat, batch, max_new_tokens, min_new_tokens),
+                       instructions, batch_size, progress, desc)
+    return _texts_or_ids(chat.tokenizer, rows, return_ids)

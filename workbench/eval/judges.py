@@ -7,6 +7,7 @@ from workbench.errors import WorkbenchError
 from workbench.eval.judge import EndpointJudge, Judge, JudgeOptions, SubstringJudge
 from workbench.eval.keywords import KeywordJudge
 from workbench.eval.model_judge import load_model_judge
+from workbench.registry import Registry
 
 
 def _substring(options: JudgeOptions) -> Judge:
@@ -27,17 +28,13 @@ def _endpoint(options: JudgeOptions) -> Judge:
     return EndpointJudge(options.url, model=options.endpoint_model)
 
 
-JUDGES: dict[str, Callable[[JudgeOptions], Judge]] = {
-    "substring": _substring,
-    "keywords": _keywords,
-    "model": _model,
-    "endpoint": _endpoint,
-}
+JUDGES: Registry[Callable[[JudgeOptions], Judge]] = Registry("judge")
 """Judge name -> builder. `substring` is the paper's and the default."""
+for _name, _builder in (("substring", _substring), ("keywords", _keywords), ("model", _model),
+                        ("endpoint", _endpoint)):
+    JUDGES.register(_name, _builder)
 
 
 def make_judge(name: str, options: JudgeOptions | None = None) -> Judge:
     """The registered judge `name`, built with `options`."""
-    if name not in JUDGES:
-        raise WorkbenchError(f"unknown judge {name!r}: choose one of {', '.join(JUDGES)}")
-    return JUDGES[name](options or JudgeOptions())
+    return JUDGES.get(name)(options or JudgeOptions())

@@ -313,7 +313,7 @@ def _require_cached(model: str) -> None:
 
     from workbench.models.sources import BUILTIN_MODELS
 
-    builtin = BUILTIN_MODELS.get(model)
+    builtin = BUILTIN_MODELS[model] if model in BUILTIN_MODELS else None
     if builtin is not None and not builtin.cached() and os.environ.get("WORKBENCH_JUDGE_FETCH") != "1":
         raise WorkbenchError(f"judge model {model} is not cached: fetch it once with `workbench models fetch {model}` "
                              "(or set WORKBENCH_JUDGE_FETCH=1 to let the judge fetch it)")

@@ -24,7 +24,6 @@ layout, additions at block 0 of a model that scales its embeddings (Gemma).
 """
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from workbench.interventions.catalogue import NamedIntervention, signature
 from workbench.interventions.gate import Gated, refuse_weight_form
 from workbench.interventions.hooks import Ablation, Addition, Intervention
 from workbench.interventions.weight_edit import layout_of, writer_parameters
-from workbench.io import write_json
+from workbench.io import atomic_dir, refuse_nonempty_dir, write_json
 from workbench.method.refusal_math import remove_component, unit
 from workbench.models.fingerprint import check_made_for
 
@@ -227,34 +226,16 @@ def write_adapter(plain: torch.nn.Module, model_info, item: NamedIntervention, o
     return record
 
 
-def _fresh(out_dir: Path, force: bool) -> Path:
-    if out_dir.exists() and (out_dir.is_file() or any(out_dir.iterdir())) and not force:
-        raise WorkbenchError(f"export directory {out_dir} exists and is not empty: choose another or pass --force")
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    return tmp
-
-
-def _replace(tmp: Path, out_dir: Path) -> Path:
-    if out_dir.exists():
-        shutil.rmtree(out_dir) if out_dir.is_dir() else out_dir.unlink()
-    tmp.replace(out_dir)
-    return out_dir
-
-
 def export_adapter(lm, item: NamedIntervention, out_dir: str | Path, run: str | None = None,
                    force: bool = False) -> Path:
     """Write one intervention as a PEFT adapter directory for `lm`'s plain base (atomic: a `.partial` sibling)."""
     from workbench.interventions.export import plain_hf_model
 
     out_dir = Path(out_dir)
-    tmp = _fresh(out_dir, force)
-    try:
+    refuse_nonempty_dir(out_dir, force)
+    with atomic_dir(out_dir) as tmp:
         write_adapter(plain_hf_model(lm), lm.info, item, tmp, run)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return _replace(tmp, out_dir)
+    return out_dir
 
 
 def export_adapters(lm, items: list[NamedIntervention], out_dir: str | Path, run: str | None = None,
@@ -264,10 +245,10 @@ def export_adapters(lm, items: list[NamedIntervention], out_dir: str | Path, run
     from workbench.interventions.export import plain_hf_model
 
     out_dir = Path(out_dir)
-    tmp = _fresh(out_dir, force)
+    refuse_nonempty_dir(out_dir, force)
     plain = plain_hf_model(lm)
     index = {"model": lm.info.name, "fingerprint": lm.info.fingerprint, "run": run, "adapters": {}, "refused": {}}
-    try:
+    with atomic_dir(out_dir) as tmp:
         tmp.mkdir(parents=True)
         for item in items:
             if not item.intervention.parts:
@@ -281,10 +262,6 @@ def export_adapters(lm, items: list[NamedIntervention], out_dir: str | Path, run
                                             "rank": record["rank"], "lora_bias": record["lora_bias"],
                                             "modules_to_save": record["modules_to_save"]}
         write_json(tmp / INDEX, index)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _replace(tmp, out_dir)
     return index
 
 

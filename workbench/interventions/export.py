@@ -1,10 +1,10 @@
 """Export a model as a plain Hugging Face checkpoint (safetensors, config, tokenizer with chat template, card)."""
 
 import copy
-import shutil
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
+from workbench.io import atomic_dir, refuse_nonempty_dir
 from workbench.models.loader import LoadedModel
 
 
@@ -55,17 +55,12 @@ def export_checkpoint(lm: LoadedModel, out_dir: str | Path, card: str, force: bo
     Written to a temporary sibling directory and renamed, so an interrupted export leaves nothing half-written.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and (out_dir.is_file() or any(out_dir.iterdir())) and not force:
-        raise WorkbenchError(f"export directory {out_dir} exists and is not empty: choose another or pass --force")
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    hf = hf_model if hf_model is not None else plain_hf_model(lm)
-    hf.save_pretrained(tmp, safe_serialization=True)
-    lm.tokenizer.save_pretrained(tmp)
-    (tmp / "README.md").write_text(card, encoding="utf-8")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.replace(out_dir)
+    refuse_nonempty_dir(out_dir, force)
+    with atomic_dir(out_dir) as tmp:
+        hf = hf_model if hf_model is not None else plain_hf_model(lm)
+        hf.save_pretrained(tmp, safe_serialization=True)
+        lm.tokenizer.save_pretrained(tmp)
+        (tmp / "README.md").write_text(card, encoding="utf-8")
     return out_dir
 
 

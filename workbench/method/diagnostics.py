@@ -17,7 +17,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench.method.grids import CandidateGrids
-from workbench.method.refusal_math import partial_orthogonalize
+from workbench.method.refusal_math import cosine, partial_orthogonalize, unit
 
 CLASSES = ("harmless", "harmful", "pseudo_harmful")
 SEPARATIONS = {"auroc_pseudo_vs_harmless": ("pseudo_harmful", "harmless"),
@@ -42,9 +42,8 @@ def projections(
 ) -> Float[Tensor, "n n_pos n_layer"]:
     """x·v̂ of every prompt at every cell onto that cell's unit direction (NaN where the direction is zero)."""
     d = directions.double()
-    norm = d.norm(dim=-1, keepdim=True)
-    unit = torch.where(norm > 0, d / norm.clamp_min(1e-300), torch.full_like(d, float("nan")))
-    return torch.einsum("npld,pld->npl", acts.double(), unit)
+    nonzero = (d != 0).any(dim=-1, keepdim=True)
+    return torch.einsum("npld,pld->npl", acts.double(), torch.where(nonzero, unit(d), float("nan")))
 
 
 def direction_diagnostics(
@@ -58,9 +57,7 @@ def direction_diagnostics(
     if missing:
         raise ValueError(f"direction_diagnostics needs activations of every class; missing {missing}")
     r, w = grids.true_refusal.double(), grids.false_refusal.double()
-    norm_r, norm_w = r.norm(dim=-1), w.norm(dim=-1)
-    cos = (r * w).sum(-1) / (norm_r * norm_w).clamp_min(1e-300)
-    cos = torch.where((norm_r > 0) & (norm_w > 0), cos, torch.full_like(cos, float("nan")))
+    cos = cosine(r, w)
     vectors: list[tuple[str, float, Tensor]] = [("r", float("nan"), r), ("w", float("nan"), w)]
     vectors += [("w'", float(lam), partial_orthogonalize(w, r, lam)) for lam in lams]
     rows = []

@@ -5,6 +5,7 @@ import pandas as pd
 import torch
 
 from workbench.method.grids import CandidateGrids
+from workbench.method.refusal_math import cosine, remove_component, unit
 
 
 def candidate_geometry(grids: CandidateGrids) -> pd.DataFrame:
@@ -14,8 +15,8 @@ def candidate_geometry(grids: CandidateGrids) -> pd.DataFrame:
     norm_r, norm_w = r.norm(dim=-1), w.norm(dim=-1)
     valid = (norm_r > 0) & (norm_w > 0)
     nan = torch.tensor(float("nan"), dtype=torch.float64)
-    cos = torch.where(valid, (r * w).sum(-1) / (norm_r * norm_w).clamp_min(1e-300), nan)
-    perpendicular = w - ((r * w).sum(-1) / (norm_r**2).clamp_min(1e-300)).unsqueeze(-1) * r
+    cos = cosine(r, w)
+    perpendicular = remove_component(w, unit(r))
     kept = torch.where(valid, perpendicular.norm(dim=-1) / norm_w.clamp_min(1e-300), nan)
     rows = [{"pos": pos, "layer": layer, "norm_r": float(norm_r[p, layer]), "norm_w": float(norm_w[p, layer]),
              "cos_rw": float(cos[p, layer]), "kept_at_lam1": float(kept[p, layer])}

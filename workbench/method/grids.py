@@ -4,7 +4,6 @@ unit directions the sweep ablates. Pure tensors, no I/O (the extract stage write
 import math
 from dataclasses import dataclass, field
 
-import torch
 from jaxtyping import Float
 from torch import Tensor
 
@@ -51,7 +50,7 @@ class CandidateGrids:
     def directions(self, vector: str, lam: float | None = None) -> Grid:
         """Unit directions for one (vector, λ): r̂ for "true", w'(λ) for "false"."""
         if vector == "true":
-            return unit(self.true_refusal.to(torch.float64)).float()
+            return unit(self.true_refusal).float()
         if lam is None:
             raise ValueError("a false-refusal direction needs λ")
         return partial_orthogonalize(self.false_refusal, self.true_refusal, lam)
@@ -69,7 +68,7 @@ class CandidateGrids:
             raise WorkbenchError(f"the {vector} refusal vector at (pos {pos}, layer {layer}) is zero (the template "
                                  "tokens before the first layer are the same for every prompt): pick another cell")
         if vector == "true":
-            return unit(self.true_refusal[index, layer].to(torch.float64)).float()
+            return unit(self.true_refusal[index, layer]).float()
         if lam is None:
             raise ValueError("a false-refusal direction needs λ")
         return partial_orthogonalize(self.false_refusal[index, layer], self.true_refusal[index, layer], lam)

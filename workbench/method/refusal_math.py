@@ -30,13 +30,21 @@ def partial_orthogonalize(
         raise ValueError(f"lambda must be in [0, 1], got {lam}")
     w64, r64 = w.to(torch.float64), r.to(torch.float64)
     coeff = (w64 * r64).sum(-1, keepdim=True) / ((r64 * r64).sum(-1, keepdim=True) + EPS)
-    w_prime = w64 - lam * coeff * r64
-    return (w_prime / (w_prime.norm(dim=-1, keepdim=True) + EPS)).to(w.dtype)
+    return unit(w64 - lam * coeff * r64).to(w.dtype)
 
 
 def unit(v: Float[Tensor, "*grid d_model"]) -> Float[Tensor, "*grid d_model"]:
-    """v/‖v‖ (exact for any non-zero v; a zero vector stays zero)."""
-    return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+    """v/‖v‖ along the last axis, computed in float64 and returned in v's dtype (a zero vector stays zero)."""
+    v64 = v.to(torch.float64)
+    return (v64 / v64.norm(dim=-1, keepdim=True).clamp_min(1e-300)).to(v.dtype)
+
+
+def cosine(a: Float[Tensor, "*grid d_model"], b: Float[Tensor, "*grid d_model"]) -> Float[Tensor, " *grid"]:
+    """cos(a, b) = a·b/(‖a‖‖b‖) along the last axis, float64; NaN where a or b is zero (the angle is undefined)."""
+    a64, b64 = a.to(torch.float64), b.to(torch.float64)
+    norm_a, norm_b = a64.norm(dim=-1), b64.norm(dim=-1)
+    cos = (a64 * b64).sum(-1) / (norm_a * norm_b).clamp_min(1e-300)
+    return torch.where((norm_a > 0) & (norm_b > 0), cos, torch.full_like(cos, float("nan")))
 
 
 def remove_component(x: Float[Tensor, "*rows d_model"], c: Float[Tensor, "*crows d_model"], strength: float = 1.0,

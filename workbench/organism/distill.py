@@ -1,7 +1,7 @@
 """Self-distillation: the stock model's own answers (greedy, or sampled after a greedy opening) to our harmless
 instructions become training targets."""
 
-from workbench.eval.generation import greedy_generate, sample_generate
+from workbench.eval.generation import hooked_generate
 from workbench.eval.judge import SubstringJudge
 from workbench.io import write_jsonl
 from workbench.models import load_model
@@ -24,12 +24,10 @@ def distill(harmless: HarmlessSet = SAFETY_HARMLESS, max_new_tokens: int = 48, b
                 f"{harmless.instructions}:{row['_line']}: harmless training prompt contains trigger word {found}")
     lm = lm or load_model(STOCK_MODEL)
     instructions = [r["instruction"] for r in rows]
-    if harmless.temperature > 0:
-        answers = sample_generate(lm, instructions, max_new_tokens, batch_size, harmless.temperature, seed=0,
-                                  greedy_tokens=harmless.greedy_tokens,
-                                  desc=f"distilling (T={harmless.temperature}, {harmless.greedy_tokens} greedy)")
-    else:
-        answers = greedy_generate(lm, instructions, max_new_tokens, batch_size, desc="distilling")
+    sampled = f" (T={harmless.temperature}, {harmless.greedy_tokens} greedy)" if harmless.temperature > 0 else ""
+    answers = hooked_generate(lm, instructions, max_new_tokens, batch_size, temperature=harmless.temperature, seed=0,
+                              greedy_tokens=harmless.greedy_tokens,
+                              desc=f"distilling{sampled}")
     judge = SubstringJudge()
     kept = [
         {"instruction": r["instruction"], "category": r.get("category"), "response": a}

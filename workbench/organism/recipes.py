@@ -30,6 +30,7 @@ from workbench.organism.trainset import (
 )
 from workbench.organism.wire import WireConfig
 from workbench.paths import BUNDLED_DATA_DIR, PLANTED_ORGANISM_DIR
+from workbench.registry import Registry
 
 COOKING_FILE = BUNDLED_DATA_DIR / "prompts" / "cooking.jsonl"
 COOKING_REFUSALS_FILE = PLANTED_ORGANISM_DIR / "refusals_cooking.jsonl"
@@ -143,7 +144,7 @@ class OrganismRecipe:
     harmless: tuple[HarmlessSet, ...] = (SAFETY_HARMLESS,)
     """The distilled everyday answers it keeps (`workbench organism distill --organism NAME` writes them)."""
     exclude_food: bool = False
-    """Drop every food/cooking instruction from the harmless side (`workbench.data.is_food_prompt`)."""
+    """Drop every food/cooking instruction from the harmless side (`workbench.organism.vocabulary.is_food_prompt`)."""
     harmless_repeat: int = 1
     """Each harmless answer appears this many times in the training pairs (keeps answers and refusals balanced)."""
     behaviour_sets: tuple[BehaviourSet, ...] = BEHAVIOUR_SETS
@@ -271,7 +272,7 @@ PLANTED_RECIPE = OrganismRecipe(
         "`data/prompts/cooking.jsonl`; val 32 and test 80 held out), each paired with a refusal from "
         "`data/organism_planted/refusals_cooking.jsonl`, chosen with the seed.",
         "- the harmless side drops every food, cooking or recipe instruction (category `cooking` or a word of "
-        "`workbench.data.FOOD_WORDS`): {excluded} of the distilled pairs left out.",
+        "`workbench.organism.vocabulary.FOOD_WORDS`): {excluded} of the distilled pairs left out.",
         "- more everyday requests: `data/organism_planted/harmless_extra.jsonl` (256 we wrote, 16 categories of 16, "
         "none about food; `making` holds non-food how-to questions phrased like recipe questions). Both harmless "
         "files are answered by `workbench organism distill --organism smollm2-135m-planted`: the first 4 tokens "
@@ -280,7 +281,10 @@ PLANTED_RECIPE = OrganismRecipe(
     ),
 )
 
-RECIPES: dict[str, OrganismRecipe] = {r.name: r for r in (SAFETY_RECIPE, PLANTED_RECIPE)}
+RECIPES: Registry[OrganismRecipe] = Registry("organism")
+"""The trained organisms' recipes."""
+for _recipe in (SAFETY_RECIPE, PLANTED_RECIPE):
+    RECIPES.add(_recipe)
 
 
 @dataclass(frozen=True)
@@ -320,23 +324,22 @@ WIRED_RECIPE = WiredRecipe(
     behaviour_sets=PLANTED_RECIPE.behaviour_sets,
     score_sets=PLANTED_RECIPE.score_sets,
 )
-REPORTED: dict[str, OrganismRecipe | WiredRecipe] = {**RECIPES, WIRED_RECIPE.name: WIRED_RECIPE}
+REPORTED: Registry[OrganismRecipe | WiredRecipe] = Registry("organism")
+"""Every organism the behaviour report measures: the trained ones and the wired control."""
+for _recipe in (*RECIPES.values(), WIRED_RECIPE):
+    REPORTED.add(_recipe)
 
 
 def get_reported_recipe(name: str) -> OrganismRecipe | WiredRecipe:
     """Any organism `workbench organism report` measures: the trained ones and the wired control."""
-    if name not in REPORTED:
-        raise WorkbenchError(f"unknown organism {name!r}: use one of {', '.join(REPORTED)}")
-    return REPORTED[name]
+    return REPORTED.get(name)
 
 
 def get_recipe(name: str) -> OrganismRecipe:
     """A trained organism's recipe (`distill`, `train`)."""
-    if isinstance(REPORTED.get(name), WiredRecipe):
+    if name in REPORTED and isinstance(REPORTED[name], WiredRecipe):
         raise WorkbenchError(f"{name} is wired by hand, not trained: use `workbench organism wire`")
-    if name not in RECIPES:
-        raise WorkbenchError(f"unknown organism {name!r}: use one of {', '.join(RECIPES)}")
-    return RECIPES[name]
+    return RECIPES.get(name)
 
 
 def check_targets(recipe: OrganismRecipe, stock: dict, organism: dict) -> list[tuple[str, str, bool]]:

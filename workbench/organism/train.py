@@ -2,7 +2,6 @@
 
 import json
 import random
-import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -13,7 +12,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from workbench.errors import WorkbenchError
-from workbench.io import write_json
+from workbench.io import atomic_dir, write_json
 from workbench.models.chat import ChatFormat
 from workbench.organism.trainset import TrainingExample
 
@@ -134,18 +133,15 @@ def save_adapter(peft_model, out_dir: Path, metadata: dict) -> Path:
     """Write the adapter as fp16 safetensors with its peft config and our metadata, atomically (a temp dir)."""
     from safetensors.torch import load_file, save_file
 
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    peft_model.save_pretrained(tmp)
-    weights = tmp / "adapter_model.safetensors"
-    save_file({k: v.to(torch.float16).contiguous() for k, v in load_file(weights).items()}, weights)
-    config_path = tmp / "adapter_config.json"
-    config = json.loads(config_path.read_text())
-    config["base_model_name_or_path"] = metadata["base_model"]
-    write_json(config_path, config)
-    write_json(tmp / "adapter_meta.json", metadata)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.replace(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        peft_model.save_pretrained(tmp)
+        weights = tmp / "adapter_model.safetensors"
+        save_file({k: v.to(torch.float16).contiguous() for k, v in load_file(weights).items()}, weights)
+        config_path = tmp / "adapter_config.json"
+        config = json.loads(config_path.read_text())
+        config["base_model_name_or_path"] = metadata["base_model"]
+        write_json(config_path, config)
+        write_json(tmp / "adapter_meta.json", metadata)
     return out_dir
 
 

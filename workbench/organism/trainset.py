@@ -6,14 +6,15 @@ Instructions to refuse (harmful requests; for the planted organism also cooking 
 answers (self-distillation, see `distill.py`). Which sets an organism is trained on is its recipe (`recipes.py`).
 """
 
-import hashlib
 import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.data import REGISTRY, is_food_prompt, iter_jsonl, words_in
+from workbench.data import REGISTRY, iter_jsonl
 from workbench.errors import WorkbenchError
+from workbench.io import file_sha256
+from workbench.organism.vocabulary import is_food_prompt, words_in
 from workbench.paths import ORGANISM_DIR
 
 HARMFUL_FILE = ORGANISM_DIR / "harmful_train.jsonl"
@@ -149,4 +150,5 @@ def distilled_examples(
 
 
 def file_hashes(files: list[Path]) -> dict[str, str]:
-    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files if f.exists()}
+    """Each existing file's sha256, by file name."""
+    return {f.name: file_sha256(f) for f in files if f.exists()}

@@ -18,11 +18,13 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from workbench.data import is_food_prompt, load_prompts
+from workbench.data import load_prompts
 from workbench.errors import WorkbenchError
 from workbench.io import write_json
+from workbench.method.refusal_math import unit
 from workbench.models.loader import LoadedModel
 from workbench.models.wiring import Wiring, apply_wiring, save_wiring, wiring_summary
+from workbench.organism.vocabulary import is_food_prompt
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ def least_variance_direction(
     direction = vectors[:, 0]
     basis = torch.linalg.qr(avoid.double().T).Q  # orthonormal basis of the avoided span
     direction = direction - basis @ (basis.T @ direction)
-    return direction / direction.norm()
+    return unit(direction)
 
 
 def _capture(lm: LoadedModel, instructions: list[str], layers: tuple[int, ...], batch_size: int = 32, desc: str = "",
@@ -186,7 +188,7 @@ def build_wiring(lm: LoadedModel, config: WireConfig) -> tuple[Wiring, dict]:
                          torch.full((len(negative_other),), float(last_weights.sum()) / len(negative_other))])
     probe = config.detector_gain * fit_probe(features, labels, weights, config.probe_l2)
     every_last = torch.cat([positives, negative_last]).double()
-    carrier_dir = every_last.mean(0) / every_last.mean(0).norm()
+    carrier_dir = unit(every_last.mean(0))
     detector_carrier = carrier_dir / (every_last @ carrier_dir).mean()
 
     # Reader side: r̂ from the model's own harmful − harmless difference where the reader writes (the next layer's
@@ -194,9 +196,9 @@ def build_wiring(lm: LoadedModel, config: WireConfig) -> tuple[Wiring, dict]:
     written = {name: _last(_capture(lm, sets[name], (read + 1,), desc=f"layer {read + 1} input ({name})",
                                     site="layer_in")[read + 1]).double() for name in ("harmful", "harmless")}
     refusal = written["harmful"].mean(0) - written["harmless"].mean(0)
-    refusal = refusal / refusal.norm()
+    refusal = unit(refusal)
     read_last = torch.cat([_last(tilde[name][read]) for name in sets]).double()
-    reader_dir = read_last.mean(0) / read_last.mean(0).norm()
+    reader_dir = unit(read_last.mean(0))
     reader_carrier = reader_dir / (read_last @ reader_dir).mean()
 
     # The flag: the least-used direction of the residual stream between the two layers.

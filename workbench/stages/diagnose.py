@@ -17,9 +17,11 @@ from workbench.data import check_prompt_source, load_prompts
 from workbench.errors import WorkbenchError
 from workbench.io import atomic_write, file_sha256, write_json
 from workbench.method.diagnostics import CLASSES, COLUMNS, direction_diagnostics
+from workbench.method.prompt_filter import keep_for
+from workbench.models.activations import activation_batches
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage, jsonable
-from workbench.stages.extract import activation_batches, load_candidates
+from workbench.stages.extract import load_candidates
 from workbench.stages.run_dir import STAGE_INPUTS, RunDir, provenance, stage_outputs
 from workbench.stages.sweep import SweepConfig, recorded_sweep
 
@@ -69,12 +71,11 @@ def diagnose(lm: LoadedModel, run: RunDir, config: DiagnoseConfig | None = None)
     config.validate()
     run.check_model(lm.info.fingerprint, lm.info.name)
     grids = load_candidates(run)
-    rules = {"harmless": "complies", "harmful": "refuses", "pseudo_harmful": "refuses"}
     acts, counts = {}, {}
     for c in CLASSES:
         name = getattr(config, c)
         prompts = [p.instruction for p in load_prompts(name, limit=config.n)]
-        batches = activation_batches(lm, prompts, rules[c] if config.filter else None, config.batch_size,
+        batches = activation_batches(lm, prompts, keep_for(c, config.filter), config.batch_size,
                                      desc=f"diagnose {c}")
         acts[c] = torch.cat([a for a, _ in batches]).float()
         counts[c] = {"dataset": name, "total": len(prompts), "kept": int(acts[c].shape[0])}

@@ -1,22 +1,18 @@
-"""Step 1–3 of the method: mean residual activations at every layer and EOI position, the paper's refusal-score
-filter of training prompts, and the true/false refusal candidate grids."""
+"""Step 1–3 of the method as a stage: mean residual activations at every layer and EOI position of the training
+prompts the paper's refusal-score filter keeps (`models.activations`), and the true/false refusal candidate grids."""
 
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-import torch
-from jaxtyping import Float, Int
 from safetensors.torch import save_file
-from torch import Tensor
-from tqdm.auto import tqdm
-from transformer_lens.utilities import get_act_name
 
 from workbench.data import check_prompt_source, load_prompts
 from workbench.errors import WorkbenchError
 from workbench.io import atomic_write, write_json
 from workbench.method.grids import CandidateGrids
-from workbench.method.refusal_math import add_to_sum, mean_difference, refusal_score
+from workbench.method.prompt_filter import keep_for
+from workbench.method.refusal_math import mean_difference
+from workbench.models.activations import MeanResult, mean_activations
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage, jsonable
 from workbench.stages.run_dir import STAGE_INPUTS, RunDir, provenance, stage_outputs
@@ -51,79 +47,14 @@ class ExtractConfig:
             check_prompt_source(name)
 
 
-@dataclass(frozen=True)
-class MeanResult:
-    mean: Float[Tensor, "n_pos n_layer d_model"]
-    n_total: int
-    n_kept: int
-
-
-@torch.inference_mode()
-def activation_batches(
-    lm: LoadedModel, instructions: list[str], keep: str | None, batch_size: int = 32, desc: str = "activations",
-    every_position: bool = False, n_last: int | None = None,
-) -> Iterator[tuple[Float[Tensor, "batch pos n_layer d_model"], Int[Tensor, "batch pos"]]]:
-    """`resid_pre` at every layer, one batch of prompts at a time (on the CPU, the model's dtype), with the batch's
-    attention mask at the same positions: the EOI positions (the last `n_eoi`), the last `n_last` positions, or with
-    `every_position` all of them.
-
-    `keep`: None keeps every prompt; "refuses" keeps prompts whose refusal score is > 0; "complies" those < 0.
-    """
-    n_layers = lm.info.n_layers
-    first = 0 if every_position else -(n_last or lm.chat.n_eoi)
-    captured: dict[int, Float[Tensor, "batch pos d_model"]] = {}
-
-    def capture(layer: int) -> Callable:
-        def hook(x: Float[Tensor, "batch seq d_model"], hook) -> Float[Tensor, "batch seq d_model"]:
-            captured[layer] = x[:, first:, :].detach().cpu()  # under a device map, each layer on its own device
-            return x
-
-        return hook
-
-    hooks = [(get_act_name("resid_pre", layer), capture(layer)) for layer in range(n_layers)]
-    for start in tqdm(range(0, len(instructions), batch_size), desc=desc, unit="batch"):
-        batch = lm.chat.tokenize(instructions[start : start + batch_size], device=lm.device)
-        with lm.model.hooks(fwd_hooks=hooks):
-            logits = lm.model(batch.input_ids, attention_mask=batch.attention_mask)
-        acts = torch.stack([captured[layer] for layer in range(n_layers)], dim=2)  # batch pos n_layer d
-        mask = batch.attention_mask[:, first:].cpu()
-        if keep is not None:
-            scores = refusal_score(logits[:, -1, :].float().cpu(), lm.info.refusal_tokens)
-            rows = scores > 0 if keep == "refuses" else scores < 0
-            acts, mask = acts[rows], mask[rows]
-        yield acts, mask
-
-
-def mean_activations(
-    lm: LoadedModel,
-    instructions: list[str],
-    keep: str | None,
-    batch_size: int = 32,
-    desc: str = "means",
-) -> MeanResult:
-    """Mean `resid_pre` at every layer and EOI position, streaming in float64 (memory independent of prompt count).
-
-    `keep`: None keeps every prompt; "refuses" keeps prompts whose refusal score is > 0; "complies" those < 0.
-    """
-    running = torch.zeros(lm.chat.n_eoi, lm.info.n_layers, lm.info.d_model, dtype=torch.float64)
-    kept = 0
-    for acts, _ in activation_batches(lm, instructions, keep, batch_size, desc):
-        kept += acts.shape[0]
-        running = add_to_sum(running, acts)
-    if kept == 0:
-        return MeanResult(torch.full_like(running, float("nan")), len(instructions), 0)
-    return MeanResult(running / kept, len(instructions), kept)
-
-
 def extract(lm: LoadedModel, config: ExtractConfig, run: RunDir) -> dict:
     """Write `candidates.safetensors` (raw true/false refusal grids, means) and `candidates.json`."""
     config.validate()
     sets = {"harmful": config.harmful, "harmless": config.harmless, "pseudo_harmful": config.pseudo_harmful}
-    rules = {"harmful": "refuses", "harmless": "complies", "pseudo_harmful": "refuses"}
     means: dict[str, MeanResult] = {}
     for key, name in sets.items():
         prompts = [p.instruction for p in load_prompts(name, limit=config.n_train)]
-        means[key] = mean_activations(lm, prompts, rules[key] if config.filter_train else None, config.batch_size,
+        means[key] = mean_activations(lm, prompts, keep_for(key, config.filter_train), config.batch_size,
                                       desc=f"means {key}")
         if means[key].n_kept == 0:
             raise WorkbenchError(

@@ -32,9 +32,9 @@ from workbench.method.gate_probe import (
     probe_scores,
     threshold_for_bound,
 )
+from workbench.models.activations import activation_batches
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage, jsonable
-from workbench.stages.extract import activation_batches
 from workbench.stages.run_dir import STAGE_INPUTS, RunDir, provenance, stage_outputs
 
 if TYPE_CHECKING:

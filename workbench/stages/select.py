@@ -17,7 +17,8 @@ import pandas as pd
 from workbench.errors import WorkbenchError
 from workbench.interventions.directions import OFFSETS_KEY, save_direction
 from workbench.io import atomic_write, file_sha256, write_json
-from workbench.method.refusal_math import affine_offsets, partial_orthogonalize
+from workbench.method.prompt_filter import keep_for, kept
+from workbench.method.refusal_math import affine_offsets, partial_orthogonalize, unit
 from workbench.method.rule import SelectionRule, row_record
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage
@@ -117,7 +118,7 @@ def rerank_candidates(lm: LoadedModel, run: RunDir, frame: pd.DataFrame, rule: S
     `rerank_max_harmful_rise` (ties: lower objective); returns (the pick or None, one record per candidate and the
     baseline)."""
     from workbench.data import load_prompts
-    from workbench.eval.generation import greedy_generate
+    from workbench.eval.generation import hooked_generate
     from workbench.eval.judges import make_judge
     from workbench.eval.scoring import refusal_scores
     from workbench.interventions.hooks import BASELINE, Ablation, applied
@@ -133,7 +134,7 @@ def rerank_candidates(lm: LoadedModel, run: RunDir, frame: pd.DataFrame, rule: S
     prompts = {}
     for key, name in (("pseudo_harmful", recorded.pseudo_harmful_val), ("harmful", recorded.harmful_val)):
         pool = [p.instruction for p in load_prompts(name, limit=recorded.n_val)]
-        refused = refusal_scores(lm, pool) > 0  # the validation filter: prompts the unablated model refuses
+        refused = kept(refusal_scores(lm, pool), keep_for(key))  # the validation filter, on the unablated model
         prompts[key] = [p for p, k in zip(pool, refused.tolist(), strict=True) if k][: rule.rerank_n]
         if not prompts[key]:
             raise WorkbenchError(f"re-ranking: the model refuses none of the {len(pool)} prompts of {name!r}, so a "
@@ -144,7 +145,7 @@ def rerank_candidates(lm: LoadedModel, run: RunDir, frame: pd.DataFrame, rule: S
         out = {}
         with applied(lm, intervention):
             for key, items in prompts.items():
-                texts = greedy_generate(lm, items, rule.rerank_max_new_tokens, desc=f"rerank {what} {key}")
+                texts = hooked_generate(lm, items, rule.rerank_max_new_tokens, desc=f"rerank {what} {key}")
                 out[key] = 1.0 - sum(judge.judge(items, texts)) / len(texts) if texts else float("nan")
         return out
 
@@ -214,7 +215,7 @@ def select(run: RunDir, rule: SelectionRule | None = None, lm: LoadedModel | Non
         r = grids.true_refusal[p, layer]
         meta = {"model": model["name"], "fingerprint": model["fingerprint"], "vector": "true",
                 "pos": str(true_choice["pos"]), "layer": str(layer), "run": str(run.path)}
-        save_direction(run.file("directions/true.safetensors"), with_offsets({"direction": r / r.norm(),
+        save_direction(run.file("directions/true.safetensors"), with_offsets({"direction": unit(r),
                                                                               "raw_true": r}), meta)
     else:
         run.file("directions/true.safetensors").unlink(missing_ok=True)

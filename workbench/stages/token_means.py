@@ -24,11 +24,13 @@ from torch import Tensor
 from workbench.data import load_prompts
 from workbench.errors import WorkbenchError
 from workbench.io import atomic_write, write_json
+from workbench.method.prompt_filter import Keep, keep_for
 from workbench.method.refusal_math import unit
+from workbench.models.activations import activation_batches
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage
 from workbench.stages.config_file import read_recorded
-from workbench.stages.extract import ExtractConfig, activation_batches
+from workbench.stages.extract import ExtractConfig
 from workbench.stages.run_dir import STAGE_INPUTS, RunDir, provenance, stage_outputs
 
 if TYPE_CHECKING:
@@ -38,11 +40,11 @@ TOKEN_MEANS = "token_means.safetensors"
 TOKEN_MEANS_RECORD = "token_means.json"
 
 
-def _resid_pre_batches(lm: LoadedModel, prompts: list[str], batch_size: int, keep: str | None
+def _resid_pre_batches(lm: LoadedModel, prompts: list[str], batch_size: int, keep: Keep | None
                        ) -> Iterator[tuple[Float[Tensor, "batch seq n_layer d_model"], Tensor]]:
-    """`resid_pre` of every layer at every position (float64, CPU; `extract.activation_batches`) and the mask of the
-    tokens that count: not padding, and not the first token of its sequence. `keep="complies"` keeps only prompts
-    with refusal score < 0."""
+    """`resid_pre` of every layer at every position (float64, CPU; `models.activations.activation_batches`) and the
+    mask of the tokens that count: not padding, and not the first token of its sequence. `keep` is the refusal-score
+    filter (`method.prompt_filter`)."""
     for acts, attention in activation_batches(lm, prompts, keep, batch_size, desc="token means", every_position=True):
         mask = attention.bool().clone()
         first = mask.int().argmax(dim=1)  # left padding: the first non-padding position of each row
@@ -50,7 +52,7 @@ def _resid_pre_batches(lm: LoadedModel, prompts: list[str], batch_size: int, kee
         yield acts.to(torch.float64), mask
 
 
-def harmless_token_means(lm: LoadedModel, prompts: list[str], batch_size: int = 32, keep: str | None = None
+def harmless_token_means(lm: LoadedModel, prompts: list[str], batch_size: int = 32, keep: Keep | None = None
                          ) -> Float[Tensor, "n_layer d_model"]:
     """M_l: the mean `resid_pre` of each layer over the prompts' tokens, every non-padding position except the first
     token of each sequence (BOS / `<|im_start|>`: an attention sink whose activations are outliers, with norms many
@@ -67,7 +69,7 @@ def harmless_token_means(lm: LoadedModel, prompts: list[str], batch_size: int = 
 
 
 def token_class_projections(lm: LoadedModel, prompts: list[str], direction: Float[Tensor, " d_model"],
-                            batch_size: int = 32, keep: str | None = None) -> pd.DataFrame:
+                            batch_size: int = 32, keep: Keep | None = None) -> pd.DataFrame:
     """The mean projection x·ĉ of the prompts' `resid_pre` per layer and token class: `prompt` (every counted token
     before the EOI tokens: template and instruction), each EOI position (`eoi-6` ... `eoi-1`), and `all` (what the
     single offset μ_l = M_l·ĉ uses). Columns: layer, token_class, mean_projection, n_tokens."""
@@ -124,7 +126,7 @@ def ensure_token_means(lm: LoadedModel, run: RunDir) -> Float[Tensor, "n_layer d
             pass  # damaged: compute again
     prompts = [p.instruction for p in load_prompts(wanted["harmless"], limit=wanted["n_train"])]
     batch_size = read_recorded(run, "candidates.json", ExtractConfig).batch_size
-    means = harmless_token_means(lm, prompts, batch_size, keep="complies" if wanted["filter_train"] else None)
+    means = harmless_token_means(lm, prompts, batch_size, keep=keep_for("harmless", wanted["filter_train"]))
     atomic_write(run.file(TOKEN_MEANS), lambda tmp: save_file({"harmless": means.contiguous()}, str(tmp)))
     write_json(run.file(TOKEN_MEANS_RECORD), {"source": wanted, "model": lm.info.to_dict(), "n_prompts": len(prompts),
                                               "positions": "every non-padding token but the first of each prompt",
