@@ -19,7 +19,8 @@ LAYERS = {  # package (or module) -> layer; a module may import its own package 
     "workbench.eval": 4,
     "workbench.viz": 5, "workbench.organism": 5,
     "workbench.stages": 6,
-    "workbench.cli": 7, "workbench.api": 7,
+    "workbench.cli_options": 7, "workbench.api": 7,
+    "workbench.cli": 8,
 }  # fmt: skip
 
 
