@@ -12,7 +12,8 @@ import pytest
 import torch
 from tiny_model import TINY_RUN_RULE, TINY_RUN_SWEEP, last_logits, plain_last_logits
 
-from workbench.cli import ABLATION_CHOICES, main
+from workbench.cli import main
+from workbench.cli_parser import ABLATION_CHOICES
 from workbench.errors import WorkbenchError
 from workbench.eval.generation import greedy_generate
 from workbench.eval.scoring import last_position_logits

@@ -11,7 +11,8 @@ import pytest
 
 import workbench
 from workbench import cli_options
-from workbench.cli import COMMANDS, build_parser, main, run_config
+from workbench.cli import build_parser, main, run_config
+from workbench.cli_parser import COMMANDS
 from workbench.eval.capability import CapabilityConfig
 from workbench.eval.judge import JudgeOptions
 from workbench.method.rule import SelectionRule
@@ -291,3 +292,14 @@ def test_documented_commands_parse(page, command):
 
 def test_the_documented_commands_are_found():
     assert len(documented_commands()) >= 30
+
+
+def test_every_subcommand_names_its_command_function():
+    import workbench.cli as cli
+
+    for name, parser in SUBCOMMANDS.items():
+        func = parser._defaults.get("func") or SUBCOMMANDS[name.split()[0]]._defaults.get("func")  # or its parent's
+        if name == "organism":
+            assert func is None  # only its subcommands run
+            continue
+        assert func is not None and callable(getattr(cli, func)), name
