@@ -303,3 +303,11 @@ def test_every_subcommand_names_its_command_function():
             assert func is None  # only its subcommands run
             continue
         assert func is not None and callable(getattr(cli, func)), name
+
+
+def test_the_reference_page_is_current():
+    from workbench.cli_parser import reference
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "cli-reference.md"
+    assert page.read_text(encoding="utf-8") == reference() + "\n", \
+        "docs/cli-reference.md is stale: python -m workbench.cli_parser > docs/cli-reference.md"

@@ -449,3 +449,42 @@ def build_parser(commands=None) -> argparse.ArgumentParser:
                 add_options(p)
     return parser
 
+
+
+def _walk(parser: argparse.ArgumentParser, prefix: str = ""):
+    """(name, parser) of every subcommand, nested ones after their parent."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield f"{prefix}{name}", sub
+                yield from _walk(sub, f"{prefix}{name} ")
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|").replace("<", "&lt;")
+
+
+def reference() -> str:
+    """The options of every subcommand as Markdown: docs/cli-reference.md (a test checks that the page is current;
+    `python -m workbench.cli_parser > docs/cli-reference.md` rewrites it)."""
+    lines = ["# Command-line reference", "",
+             "Every subcommand's options with their defaults, generated from the parser (`python -m "
+             "workbench.cli_parser > docs/cli-reference.md`). The options of the stage commands are the fields of "
+             "their config dataclasses ([Command line](cli.md#options-are-the-config-fields)).", ""]
+    for name, parser in _walk(build_parser()):
+        formatter = parser._get_formatter()
+        lines += [f"## workbench {name}", "", _cell(parser.description or ""), ""]
+        rows = []
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+                continue
+            spelled = " / ".join(action.option_strings) or action.metavar or action.dest
+            if action.option_strings and action.nargs != 0:
+                spelled += f" {formatter._format_args(action, formatter._get_default_metavar_for_optional(action))}"
+            rows.append(f"| `{_cell(spelled).replace('`', '')}` | {_cell(formatter._expand_help(action))} |")
+        lines += (["| option | what it sets |", "|---|---|", *rows, ""] if rows else [])
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(reference())
