@@ -158,7 +158,7 @@ def test_run_applies_every_stage_option_over_the_config_file(dest):
     assert [lookup(config, d) for d in others] == [lookup(base, d) for d in others]
 
 
-def test_run_applies_the_ablation_over_the_config_file():
+def test_run_applies_the_ablation_over_the_config_file(capsys):
     """Regression: `run --config X --ablation harmless_mean` once ran with the file's zero-ablation. The option is
     now `--sweep.ablation` and applies; the stage-less spelling is refused, not ignored."""
     assert run_config(parse_run())[0].sweep.ablation == "zero"
@@ -166,8 +166,9 @@ def test_run_applies_the_ablation_over_the_config_file():
     assert run_config(parse_run("--evaluate.ablation", "zero", "harmless_mean"))[0].evaluate.ablation == (
         "zero", "harmless_mean")
     with pytest.raises(SystemExit) as caught:
-        parse_run("--ablation", "harmless_mean")
+        main(["run", "--run", "r", "--config", str(QUICK), "--ablation", "harmless_mean"])
     assert caught.value.code == 2
+    assert "unrecognized arguments: --ablation harmless_mean" in capsys.readouterr().err
 
 
 def test_the_merged_config_is_what_the_pipeline_runs_and_records(tmp_path, monkeypatch, capsys):

@@ -433,10 +433,20 @@ def _command_list() -> str:
     return "\n".join(lines)
 
 
+class _TopParser(argparse.ArgumentParser):
+    """Says, beside an unrecognized option, how `workbench run` spells a stage's options."""
+
+    def error(self, message: str):
+        if message.startswith("unrecognized arguments"):
+            message += " (`workbench COMMAND --help` lists a command's options; `workbench run` takes a stage's as " \
+                       "--STAGE.FIELD, e.g. --sweep.n-val)"
+        super().error(message)
+
+
 def build_parser(commands=None) -> argparse.ArgumentParser:
     """The parser; the options of only the subcommands in `commands` (None: all) are built, since building some
     imports their config classes (and torch)."""
-    parser = argparse.ArgumentParser(
+    parser = _TopParser(
         prog="workbench", usage="workbench [-h] [--version] COMMAND ...",
         description="Refusal-direction research workbench (`workbench COMMAND --help` lists a command's options).",
         epilog=_command_list(), formatter_class=argparse.RawDescriptionHelpFormatter)
