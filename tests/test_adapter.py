@@ -162,7 +162,7 @@ def test_cli_writes_adapters(tiny, tiny_checkpoint, tiny_run, tmp_path, capsys):
     assert json.loads((one / "workbench.json").read_text())["intervention"] == "ablate_false_lam1.0"
     assert (one / "adapter_model.safetensors").is_file() and not one.with_name("one.partial").exists()
     every = tmp_path / "all"
-    assert main(["export", "--run", run, "--adapter", "--all", "--alpha", "1.0", "--out", str(every),
+    assert main(["export", "--run", run, "--adapter", "--all", "--alphas", "1.0", "--out", str(every),
                  "--model", str(tiny_checkpoint)]) == 0
     index = json.loads((every / "index.json").read_text())
     expected = [n for n in _catalogue(tiny, tiny_run) if n != "baseline"]

@@ -3,7 +3,7 @@
 Exact math of the hook on hand-built tensors; hooks ≡ weights (embedding shift + MLP output biases) on the tiny
 Llama, and its export; the refusal for an architecture without an MLP bias; the sweep's affine ablation scores
 against one candidate scored alone; token means and offsets in select's direction files; the catalogue's `_affine`
-names; `chat --ablate-to` (unit tier)."""
+names; `chat --ablation` (unit tier)."""
 
 import json
 from dataclasses import replace
@@ -12,7 +12,8 @@ import pytest
 import torch
 from tiny_model import TINY_RUN_RULE, TINY_RUN_SWEEP, last_logits, plain_last_logits
 
-from workbench.cli import ABLATION_CHOICES, main
+from workbench.cli import main
+from workbench.cli_parser import ABLATION_CHOICES
 from workbench.errors import WorkbenchError
 from workbench.eval.generation import hooked_generate
 from workbench.eval.scoring import last_position_logits
@@ -338,13 +339,13 @@ def test_chat_ablate_to_harmless_mean(tiny, tiny_checkpoint, tiny_run, affine_ru
     base = ["chat", "--model", str(tiny_checkpoint), "--max-new-tokens", "8", "--prompts-file", str(prompts_file)]
     # a file without offsets (a run without token means) is refused before the model loads
     assert main([*base, "--ablate", str(tiny_run.file("directions/lam_1.0.safetensors")),
-                 "--ablate-to", "harmless_mean"]) == 2
+                 "--ablation", "harmless_mean"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "has no affine-ablation offsets" in err and "workbench select --run" in err
-    assert main([*base, "--ablate-to", "harmless_mean"]) == 2
-    assert "--ablate-to goes with --ablate FILE" in capsys.readouterr().err
+    assert main([*base, "--ablation", "harmless_mean"]) == 2
+    assert "--ablation goes with --ablate FILE" in capsys.readouterr().err
     path = affine_run_copy.file("directions/lam_1.0.safetensors")
-    assert main([*base, "--ablate", str(path), "--ablate-to", "harmless_mean"]) == 0
+    assert main([*base, "--ablate", str(path), "--ablation", "harmless_mean"]) == 0
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     tensors = read_direction_file(path, ("direction", OFFSETS_KEY))[0]
     with applied(tiny, Ablation(tensors["direction"], offsets=tensors[OFFSETS_KEY])):

@@ -19,7 +19,9 @@ LAYERS = {  # package (or module) -> layer; a module may import its own package 
     "workbench.eval": 4,
     "workbench.viz": 5, "workbench.organism": 5,
     "workbench.stages": 6,
-    "workbench.cli": 7, "workbench.api": 7,
+    "workbench.cli_options": 7, "workbench.api": 7,
+    "workbench.cli_parser": 8,
+    "workbench.cli": 9,
 }  # fmt: skip
 
 

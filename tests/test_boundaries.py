@@ -332,26 +332,29 @@ BAD_OPTIONS = [
     (["evaluate", "--run", "r", "--limit", "0"], "--limit"),
     (["evaluate", "--run", "r", "--max-new-tokens", "ten"], "--max-new-tokens"),
     (["evaluate", "--run", "r", "--batch-size", "0"], "--batch-size"),
-    (["evaluate", "--run", "r", "--alpha", "inf"], "--alpha"),
-    (["evaluate", "--run", "r", "--alpha", "nan"], "--alpha"),
+    (["evaluate", "--run", "r", "--alphas", "inf"], "--alphas"),
+    (["evaluate", "--run", "r", "--alphas", "nan"], "--alphas"),
     (["capability", "--run", "r", "--perplexity-tokens", "0"], "--perplexity-tokens"),
     (["capability", "--run", "r", "--mmlu-n", "-1"], "--mmlu-n"),
     (["capability", "--run", "r", "--arc-n", "-5"], "--arc-n"),
     (["extract", "--model", "m", "--run", "r", "--n-train", "0"], "--n-train"),
     (["extract", "--model", "m", "--run", "r", "--batch-size", "0"], "--batch-size"),
-    (["sweep", "--run", "r", "--lam", "1", "1.5"], "--lam"),
-    (["sweep", "--run", "r", "--lam", "-0.1"], "--lam"),
+    (["sweep", "--run", "r", "--lams", "1", "1.5"], "--lams"),
+    (["sweep", "--run", "r", "--lams", "-0.1"], "--lams"),
     (["sweep", "--run", "r", "--n-val", "0"], "--n-val"),
     (["sweep", "--run", "r", "--n-screen", "0"], "--n-screen"),
     (["sweep", "--run", "r", "--n-finalists", "-1"], "--n-finalists"),
     (["sweep", "--run", "r", "--layers", "-1"], "--layers"),
     (["sweep", "--run", "r", "--positions", "0"], "--positions"),
-    (["sweep", "--run", "r", "--max-kl", "0"], "--max-kl"),
-    (["sweep", "--run", "r", "--true-max-kl", "-0.1"], "--true-max-kl"),
-    (["sweep", "--run", "r", "--prune-layers", "1"], "--prune-layers"),
-    (["select", "--run", "r", "--max-kl", "nan"], "--max-kl"),
-    (["run", "--run", "r", "--lam", "2"], "--lam"),
-    (["run", "--run", "r", "--batch-size", "0"], "--batch-size"),
+    (["sweep", "--run", "r", "--max-ablation-kl", "0"], "--max-ablation-kl"),
+    (["sweep", "--run", "r", "--true-max-ablation-kl", "-0.1"], "--true-max-ablation-kl"),
+    (["sweep", "--run", "r", "--prune-layer-fraction", "1"], "--prune-layer-fraction"),
+    (["select", "--run", "r", "--max-ablation-kl", "nan"], "--max-ablation-kl"),
+    (["run", "--run", "r", "--sweep.lams", "2"], "--sweep.lams"),
+    (["run", "--run", "r", "--extract.batch-size", "0"], "--extract.batch-size"),
+    (["run", "--run", "r", "--evaluate.ci-level", "1"], "--evaluate.ci-level"),
+    (["gate", "--run", "r", "--bound", "1.5"], "--bound"),
+    (["frontier", "--run", "r", "--betas", "0"], "--betas"),
     (["organism", "distill", "--max-new-tokens", "0"], "--max-new-tokens"),
     (["organism", "train", "--steps", "0"], "--steps"),
     (["organism", "report", "--limit", "0"], "--limit"),
@@ -368,16 +371,16 @@ def test_out_of_range_option_is_refused_by_argparse(argv, option, capsys, no_mod
 
 
 CHECKED_TYPES = {"POSITIVE_INT", "COUNT_OR_ALL", "LAMBDA", "FRACTION", "POSITIVE_FLOAT", "FINITE_FLOAT", "LAYER",
-                 "EOI_OFFSET", "NON_NEGATIVE_FLOAT", "NON_NEGATIVE_INT", "RERANK_K", "CELL_INDEX", "SHARE", "STRENGTH"}
+                 "EOI_OFFSET", "NON_NEGATIVE_FLOAT", "NON_NEGATIVE_INT", "CELL_INDEX", "SHARE", "STRENGTH", "LEVEL"}
 
 
 def test_every_numeric_option_has_a_checked_type():
     """No option parses a number with a bare int/float (which takes 0, -1, nan, inf); `--seed` may be any integer."""
     import argparse
 
-    import workbench.cli as cli
+    import workbench.cli_options as options
 
-    checked = {getattr(cli, name) for name in CHECKED_TYPES}
+    checked = {getattr(options, name) for name in CHECKED_TYPES}
     parsers, numeric, unchecked = [build_parser()], [], []
     while parsers:
         parser = parsers.pop()
@@ -386,11 +389,12 @@ def test_every_numeric_option_has_a_checked_type():
                 parsers.extend(action.choices.values())
                 continue
             default = action.default[0] if isinstance(action.default, list) and action.default else action.default
-            is_number = action.type in (int, float) or action.type in checked or (
+            kind = getattr(action.type, "checked", action.type)  # a field that may be None: its type, or `none`
+            is_number = kind in (int, float) or kind in checked or (
                 isinstance(default, int | float) and not isinstance(default, bool))
             if is_number and action.dest != "seed":
                 numeric.append(action.option_strings[0])
-                if action.type not in checked:
+                if kind not in checked:
                     unchecked.append(f"{parser.prog} {action.option_strings[0]}")
     assert unchecked == []
     assert len(numeric) >= 30  # the walk reached every subcommand's options
@@ -510,10 +514,8 @@ def test_unknown_intervention_lists_the_known_ones(template):
 @pytest.mark.parametrize(("argv", "message"), [
     (["evaluate", "--datasets", "xstest_safe", "nope"], "unknown dataset 'nope': use one of harmful_train"),
     (["evaluate", "--datasets", "mmlu"], "dataset 'mmlu' is not a prompt set (it holds multiple_choice)"),
-    (["capability", "--tasks", "wikitext2", "hellaswag"], "unknown capability task 'hellaswag'"),
     (["sweep", "--harmful-val", "harmfull_val"], "unknown dataset 'harmfull_val'"),
     (["extract", "--model", "m", "--pseudo-harmful", "mine.jsonl"], "prompts file mine.jsonl does not exist"),
-    (["run", "--stages", "extract", "evaluation"], "unknown stage 'evaluation'"),
 ])
 def test_unknown_names_are_refused_before_loading(template, capsys, no_model, argv, message):
     assert main([*argv, "--run", str(template.path)]) == 2

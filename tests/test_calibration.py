@@ -135,7 +135,7 @@ def test_registry():
 
 
 def test_cli_judge_names_agree_with_the_registry():
-    from workbench.cli import JUDGE_NAMES
+    from workbench.cli_parser import JUDGE_NAMES
 
     assert JUDGE_NAMES == tuple(JUDGES)
 

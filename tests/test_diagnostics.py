@@ -89,8 +89,8 @@ def test_diagnose_stage_on_tiny_run_matches_the_extraction_means(tiny, tiny_run)
     from workbench.stages.extract import load_candidates
     from workbench.stages.figures import run_figures
 
-    config = DiagnoseConfig(harmless=TINY_RUN_EXTRACT.harmless, harmful=TINY_RUN_EXTRACT.harmful,
-                            pseudo_harmful=TINY_RUN_EXTRACT.pseudo_harmful, n=TINY_RUN_EXTRACT.n_train)
+    config = DiagnoseConfig(harmless_val=TINY_RUN_EXTRACT.harmless, harmful_val=TINY_RUN_EXTRACT.harmful,
+                            pseudo_harmful_val=TINY_RUN_EXTRACT.pseudo_harmful, n_val=TINY_RUN_EXTRACT.n_train)
     table = diagnose(tiny, tiny_run, config)
     grids = load_candidates(tiny_run)
     record = tiny_run.read_json("diagnostics.json")
@@ -115,6 +115,6 @@ def test_diagnose_refuses_a_filter_that_keeps_too_few(tiny, tiny_run):
     from workbench.stages.diagnose import DiagnoseConfig, diagnose
 
     with pytest.raises(WorkbenchError, match="kept"):
-        diagnose(tiny, tiny_run, DiagnoseConfig(n=1))
+        diagnose(tiny, tiny_run, DiagnoseConfig(n_val=1))
     with pytest.raises(WorkbenchError, match="λ must be in"):
         DiagnoseConfig(lams=(1.5,)).validate()

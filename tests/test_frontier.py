@@ -38,7 +38,7 @@ def test_frontier_on_the_tiny_run(tiny, tiny_run, tmp_path, monkeypatch):
     from workbench.stages.gate import fit_gate
 
     fit_gate(tiny, tiny_run, _gate_config(tmp_path, bound=0.5))
-    config = FrontierConfig(n=4, lams=(1.0, 0.0), betas=(0.5, 1.0), seeds=(0,), gate_bounds=(0.5, 1.0),
+    config = FrontierConfig(n_val=4, lams=(1.0, 0.0), betas=(0.5, 1.0), seeds=(0,), gate_bounds=(0.5, 1.0),
                             max_new_tokens=6, batch_size=4, truthfulqa_n=0)
     table = measure_frontier(tiny, tiny_run, config, progress=False)
     assert list(table.columns) == list(read_frontier(tiny_run).columns)
@@ -87,7 +87,7 @@ def test_frontier_bad_input(tiny, tiny_run):
         FrontierConfig(lams=(1.5,)).validate()
     tiny_run.file("selection.json").write_text(json.dumps({"selections": []}))
     with pytest.raises(WorkbenchError, match="no selections"):
-        measure_frontier(tiny, tiny_run, FrontierConfig(n=2), progress=False)
+        measure_frontier(tiny, tiny_run, FrontierConfig(n_val=2), progress=False)
 
 
 def test_the_pipeline_runs_gate_and_frontier_when_the_config_lists_them(tiny, tiny_run, tmp_path, capsys):
@@ -100,7 +100,7 @@ def test_the_pipeline_runs_gate_and_frontier_when_the_config_lists_them(tiny, ti
 
     assert "gate" not in DEFAULT_STAGES and "frontier" not in DEFAULT_STAGES
     config = PipelineConfig(gate=_gate_config(tmp_path, bound=0.5),
-                            frontier=FrontierConfig(n=2, lams=(1.0,), betas=(1.0,), seeds=(), gate_bounds=(0.5,),
+                            frontier=FrontierConfig(n_val=2, lams=(1.0,), betas=(1.0,), seeds=(), gate_bounds=(0.5,),
                                                     max_new_tokens=4, truthfulqa_n=0),
                             stages=("gate", "frontier"))
     run_pipeline(tiny, tiny_run.path, config)

@@ -20,7 +20,7 @@ def test_truthfulqa_per_point_and_routed_for_the_gated_points(tiny, tiny_run, tm
     from workbench.stages.gate import fit_gate, gate_at_bound
 
     fit_gate(tiny, tiny_run, _gate_config(tmp_path, bound=0.5))
-    config = FrontierConfig(n=2, lams=(1.0,), betas=(1.0,), seeds=(), gate_bounds=(0.5, 1.0), max_new_tokens=4,
+    config = FrontierConfig(n_val=2, lams=(1.0,), betas=(1.0,), seeds=(), gate_bounds=(0.5, 1.0), max_new_tokens=4,
                             truthfulqa_n=12, judge="substring")
     table = measure_frontier(tiny, tiny_run, config, progress=False).set_index("intervention")
     # The baseline's MC1/MC2 are the capability task's on the same sample.

@@ -49,7 +49,7 @@ def test_load_options_from_the_run_unless_a_flag_overrides(capsys):
 def test_a_run_reloads_its_model_as_recorded(tiny, tiny_checkpoint, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["extract", "--model", str(tiny_checkpoint), "--run", str(run), "--dtype", "bfloat16",
-                 "--system-prompt", "Be brief.", "--n-train", "4", "--no-filter"]) == 0
+                 "--system-prompt", "Be brief.", "--n-train", "4", "--no-filter-train"]) == 0
     recorded = json.loads((run / "candidates.json").read_text())["load"]
     assert (recorded["dtype"], recorded["system_prompt"], recorded["device"]) == ("bfloat16", "Be brief.", "cpu")
     # the bfloat16 run has the float32 model's fingerprint: same weights

@@ -131,8 +131,9 @@ def test_cli_and_config_file_take_the_mode(tiny_run, capsys):
     from workbench.stages.config_file import from_dict
     from workbench.stages.pipeline import PipelineConfig
 
-    assert main(["sweep", "--run", str(tiny_run.path), "--mode", "slow"]) == 2  # refused before the model loads
-    assert capsys.readouterr().err.strip() == "workbench: error: unknown sweep mode 'slow': use one of fast, exact"
+    with pytest.raises(SystemExit) as caught:  # refused by argparse, before the model loads
+        main(["sweep", "--run", str(tiny_run.path), "--mode", "slow"])
+    assert caught.value.code == 2 and "argument --mode: invalid choice: 'slow'" in capsys.readouterr().err
     assert main(["sweep", "--run", str(tiny_run.path), "--mode", "exact", "--n-val", "8", "--layers", "1", "2",
                  "--positions", "-1"]) == 0
     assert "scored 4 candidates fully, 0 screened out, 44 skipped" in capsys.readouterr().out  # r, w′: 2 layers

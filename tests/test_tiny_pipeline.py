@@ -185,7 +185,7 @@ def test_filter_that_empties_a_set(tiny, tmp_path):
     complied = [p for p, s in zip(harmless, refusal_scores(tiny, harmless).tolist(), strict=True) if s < 0]
     path = tmp_path / "complied.jsonl"
     path.write_text("".join(json.dumps({"instruction": p}) + "\n" for p in complied[:4]))
-    with pytest.raises(WorkbenchError, match="removed every harmful prompt.*--no-filter"):
+    with pytest.raises(WorkbenchError, match="removed every harmful prompt.*--no-filter-train"):
         extract(tiny, ExtractConfig(harmful=str(path), n_train=8), RunDir(tmp_path / "r"))
     with pytest.raises(WorkbenchError, match="removed every harmful validation prompt.*--no-filter-val"):
         load_validation(tiny, SweepConfig(harmful_val=str(path)))

@@ -105,7 +105,7 @@ def test_a_malformed_row_is_refused(tmp_path, monkeypatch, row, problem):
 
 
 def test_capability_writes_truthfulqa_rows(tiny, tiny_checkpoint, tiny_run, forward, tmp_path, monkeypatch):
-    """`workbench capability --tasks truthfulqa --truthfulqa-n 0` (all questions): rows as for the other tasks."""
+    """`workbench capability --tasks truthfulqa --truthfulqa-n none` (all questions): rows as for the other tasks."""
     from workbench.cli import main
     from workbench.eval.capability import truthfulqa_scores
 
@@ -114,7 +114,7 @@ def test_capability_writes_truthfulqa_rows(tiny, tiny_checkpoint, tiny_run, forw
     write_csv(tmp_path / "data" / "truthfulqa" / "TruthfulQA.csv", rows)
     monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
     assert main(["capability", "--run", str(tiny_run.path), "--model", str(tiny_checkpoint), "--tasks", "truthfulqa",
-                 "--truthfulqa-n", "0", "--batch-size", "4"]) == 0
+                 "--truthfulqa-n", "none", "--batch-size", "4"]) == 0
     table = pd.read_csv(tiny_run.file("capability.csv"))
     mc1, mc2 = truthfulqa_scores(forward, tiny.tokenizer, QUESTIONS, 4, progress=False)
     assert table.to_dict("records") == [

@@ -408,8 +408,8 @@ def diagnose(lm: LoadedModel, candidates: CandidateGrids, *, harmful: PromptSour
     """
     run = _run_of(candidates)
     config = _diagnose_stage.DiagnoseConfig(
-        harmless=_source(run, "harmless_val", harmless), harmful=_source(run, "harmful_val", harmful),
-        pseudo_harmful=_source(run, "pseudo_harmful_val", pseudo_harmful), n=n, filter=filter,
+        harmless_val=_source(run, "harmless_val", harmless), harmful_val=_source(run, "harmful_val", harmful),
+        pseudo_harmful_val=_source(run, "pseudo_harmful_val", pseudo_harmful), n_val=n, filter_val=filter,
         lams=None if lams is None else tuple(float(x) for x in lams), batch_size=batch_size)
     return _diagnose_stage.diagnose(lm, run, config)
 

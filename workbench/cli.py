@@ -1,71 +1,16 @@
-"""The `workbench` command line: a thin layer over the Python API."""
+"""The `workbench` command line: a thin layer over the Python API. Each command function builds its configs from the
+parsed options (`workbench.cli_parser` declares them, `workbench.cli_options` derives the stage options from the
+config dataclasses) and calls the stages."""
 
-import argparse
 import contextlib
 import json
-import math
 import os
 import sys
 from pathlib import Path
 
+from workbench.cli_options import config_from_args, flat, given_values
+from workbench.cli_parser import build_parser
 from workbench.errors import WorkbenchError
-from workbench.stages.config_file import DTYPE_NAMES
-
-
-def _number(kind: type, low: float, inclusive: bool = True, high: float | None = None, what: str = ""):
-    """An argparse type: a `kind` number ≥ low (or > low unless `inclusive`) and ≤ high; refused before any model
-    loads, with the option named by argparse."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what or kind.__name__}, got {text!r}") from None
-        if (value != value or (value < low if inclusive else value <= low) or (high is not None and value > high)
-                or value in (math.inf, -math.inf)):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
-        return value
-
-    return parse
-
-
-POSITIVE_INT = _number(int, 1, what="an integer ≥ 1")
-COUNT_OR_ALL = _number(int, 0, what="an integer ≥ 0 (0: all)")
-LAMBDA = _number(float, 0.0, high=1.0, what="λ in [0, 1]")
-FRACTION = _number(float, 0.0, high=0.99, what="a fraction in [0, 0.99]")
-POSITIVE_FLOAT = _number(float, 0.0, inclusive=False, what="a number > 0")
-NON_NEGATIVE_FLOAT = _number(float, 0.0, high=math.inf, what="a finite number ≥ 0")
-NON_NEGATIVE_INT = _number(int, 0, what="an integer ≥ 0")
-RERANK_K = _number(int, 2, what="an integer ≥ 2")
-FINITE_FLOAT = _number(float, -math.inf, inclusive=False, high=math.inf, what="a finite number")
-LAYER = _number(int, 0, what="a layer index ≥ 0")
-EOI_OFFSET = _number(int, -10**6, high=-1, what="a negative EOI offset (-1 is the last template token)")
-SHARE = _number(float, 0.0, high=1.0, what="a share in [0, 1]")
-STRENGTH = _number(float, 0.0, high=1.0, inclusive=False, what="β in (0, 1]")
-CELL_INDEX = _number(int, -10**6, high=10**6, what="an integer (an EOI offset such as -1, then a layer)")
-ABLATION_CHOICES = ("zero", "harmless_mean")
-"""`interventions.hooks.ABLATION_TARGETS`, spelled here so that parsing flags does not import torch."""
-JUDGE_NAMES = ("substring", "keywords", "model", "endpoint")
-"""`eval.judges.JUDGES`, spelled here so that parsing flags does not import torch (a test checks they agree)."""
-
-
-
-
-def _add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
-    p.add_argument("--model", default=default, required=default is None,
-                   help="registered name, local HF directory, .gguf file or hub id (owner/name)")
-    p.add_argument("--device", default=None, help="torch device (cpu, cuda, cuda:1; default cpu, or what the --run "
-                   "directory recorded)")
-    p.add_argument("--dtype", default=None, choices=DTYPE_NAMES,
-                   help="weight dtype (default float32, the config file's `dtype`, or what the --run directory "
-                   "recorded)")
-    p.add_argument("--device-map", default=None,
-                   help="accelerate device map, instead of --device: auto, balanced, balanced_low_0, sequential, or "
-                        "an explicit map of module name -> GPU index, cuda:N, cpu or disk, as a JSON object or JSON "
-                        "file")
-    p.add_argument("--offload-dir", default=None, help="folder for the modules the device map puts on disk")
-    p.add_argument("--system-prompt", default=None, help="system turn (default: the template's own)")
-
 
 PLACEMENT_FLAGS = ("device", "device_map", "offload_dir")
 """Where the model goes: given any of them, the placement comes from the flags alone, not from the run's record."""
@@ -165,34 +110,10 @@ def cmd_datasets(args) -> None:
         print(f"also fetchable (not registered datasets): {', '.join(extra)}")
 
 
-def _add_judge_args(p: argparse.ArgumentParser, default: str | None, what: str) -> None:
-    """The judge flags (`JudgeOptions`), shared by `judge` and `evaluate`."""
-    from workbench.eval.judge import JudgeOptions
-
-    d = JudgeOptions()
-    p.add_argument("--judge", default=default, required=default is None, choices=JUDGE_NAMES, help=what)
-    p.add_argument("--judge-model", default=d.model, help="model judge: registered name or local checkpoint "
-                   f"(default {d.model})")
-    p.add_argument("--judge-dtype", default=d.dtype, choices=DTYPE_NAMES, help=f"model judge: dtype ({d.dtype})")
-    p.add_argument("--judge-device", default=d.device, help=f"model judge: torch device ({d.device})")
-    p.add_argument("--judge-readout", default=d.readout, help="model judge: read-out file, 'default' (the committed "
-                   "one for --judge-model) or 'none' (the rubric's answer alone)")
-    p.add_argument("--judge-max-tokens", type=POSITIVE_INT, default=d.max_completion_tokens,
-                   help=f"model judge: read completions up to this many tokens ({d.max_completion_tokens})")
-    p.add_argument("--judge-batch-size", type=POSITIVE_INT, default=d.batch_size,
-                   help=f"model judge: completions per forward pass ({d.batch_size})")
-    p.add_argument("--judge-url", default=None, help="endpoint judge: base URL of an OpenAI-compatible server")
-    p.add_argument("--judge-endpoint-model", default=d.endpoint_model,
-                   help=f"endpoint judge: the served model's name ({d.endpoint_model})")
-
-
 def _judge_options(args):
     from workbench.eval.judge import JudgeOptions
 
-    return JudgeOptions(model=args.judge_model, dtype=args.judge_dtype, device=args.judge_device,
-                        readout=None if args.judge_readout == "none" else args.judge_readout,
-                        max_completion_tokens=args.judge_max_tokens, batch_size=args.judge_batch_size,
-                        url=args.judge_url, endpoint_model=args.judge_endpoint_model)
+    return config_from_args(args, JudgeOptions(), "judge_options.")
 
 
 def cmd_judge(args) -> None:
@@ -294,15 +215,15 @@ def _chat_intervention(args):
     if args.compare and args.ablate is None and args.add is None:
         raise WorkbenchError("--compare needs --ablate FILE, --add FILE or --cell POS LAYER: it prints the unmodified "
                              "model's answer beside the modified one")
-    if args.ablate_to != "zero" and args.ablate is None:
-        raise WorkbenchError("--ablate-to goes with --ablate FILE: give the direction file to ablate")
+    if args.ablation != "zero" and args.ablate is None:
+        raise WorkbenchError("--ablation goes with --ablate FILE: give the direction file to ablate")
     parts, labels = [], []
     if args.ablate is not None:
         from workbench.interventions.directions import load_offsets
 
         path = Path(args.ablate)
         tensors, meta = read_direction_file(path, ("direction",))
-        offsets = load_offsets(path) if args.ablate_to == "harmless_mean" else None
+        offsets = load_offsets(path) if args.ablation == "harmless_mean" else None
         parts.append(Ablation(tensors["direction"].float(), f"--ablate {path}", offsets))
         labels.append(f"ablate {_direction_label(path, meta)}" + (" to the harmless mean" if offsets is not None
                                                                   else ""))
@@ -331,8 +252,8 @@ def _cell_intervention(args):
         raise WorkbenchError(f"--cell and {others[0]} together: ablate one cell of the run, or one direction file")
     if args.vector == "true" and args.lam is not None:
         raise WorkbenchError("--lam is for the false-refusal vector w′; --vector true ablates r̂ (no λ)")
-    if args.ablate_to != "zero":
-        raise WorkbenchError("--ablate-to goes with --ablate FILE; --cell ablates to zero")
+    if args.ablation != "zero":
+        raise WorkbenchError("--ablation goes with --ablate FILE; --cell ablates to zero")
     pos, layer = args.cell
     vector = args.vector or "false"
     lam = 1.0 if args.lam is None else args.lam
@@ -433,8 +354,8 @@ def cmd_export(args) -> None:
 
     if args.all and not args.adapter:
         raise WorkbenchError("--all needs --adapter: one PEFT adapter per intervention of the run's catalogue")
-    if args.ablate_to != "zero" and (args.adapter or args.run is None):
-        raise WorkbenchError("--ablate-to goes with --run DIR --lam λ (an edited checkpoint), not with --adapter or "
+    if args.ablation != "zero" and (args.adapter or args.run is None):
+        raise WorkbenchError("--ablation goes with --run DIR --lam λ (an edited checkpoint), not with --adapter or "
                              "--model alone")
     if args.adapter:
         from workbench.interventions.adapter import export_adapter, export_adapters
@@ -452,7 +373,7 @@ def cmd_export(args) -> None:
             selected_direction_file(RunDir(Path(args.run)).require_dir(), args.lam)
         run, lm = _model_for_run(args, needs=("selection.json",))
         selection = run.read_json("selection.json", keys=("selections",))
-        alphas = tuple(args.alpha) if args.alpha else EvalConfig.alphas
+        alphas = tuple(args.alphas) if args.alphas else EvalConfig.alphas
         items = build_interventions(selection, run.path, lm.info.fingerprint, lm.info.d_model,
                                     alphas if args.all else ())
         if args.all:
@@ -481,7 +402,7 @@ def cmd_export(args) -> None:
 
     direction_file = selected_direction_file(RunDir(Path(args.run)).require_dir(), args.lam)  # before the model loads
     run, lm = _model_for_run(args)
-    out = export_edited(lm, direction_file, args.out, force=args.force, ablate_to=args.ablate_to)
+    out = export_edited(lm, direction_file, args.out, force=args.force, ablate_to=args.ablation)
     print(f"exported {lm.info.name} with the λ={args.lam} direction orthogonalized out of its weights to {out}")
 
 
@@ -502,15 +423,14 @@ def _generation_backend(args):
 
 
 def cmd_evaluate(args) -> None:
+    from dataclasses import replace
+
     from workbench.eval.judge import EndpointJudge
     from workbench.stages.evaluate import EvalConfig, evaluate
     from workbench.viz.figures import table1
 
-    config = EvalConfig(datasets=tuple(args.datasets) if args.datasets else EvalConfig.datasets,
-                        interventions=tuple(args.interventions) if args.interventions else None,
-                        alphas=tuple(args.alpha), limit=args.limit, max_new_tokens=args.max_new_tokens,
-                        batch_size=args.batch_size, ablation=tuple(dict.fromkeys(args.ablation)),
-                        judge=args.judge, judge_options=_judge_options(args))
+    config = config_from_args(args, EvalConfig())
+    config = replace(config, ablation=tuple(dict.fromkeys(config.ablation)))
     config.validate()  # bad datasets and values are refused before the model loads
     backend = _generation_backend(args)
     if args.directions:
@@ -520,8 +440,9 @@ def cmd_evaluate(args) -> None:
         run_from_directions(RunDir(Path(args.run)), args.directions, _load_options(args).record())
     run, lm = _model_for_run(args, needs=("selection.json",), datasets=config.datasets)
     # an endpoint beside another calibrated judge: a third judge
-    judges = ([EndpointJudge(args.judge_url, model=args.judge_endpoint_model)]
-              if args.judge_url and args.judge != "endpoint" else [])
+    options = config.judge_options
+    judges = [EndpointJudge(options.url, model=options.endpoint_model)] if options.url and config.judge != "endpoint" \
+        else []
     with record_stage(run, "evaluate"):
         frame = evaluate(lm, run, config, judges, backend=backend)
     print(frame.drop(columns=["group"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
@@ -531,14 +452,10 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_capability(args) -> None:
-    from workbench.eval.capability import DEFAULT_TASKS, TASK_DATASETS, CapabilityConfig
+    from workbench.eval.capability import TASK_DATASETS, CapabilityConfig
     from workbench.stages.capability import measure_capability
 
-    config = CapabilityConfig(tasks=tuple(args.tasks or DEFAULT_TASKS),
-                              interventions=None if args.all_ablations else tuple(args.interventions),
-                              perplexity_tokens=args.perplexity_tokens, mmlu_n=args.mmlu_n or None,
-                              arc_n=args.arc_n or None, truthfulqa_n=args.truthfulqa_n or None,
-                              batch_size=args.batch_size)
+    config = config_from_args(args, CapabilityConfig())
     config.validate()  # unknown tasks are refused before the model loads
     datasets = [name for task in config.tasks for name in TASK_DATASETS[task]]
     run, lm = _model_for_run(args, needs=("selection.json",), datasets=datasets)
@@ -672,8 +589,7 @@ def _same_stock(previous: dict, config: dict, stock, recipe) -> bool:
 def cmd_diagnose(args) -> None:
     from workbench.stages.diagnose import DiagnoseConfig, diagnose
 
-    config = DiagnoseConfig(harmless=args.harmless, harmful=args.harmful, pseudo_harmful=args.pseudo_harmful,
-                            n=args.n, filter=not args.no_filter, lams=tuple(args.lam) if args.lam else None)
+    config = config_from_args(args, DiagnoseConfig())
     config.validate()  # unknown prompt sets are refused before the model loads
     run, lm = _model_for_run(args, needs=("candidates.safetensors",))
     with record_stage(run, "diagnose"):
@@ -699,13 +615,7 @@ def cmd_gate(args) -> None:
     from workbench.data import REGISTRY
     from workbench.stages.gate import GateConfig, fit_gate, read_gate_grid, summary
 
-    d = GateConfig()
-    config = GateConfig(harmful=args.fit_harmful or d.harmful, harmless=args.fit_harmless or d.harmless,
-                        pseudo_harmful=args.fit_pseudo_harmful or d.pseudo_harmful, n_fit=args.n_fit or None,
-                        contrast_harmful=args.contrast_harmful or d.contrast_harmful,
-                        contrast_benign=args.contrast_benign or d.contrast_benign,
-                        n_contrast=args.n_contrast or None, bound=args.bound, lam=args.lam,
-                        batch_size=args.batch_size)
+    config = config_from_args(args, GateConfig())
     config.validate()  # sets from one source, a bad bound: refused before the model loads
     sets = [config.harmful, config.harmless, config.pseudo_harmful, config.contrast_harmful, config.contrast_benign]
     run, lm = _model_for_run(args, needs=("selection.json",), datasets=[n for n in sets if n in REGISTRY])
@@ -724,13 +634,7 @@ def cmd_frontier(args) -> None:
     from workbench.stages.frontier import FrontierConfig, main_frontier_judge, measure_frontier, validation_sets
     from workbench.stages.run_dir import RunDir
 
-    d = FrontierConfig()
-    config = FrontierConfig(over_refusal=args.over_refusal, harmful=args.harmful, n=args.n or None,
-                            lams=tuple(args.lams) if args.lams else d.lams,
-                            betas=tuple(args.betas) if args.betas else d.betas,
-                            seeds=tuple(args.seeds) if args.seeds is not None else d.seeds, gated=not args.no_gate,
-                            max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, judge=args.judge,
-                            judge_options=_judge_options(args), truthfulqa_n=args.truthfulqa_n)
+    config = config_from_args(args, FrontierConfig())
     config.validate()
     sets = list(validation_sets(RunDir(Path(args.run)).require_dir(), config))
     sets += list(TASK_DATASETS["truthfulqa"]) if config.truthfulqa_n else []
@@ -763,45 +667,19 @@ def cmd_figures(args) -> None:
         print(path)
 
 
-def _extract_config(args):
-    from workbench.stages.extract import ExtractConfig
-
-    return ExtractConfig(harmful=args.harmful, harmless=args.harmless, pseudo_harmful=args.pseudo_harmful,
-                         n_train=args.n_train, filter_train=not args.no_filter, batch_size=args.batch_size)
-
-
-def _sweep_config(args):
-    from workbench.stages.sweep import SweepConfig
-
-    return SweepConfig(lams=tuple(args.lam), pseudo_harmful_val=args.pseudo_harmful_val, harmful_val=args.harmful_val,
-                       harmless_val=args.harmless_val, n_val=args.n_val, filter_val=not args.no_filter_val,
-                       n_screen=args.n_screen, n_finalists=args.n_finalists, batch_size=args.batch_size,
-                       steer_false=args.steer_false, mode=args.mode, ablation=args.ablation,
-                       layers=tuple(args.layers) if args.layers else None,
-                       positions=tuple(args.positions) if args.positions else None)
-
-
-RULE_FLAGS = {"prune_layers": "prune_layer_fraction", "max_kl": "max_ablation_kl",
-              "true_max_kl": "true_max_ablation_kl", "induce_refusal": "induce_refusal_filter",
-              "max_harmful_drop": "max_harmful_drop", "rerank_top_k": "rerank_top_k", "rerank_n": "rerank_n"}
-
-
-def _select_config(args, base=None):
-    """The selection rule: `base` (default: the paper's) with the rule flags that were given."""
-    from dataclasses import replace
-
+def _rule(args, base=None):
+    """The selection rule: `base` (default: the paper's) with the rule options that were given."""
     from workbench.method.rule import SelectionRule
 
-    given = {field: getattr(args, flag) for flag, field in RULE_FLAGS.items() if getattr(args, flag) is not None}
-    return replace(base or SelectionRule(), **given)
+    return config_from_args(args, base or SelectionRule())
 
 
 def cmd_extract(args) -> None:
-    from workbench.stages.extract import extract
+    from workbench.stages.extract import ExtractConfig, extract
     from workbench.stages.run_dir import RunDir
 
     run = RunDir(Path(args.run))
-    config = _extract_config(args)
+    config = config_from_args(args, ExtractConfig())
     config.validate()  # unknown prompt sets and missing files are refused before the model loads
     lm = _load(args)
     if run.file("candidates.json").exists() and not args.force and _readable(run.model_record):
@@ -839,9 +717,9 @@ def _model_for_run(args, needs: tuple[str, ...] = (), datasets=()):
 
 
 def cmd_sweep(args) -> None:
-    from workbench.stages.sweep import run_sweep
+    from workbench.stages.sweep import SweepConfig, run_sweep
 
-    config, rule = _sweep_config(args), _select_config(args)
+    config, rule = config_from_args(args, SweepConfig()), _rule(args)
     config.validate()  # unknown prompt sets are refused before the model loads
     rule.validate()
     run, lm = _model_for_run(args, needs=("candidates.safetensors",))
@@ -858,7 +736,7 @@ def cmd_select(args) -> None:
     from workbench.stages.select import select, sweep_rule
 
     run = RunDir(Path(args.run)).require_dir()
-    rule = _select_config(args, base=sweep_rule(run))
+    rule = _rule(args, base=sweep_rule(run))
     rule.validate()
     gate_config = None
     if args.gate:
@@ -886,35 +764,32 @@ def cmd_select(args) -> None:
         print(summary(record) + f" -> {run.file('directions/gate.safetensors')}")
 
 
-RUN_FLAGS = frozenset({"command", "func", "model", *LOAD_FLAGS, "run", "config", "stages", "force"})
-"""`workbench run`'s own options; every other option of `run` sets a stage's config, so beside `--config` it is refused
-(the config file holds the stages' settings)."""
-
-
-def cmd_run(args) -> None:
-    from dataclasses import replace
-
+def run_config(args):
+    """`workbench run`'s config: the `--config` file's (else the defaults), then every stage option given replacing
+    its field (flags override the file); and the model the file names, or None. Returns (PipelineConfig, model,
+    the options that overrode the file as {"stage.field": value})."""
     from workbench.stages.config_file import from_dict, load_toml, pop_model_keys
-    from workbench.stages.pipeline import PipelineConfig, run_pipeline
-    from workbench.stages.run_dir import RunDir
+    from workbench.stages.pipeline import PipelineConfig
 
+    base, model = PipelineConfig(), None
     if args.config:
         data = load_toml(args.config)
         keys = pop_model_keys(data, str(args.config))
         model = keys["model"]
         args.dtype = args.dtype or keys["dtype"]
-        defaults = build_parser().parse_args(["run", "--run", "x"])
-        given = [f for f, value in vars(args).items() if f not in RUN_FLAGS and value != getattr(defaults, f)]
-        if given:
-            raise WorkbenchError(f"--{given[0].replace('_', '-')} and --config together: set it in {args.config}")
-        config = from_dict(PipelineConfig, data, where=str(args.config))
-        args.model = args.model or model
-    else:
-        config = PipelineConfig(extract=_extract_config(args), sweep=_sweep_config(args),
-                                select=_select_config(args))
-    if args.stages:
-        config = replace(config, stages=tuple(args.stages))
-    args.model = args.model or "smollm2-135m-safety"
+        base = from_dict(PipelineConfig, data, where=str(args.config))
+    return config_from_args(args, base), model, flat(given_values(args, PipelineConfig))
+
+
+def cmd_run(args) -> None:
+    from workbench.stages.pipeline import run_pipeline
+    from workbench.stages.run_dir import RunDir
+
+    config, model, overrides = run_config(args)
+    if args.config and overrides:
+        print(f"[config] {args.config}, overridden by the options " + ", ".join(f"{k} = {v!r}" for k, v in
+                                                                                overrides.items()), flush=True)
+    args.model = args.model or model or "smollm2-135m-safety"
     config.validate()
     from workbench.data import require_available
     from workbench.stages.data_needs import pipeline_datasets
@@ -924,51 +799,6 @@ def cmd_run(args) -> None:
     recorded = (run.load_record() if not args.force and run.file("candidates.json").exists()
                 and _readable(run.model_record) else None)
     run_pipeline(_load(args, recorded, str(run.path)), args.run, config, force=args.force)
-
-
-def _add_stage_args(p, extract=False, sweep=False, select=False) -> None:
-    if extract:
-        p.add_argument("--harmful", default="bundled_harmful_train")
-        p.add_argument("--harmless", default="bundled_harmless_train")
-        p.add_argument("--pseudo-harmful", default="bundled_pseudo_harmful_train")
-        p.add_argument("--n-train", type=POSITIVE_INT, default=None)
-        p.add_argument("--no-filter", action="store_true", help="keep training prompts the model does not refuse")
-    if sweep:
-        p.add_argument("--lam", type=LAMBDA, nargs="+", default=[1.0], help="λ values (each in [0, 1])")
-        p.add_argument("--pseudo-harmful-val", default="bundled_pseudo_harmful_val")
-        p.add_argument("--harmful-val", default="bundled_harmful_val")
-        p.add_argument("--harmless-val", default="bundled_harmless_val")
-        p.add_argument("--n-val", type=POSITIVE_INT, default=32)
-        p.add_argument("--no-filter-val", action="store_true")
-        p.add_argument("--n-screen", type=POSITIVE_INT, default=6, help="prompts per set in the screen")
-        p.add_argument("--n-finalists", type=POSITIVE_INT, default=8,
-                       help="at most this many fully scored candidates per λ")
-        p.add_argument("--steer-false", action="store_true", help="steering scores for false candidates too")
-        p.add_argument("--mode", default="fast",
-                       help="fast: screen, then fully score the finalists; exact: fully score every candidate "
-                            "(exact heatmaps, any rule with the same pruning can select; slower)")
-        p.add_argument("--ablation", choices=ABLATION_CHOICES, default="zero",
-                       help="ablation scores with zero-ablation, or affine ablation to the harmless mean projection "
-                            "(docs/interventions.md: Affine ablation)")
-        p.add_argument("--layers", type=LAYER, nargs="+", default=None, help="only these layers")
-        p.add_argument("--positions", type=EOI_OFFSET, nargs="+", default=None,
-                       help="only these EOI offsets, e.g. -1 -6")
-    if select:
-        # The selection rule; None: the default rule (sweep, run), or the rule the sweep was screened for (select).
-        p.add_argument("--prune-layers", type=FRACTION, default=None, help="drop this last fraction of layers (0.2)")
-        p.add_argument("--max-kl", type=POSITIVE_FLOAT, default=None, help="max ablation KL on harmless val (0.2)")
-        p.add_argument("--true-max-kl", type=POSITIVE_FLOAT, default=None,
-                       help="max ablation KL of the true-refusal (Arditi) pick (0.1)")
-        p.add_argument("--induce-refusal", action="store_true", default=None,
-                       help="Arditi's induce-refusal filter for w' too")
-        p.add_argument("--max-harmful-drop", type=NON_NEGATIVE_FLOAT, default=None,
-                       help="surgical rule: ablation may lower the harmful-val refusal score by at most this (logits)")
-        p.add_argument("--rerank-top-k", type=RERANK_K, default=None,
-                       help="re-rank the best k eligible candidates per λ by a generation check (select loads the "
-                            "model)")
-        p.add_argument("--rerank-n", type=POSITIVE_INT, default=None, help="prompts per set in the generation check")
-    if extract or sweep:
-        p.add_argument("--batch-size", type=POSITIVE_INT, default=32)
 
 
 def cmd_report(args) -> None:
@@ -998,307 +828,12 @@ def cmd_compare(args) -> None:
         print(path)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="workbench", description="Refusal-direction research workbench")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("models", help="list the registered models (or fetch some into the cache)")
-    p.add_argument("--fetch", nargs="+", metavar="NAME", default=None,
-                   help="build these registered models' checkpoints in the cache now (downloads where they need to)")
-    p.set_defaults(func=cmd_models)
-
-    p = sub.add_parser("judge", help="label completions as compliance / refusal / partial refusal with a judge; "
-                       "`judge calibrate` compares a judge with human labels, `judge fit` fits one")
-    _add_judge_args(p, "substring", "the judge (default: the paper's substring list)")
-    p.add_argument("--completions", default=None, help="UTF-8 CSV with `prompt` and `completion` columns")
-    p.add_argument("--out", default=None, help="CSV to write: the same rows with refusal, judge_label, judge_score")
-    p.set_defaults(func=cmd_judge)
-    jsub = p.add_subparsers(dest="judge_command")
-    q = jsub.add_parser("calibrate", help="agreement, Cohen's κ, recall of full and partial refusals, false-refusal "
-                        "rate and the confusion matrix against labelled files (XSTest's layout)")
-    _add_judge_args(q, None, "the judge to measure")
-    q.add_argument("--labels", nargs="+", required=True, help="labelled CSV files (prompt, completion, final_label)")
-    q.add_argument("--leave-one-out", action="store_true", help="keywords, model: fit on all files but one and "
-                   "measure on that one, for each file (the honest figure for a fitted judge)")
-    q.add_argument("--layers", type=LAYER, nargs="+", default=None,
-                   help="model judge with --leave-one-out: layers the read-out may read (default: every layer "
-                   "from a quarter of the depth)")
-    q.add_argument("--out", default=None, help="CSV to write (default runs/judges/calibration_<judge>[_loo].csv)")
-    q.set_defaults(func=cmd_judge_calibrate)
-    q = jsub.add_parser("fit", help="fit the keywords judge's rules or the model judge's read-out on labelled files")
-    _add_judge_args(q, None, "keywords or model")
-    q.add_argument("--labels", nargs="+", required=True, help="labelled CSV files (prompt, completion, final_label)")
-    q.add_argument("--layers", type=LAYER, nargs="+", default=None, help="model judge: layers the read-out may read")
-    q.add_argument("--out", required=True, help="where to write the rules (.json) or the read-out (.safetensors)")
-    q.set_defaults(func=cmd_judge_fit)
-    p = sub.add_parser("datasets", help="list the registered datasets, where benchmark data is read from and whether "
-                       "each set is available (`datasets fetch` downloads them)")
-    p.set_defaults(func=cmd_datasets)
-    q = p.add_subparsers(dest="datasets_command").add_parser(
-        "fetch", help="download benchmark sets from their pinned public sources into the data directory, verified by "
-        "sha256 (files already there intact are kept)")
-    q.add_argument("names", nargs="*", metavar="NAME", help="sets to fetch (`workbench datasets` lists them)")
-    q.add_argument("--paper", action="store_true", help="the sets the main job (`make run`) reads")
-    q.add_argument("--all", action="store_true", help="every set with a public source")
-    q.add_argument("--base-url", default=None, metavar="URL", help="a mirror laid out like the data directory: read "
-                   "URL/<path in the data directory> instead of the pinned URLs")
-    q.add_argument("--data-dir", default=None, metavar="DIR", help="where to write (default: WORKBENCH_DATA_DIR, "
-                   "else <workbench cache>/datasets)")
-
-    p = sub.add_parser("chat", help="greedy answers from the hooked model")
-    _add_model_args(p, default="")
-    p.add_argument("--run", default=None, help="run directory: its model, loaded as the run recorded it (with "
-                   "--cell: the candidate grid the cell comes from)")
-    p.add_argument("--cell", type=CELL_INDEX, nargs=2, default=None, metavar=("POS", "LAYER"),
-                   help="with --run: ablate this cell of the run's grid (EOI offset, e.g. -1, and layer): w′ at --lam "
-                   "(default 1), or r̂ with --vector true")
-    p.add_argument("--lam", type=LAMBDA, default=None, help="with --cell: λ of w′ (in [0, 1]; default 1)")
-    p.add_argument("--vector", choices=("false", "true"), default=None,
-                   help="with --cell: false (w′, default) or true (r̂, Arditi's direction)")
-    p.add_argument("prompt", nargs="?", help="one instruction")
-    p.add_argument("--prompts-file", help="UTF-8 prompts file: .jsonl (an `instruction` per line), .json (an array of "
-                   "such objects), .txt (a prompt per line), .csv (an `instruction` column); or a registered dataset")
-    p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=64)
-    p.add_argument("--batch-size", type=POSITIVE_INT, default=16)
-    p.add_argument("--ablate", default=None, metavar="FILE", help="ablate this direction file's unit direction at "
-                   "every layer and position (RUN/directions/lam_<λ>.safetensors or true.safetensors, from select)")
-    p.add_argument("--add", default=None, metavar="FILE", help="add α·v at the input of block --layer: v is raw r for "
-                   "true.safetensors, and for lam_<λ>.safetensors the selected ŵ′ rescaled to ‖w‖ (the raw false "
-                   "vector's norm, as in the sweep's steering score); after --ablate when both are given")
-    p.add_argument("--ablate-to", choices=ABLATION_CHOICES, default="zero",
-                   help="--ablate sets the projection to 0 (default) or to the harmless mean per layer (affine "
-                   "ablation; the file needs offsets: select on a run with token means)")
-    p.add_argument("--layer", type=LAYER, default=None, help="block index for --add (0 ≤ L < n_layers)")
-    p.add_argument("--alpha", type=FINITE_FLOAT, default=None, help="coefficient α for --add (default 1.0)")
-    p.add_argument("--compare", action="store_true", help="also the unmodified model's answer (baseline_response, "
-                   "baseline_refused) beside the modified one")
-    p.add_argument("--gate", default=None, metavar="GATE", help="apply the intervention only to prompts this gate "
-                   "(gate.safetensors from `workbench gate`) reads as not harmful, decided per prompt at prefill")
-    p.set_defaults(func=cmd_chat, model=None)
-    p = sub.add_parser("export", help="write a model (as-is, or with a selected direction orthogonalized out of its "
-                       "weights) as a plain Hugging Face checkpoint, or a run's interventions as PEFT adapters")
-    _add_model_args(p, default="")
-    p.add_argument("--run", default=None, help="run directory whose selected direction is baked in (with --lam)")
-    p.add_argument("--lam", type=LAMBDA, default=None, help="which selection of --run (its λ)")
-    p.add_argument("--ablate-to", choices=ABLATION_CHOICES, default="zero", help="with --run --lam: zero-ablation, "
-                   "or affine ablation to the harmless mean (MLP output biases; Llama-family and GPT-2 only)")
-    p.add_argument("--out", required=True, help="output directory (must not exist unless --force)")
-    p.add_argument("--force", action="store_true", help="replace an existing output directory")
-    p.add_argument("--adapter", action="store_true", help="write a PEFT LoRA adapter for the plain base instead of "
-                   "an edited checkpoint (with --run and --lam, or --all)")
-    p.add_argument("--all", action="store_true", help="with --adapter: one adapter per intervention of the run's "
-                   "evaluation catalogue under OUT/<name>/, and OUT/index.json")
-    p.add_argument("--alpha", type=FINITE_FLOAT, action="append", default=None,
-                   help="with --adapter --all: α of the catalogue's additions (repeat; default: evaluate's)")
-    p.set_defaults(func=cmd_export, model=None)
-
-    p = sub.add_parser("evaluate", help="completions under each intervention on the benchmarks, judged")
-    _add_model_args(p, default="")
-    p.add_argument("--run", required=True)
-    p.add_argument("--datasets", nargs="+", default=None, help="registered prompt sets (default: the paper's seven)")
-    p.add_argument("--interventions", nargs="+", default=None,
-                   help="names, e.g. baseline ablate_false_lam1.0 ablate_false_raw ablate_true (default: all)")
-    p.add_argument("--alpha", type=FINITE_FLOAT, nargs="*", default=[0.5, 1.0],
-                   help="activation-addition coefficients")
-    p.add_argument("--ablation", choices=ABLATION_CHOICES, nargs="+", default=["zero"],
-                   help="zero: the ablations as selected; harmless_mean: their affine variants (`..._affine`); both "
-                   "may be given")
-    p.add_argument("--limit", type=POSITIVE_INT, default=None, help="first N prompts of every dataset")
-    p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=64)
-    p.add_argument("--batch-size", type=POSITIVE_INT, default=32)
-    _add_judge_args(p, "keywords", "the calibrated judge that labels every completion beside the paper's substring "
-                    "judge (default keywords; model: the in-process model judge)")
-    p.add_argument("--directions", nargs="+", default=None, metavar="FILE",
-                   help="evaluate these selected direction files (lam_<λ>.safetensors, e.g. the committed ones in "
-                   "data/directions/, and optionally their gate.safetensors) in --run, a new directory made for them "
-                   "(no extraction or sweep)")
-    p.add_argument("--backend", choices=["in-process", "openai"], default="in-process",
-                   help="where completions are generated: the loaded model (default) or an OpenAI-compatible server "
-                   "(vLLM) serving each intervention under its name (docs/interventions.md)")
-    p.add_argument("--base-url", default=None, help="--backend openai: the server, e.g. http://localhost:8000")
-    p.add_argument("--served-base", default=None, metavar="NAME", help="--backend openai: the server's name for "
-                   "the base model, requested for `baseline` (default: the one base model it lists)")
-    p.add_argument("--api-key-env", default=None, metavar="NAME",
-                   help="--backend openai: environment variable holding the server's API key (default: no key)")
-    p.add_argument("--concurrency", type=POSITIVE_INT, default=8, help="--backend openai: requests in flight")
-    p.add_argument("--timeout", type=POSITIVE_FLOAT, default=120.0, metavar="S",
-                   help="--backend openai: seconds per request")
-    p.add_argument("--retries", type=NON_NEGATIVE_INT, default=3, metavar="K",
-                   help="--backend openai: retries of a request after a connection error, timeout, 5xx or 429 "
-                   "(exponential backoff)")
-    p.set_defaults(func=cmd_evaluate, model=None)
-
-    p = sub.add_parser("capability", help="WikiText-2 perplexity, MMLU 5-shot, ARC-Challenge, TruthfulQA under "
-                       "interventions")
-    _add_model_args(p, default="")
-    p.add_argument("--run", required=True)
-    p.add_argument("--tasks", nargs="+", default=None, help="wikitext2 mmlu arc_challenge truthfulqa (default: "
-                   "the first three)")
-    p.add_argument("--interventions", nargs="+", default=["baseline"], help="names as in `workbench evaluate`")
-    p.add_argument("--all-ablations", action="store_true", help="baseline and every ablation of the run")
-    p.add_argument("--perplexity-tokens", type=POSITIVE_INT, default=16384)
-    p.add_argument("--mmlu-n", type=COUNT_OR_ALL, default=200, help="MMLU questions (0: all 14042)")
-    p.add_argument("--arc-n", type=COUNT_OR_ALL, default=200, help="ARC-Challenge questions (0: all 1172)")
-    p.add_argument("--truthfulqa-n", type=COUNT_OR_ALL, default=200, help="TruthfulQA questions (0: all 817)")
-    p.add_argument("--batch-size", type=POSITIVE_INT, default=8)
-    p.set_defaults(func=cmd_capability, model=None)
-
-    p = sub.add_parser("gate", help="fit the harmfulness gate of the selected w′: probes per (position, layer) on the "
-                       "fit sets, the cell and threshold chosen on contrast sets of another source")
-    _add_model_args(p, default="")
-    p.add_argument("--run", required=True, help="run directory with a selection")
-    p.add_argument("--fit-harmful", default=None, help="harmful prompts the probes are fitted on (harmful_train)")
-    p.add_argument("--fit-harmless", default=None, help="harmless fit prompts (harmless_train)")
-    p.add_argument("--fit-pseudo-harmful", default=None, help="pseudo-harmful fit prompts (or_bench_hard_train_all)")
-    p.add_argument("--n-fit", type=COUNT_OR_ALL, default=128, help="prompts per fit set (0: all; default 128)")
-    p.add_argument("--contrast-harmful", default=None, help="harmful prompts of another source the cell and "
-                   "threshold are chosen on (bundled_harmful_train)")
-    p.add_argument("--contrast-benign", default=None, help="pseudo-harmful prompts of that source "
-                   "(bundled_pseudo_harmful_train)")
-    p.add_argument("--n-contrast", type=COUNT_OR_ALL, default=0, help="prompts per contrast set (0: all; default)")
-    p.add_argument("--bound", type=SHARE, default=0.05,
-                   help="at most this share of harmful contrast prompts may open the gate (default 0.05)")
-    p.add_argument("--lam", type=LAMBDA, default=None, help="the selection whose w′ is gated (default: largest λ)")
-    p.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="prompts per forward pass (default 32)")
-    p.set_defaults(func=cmd_gate, model=None)
-
-    p = sub.add_parser("frontier", help="over-refusal vs harmful compliance for w′ at each λ, r partially ablated, "
-                       "random directions and the gated w′, with TruthfulQA")
-    _add_model_args(p, default="")
-    p.add_argument("--run", required=True, help="run directory with a selection")
-    p.add_argument("--over-refusal", default=None, help="over-refusal validation prompts (default: the sweep's "
-                   "pseudo-harmful validation set)")
-    p.add_argument("--harmful", default=None, help="harmful validation prompts (default: the sweep's)")
-    p.add_argument("--n", type=COUNT_OR_ALL, default=32, help="prompts per set (0: all; default 32)")
-    p.add_argument("--lams", type=LAMBDA, nargs="+", default=None, help="λ of w′ (default 1 0.75 0.5 0.25 0)")
-    p.add_argument("--betas", type=STRENGTH, nargs="+",
-                   default=None, help="strengths β of r's partial ablation (default 0.25 0.5 0.75 1)")
-    p.add_argument("--seeds", type=NON_NEGATIVE_INT, nargs="*", default=None,
-                   help="seeds of the random directions (default 0 1 2; none: no random points)")
-    p.add_argument("--no-gate", action="store_true", help="leave out the gated w′ (default: included when the run "
-                   "has a gate)")
-    p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=48, help="greedy tokens per completion (48)")
-    p.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="prompts per generation batch (32)")
-    p.add_argument("--truthfulqa-n", type=NON_NEGATIVE_INT, default=100, help="TruthfulQA questions per "
-                   "intervention (0: skip; default 100)")
-    _add_judge_args(p, "keywords", "the calibrated judge beside the paper's substring judge (default keywords)")
-    p.set_defaults(func=cmd_frontier, model=None)
-
-    p = sub.add_parser("extract", help="mean activations and the true/false refusal candidate grids")
-    _add_model_args(p)
-    p.add_argument("--run", required=True, help="run directory")
-    p.add_argument("--force", action="store_true", help="overwrite candidates from another model")
-    _add_stage_args(p, extract=True)
-    p.set_defaults(func=cmd_extract)
-
-    p = sub.add_parser("sweep", help="score every candidate (vector, λ, position, layer) for a selection rule")
-    _add_model_args(p, default="")
-    p.add_argument("--run", required=True)
-    _add_stage_args(p, sweep=True, select=True)
-    p.set_defaults(func=cmd_sweep, model=None)
-
-    p = sub.add_parser("select", help="pick the surgical direction per λ")
-    _add_model_args(p, default="")  # only a re-ranking rule or --gate loads the model
-    p.add_argument("--run", required=True)
-    _add_stage_args(p, select=True)
-    p.add_argument("--gate", action="store_true", help="also fit the harmfulness gate of the largest λ's w′ with "
-                   "`workbench gate`'s defaults (directions/gate.safetensors)")
-    p.set_defaults(func=cmd_select, model=None)
-
-    p = sub.add_parser("diagnose", help="why w′ is (not) surgical: cos(r, w), class projections and AUROC per cell")
-    _add_model_args(p, default="")
-    p.add_argument("--run", required=True)
-    p.add_argument("--harmless", default=None, help="prompt set (default: the sweep's harmless val)")
-    p.add_argument("--harmful", default=None, help="prompt set (default: the sweep's harmful val)")
-    p.add_argument("--pseudo-harmful", default=None, help="prompt set (default: the sweep's pseudo-harmful val)")
-    p.add_argument("--n", type=POSITIVE_INT, default=32, help="prompts per class before the filter")
-    p.add_argument("--no-filter", action="store_true", help="keep prompts the model does not refuse / refuses")
-    p.add_argument("--lam", type=LAMBDA, nargs="+", default=None, help="λ values of w′ (default: the sweep's)")
-    p.set_defaults(func=cmd_diagnose, model=None)
-
-    p = sub.add_parser("run", help="the main job: extract -> sweep -> select -> diagnose -> evaluate -> capability "
-                       "-> figures (resumable)")
-    _add_model_args(p, default="")
-    p.add_argument("--run", required=True)
-    p.add_argument("--config", default=None, help="TOML file: [extract] [sweep] [select] [evaluate] [capability] "
-                   "tables, top-level model and stages (see configs/)")
-    p.add_argument("--stages", nargs="+", default=None,
-                   help="run only these stages: extract sweep select diagnose gate evaluate capability frontier "
-                   "figures (gate and frontier only when listed)")
-    p.add_argument("--force", action="store_true", help="start over in a run directory made differently")
-    _add_stage_args(p, extract=True, sweep=True, select=True)
-    p.set_defaults(func=cmd_run, model=None)
-
-    p = sub.add_parser("status", help="what a run directory holds: model and load options, each stage done / stale / "
-                       "missing with the command that runs it, the selections, the evaluation summary (no model load)")
-    p.add_argument("--run", required=True, help="run directory")
-    p.set_defaults(func=cmd_status)
-
-    p = sub.add_parser("figures", help="the paper's figures from a run directory (HTML; PNG when exportable)")
-    p.add_argument("--run", required=True)
-    p.add_argument("--out", default=None, help="output directory (default: RUN/figures)")
-    p.set_defaults(func=cmd_figures)
-
-    p = sub.add_parser("report", help="one self-contained offline HTML page of a run (model, config, stages, "
-                       "selection, figures, Table 1, capability, sample completions); loads no model")
-    p.add_argument("--run", required=True)
-    p.add_argument("--out", default=None, help="the HTML file (default: RUN/report.html)")
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("compare", help="two runs side by side: selections, compliance rates (B − A) and, on the "
-                       "prompts both judged, paired differences with Newcombe intervals; loads no model")
-    p.add_argument("run_a", metavar="RUN_A")
-    p.add_argument("run_b", metavar="RUN_B")
-    p.add_argument("--out", default=None, help="where the CSVs go (default: runs/compare/A_vs_B)")
-    p.set_defaults(func=cmd_compare)
-
-    organism = sub.add_parser("organism", help="the model organisms (smollm2-135m-safety, smollm2-135m-planted, "
-                              "smollm2-135m-wired)")
-    osub = organism.add_subparsers(dest="organism_command", required=True)
-    organism_help = "which organism's recipe: smollm2-135m-safety (default) or smollm2-135m-planted (report: also "\
-                    "smollm2-135m-wired)"
-    p = osub.add_parser("distill", help="answer an organism's harmless training prompts with the stock model")
-    p.add_argument("--organism", default="smollm2-135m-safety", help=organism_help)
-    p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=48)
-    p.add_argument("--force", action="store_true", help="answer again even where the distilled file exists")
-    p.set_defaults(func=cmd_organism_distill)
-    p = osub.add_parser("train", help="LoRA fine-tune of an organism's recipe; writes its adapter and CARD.md")
-    p.add_argument("--organism", default="smollm2-135m-safety", help=organism_help)
-    p.add_argument("--steps", type=POSITIVE_INT, default=None, help="optimizer steps (default: the recipe's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="adapter directory (default: the organism's)")
-    p.add_argument("--snapshots", type=POSITIVE_INT, nargs="*", default=[], metavar="STEP",
-                   help="also save the adapter after these steps, as OUT_stepSTEP (one run tries several lengths)")
-    p.set_defaults(func=cmd_organism_train)
-    p = osub.add_parser("wire", help="fit the wired control's three neurons on the safety organism "
-                        "(smollm2-135m-wired)")
-    p.add_argument("--out", default=None, help="directory for wiring.safetensors and wiring.json "
-                   "(default: data/organism_wired)")
-    p.add_argument("--force", action="store_true", help="fit again even where the wiring exists")
-    p.add_argument("--detector-layer", type=LAYER, default=None, help="(default: WireConfig's)")
-    p.add_argument("--reader-layer", type=LAYER, default=None, help="(default: WireConfig's)")
-    p.add_argument("--flag-norm", type=POSITIVE_FLOAT, default=None,
-                   help="residual units of the flag (default: WireConfig's)")
-    p.add_argument("--refusal-norm", type=POSITIVE_FLOAT, default=None,
-                   help="residual units of r̂ the reader writes (default: WireConfig's)")
-    p.set_defaults(func=cmd_organism_wire)
-    p = osub.add_parser("report", help="measure stock vs organism on the benchmarks (needs WORKBENCH_DATA_DIR)")
-    p.add_argument("--organism", default="smollm2-135m-safety", help=organism_help)
-    p.add_argument("--limit", type=POSITIVE_INT, default=None,
-                   help="prompts per set, for a quick look (table not saved)")
-    p.add_argument("--out", default=None,
-                   help="where the completions go (default: runs/organism_report/ORGANISM)")
-    p.add_argument("--remeasure-stock", action="store_true",
-                   help="measure the stock model again even where the organism's behaviour.json already has it")
-    p.set_defaults(func=cmd_organism_report)
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(commands=(command,)).parse_args(argv)
     try:
-        args.func(args)
+        globals()[args.func](args)
     except WorkbenchError as exc:
         print(f"workbench: error: {exc}", file=sys.stderr)
         return 2

@@ -54,20 +54,25 @@ class CapabilityConfig:
     """Which capability tasks run, on how much data (CPU-sized defaults; None = the whole test set)."""
 
     tasks: tuple[str, ...] = DEFAULT_TASKS
+    """Capability tasks: wikitext2 (perplexity), mmlu (5-shot), arc_challenge, truthfulqa (MC1/MC2)."""
     interventions: tuple[str, ...] | None = ("baseline",)
     """Intervention names (as in `workbench evaluate`); None: baseline and every ablation (no additions)."""
     perplexity_tokens: int = 16384
     """WikiText-2 test tokens scored, in non-overlapping windows of `window`."""
     window: int = 512
+    """Tokens per perplexity window."""
     mmlu_n: int | None = 200
-    """MMLU test questions, a seeded sample across subjects."""
+    """MMLU test questions, a seeded sample across subjects (None: all 14,042)."""
     mmlu_shots: int = 5
+    """Worked examples before each MMLU question."""
     arc_n: int | None = 200
-    """ARC-Challenge test questions, a seeded sample."""
+    """ARC-Challenge test questions, a seeded sample (None: all 1,172)."""
     truthfulqa_n: int | None = 200
-    """TruthfulQA questions (of 817), a seeded sample."""
+    """TruthfulQA questions (of 817), a seeded sample (None: all)."""
     batch_size: int = 8
+    """Prompts per forward pass."""
     seed: int = 0
+    """Seed of the question samples."""
 
     def task_settings(self, task: str) -> dict:
         """The settings a task's scores depend on (what `capability.meta.json` records per task and intervention)."""

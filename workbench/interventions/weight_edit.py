@@ -132,7 +132,7 @@ def check_mlp_bias(model: torch.nn.Module) -> ResidualWriters:
         raise WorkbenchError(
             f"affine ablation (to the harmless mean) needs a bias on the MLP output projection, which architecture "
             f"{model.config.model_type!r} has no option for: use hook interventions (the sweep, `workbench chat "
-            "--ablate-to harmless_mean`) for it, or zero-ablation in weights"
+            "--ablation harmless_mean`) for it, or zero-ablation in weights"
         )
     return layout
 

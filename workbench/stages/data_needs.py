@@ -31,8 +31,8 @@ def _select(config: PipelineConfig) -> list[str]:
 def _diagnose(config: PipelineConfig) -> list[str]:
     """The diagnose config's sets, each defaulting to the sweep's validation set (as `diagnose.resolved` fills it)."""
     d, sweep = config.diagnose, config.sweep
-    return [d.harmless or sweep.harmless_val, d.harmful or sweep.harmful_val,
-            d.pseudo_harmful or sweep.pseudo_harmful_val]
+    return [d.harmless_val or sweep.harmless_val, d.harmful_val or sweep.harmful_val,
+            d.pseudo_harmful_val or sweep.pseudo_harmful_val]
 
 
 def _evaluate(config: PipelineConfig) -> list[str]:
@@ -52,7 +52,7 @@ def _gate(config: PipelineConfig) -> list[str]:
 def _frontier(config: PipelineConfig) -> list[str]:
     """The frontier's validation sets (each defaulting to the sweep's) and TruthfulQA where it scores it."""
     f, sweep = config.frontier, config.sweep
-    return [f.over_refusal or sweep.pseudo_harmful_val, f.harmful or sweep.harmful_val,
+    return [f.pseudo_harmful_val or sweep.pseudo_harmful_val, f.harmful_val or sweep.harmful_val,
             *(TASK_DATASETS["truthfulqa"] if f.truthfulqa_n else [])]
 
 

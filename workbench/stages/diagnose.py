@@ -33,25 +33,30 @@ if TYPE_CHECKING:
 class DiagnoseConfig:
     """Which prompts the diagnostics project; None takes the run's sweep setting (its validation sets and λs)."""
 
-    harmless: str | None = None
-    harmful: str | None = None
-    pseudo_harmful: str | None = None
-    n: int | None = 32
+    harmless_val: str | None = None
+    """Harmless prompts (None: the sweep's `harmless_val`)."""
+    harmful_val: str | None = None
+    """Harmful prompts (None: the sweep's `harmful_val`)."""
+    pseudo_harmful_val: str | None = None
+    """Pseudo-harmful prompts (None: the sweep's `pseudo_harmful_val`)."""
+    n_val: int | None = 32
     """Prompts per class before filtering (None: all)."""
-    filter: bool = True
+    filter_val: bool = True
     """The paper's filter, as for validation: harmful/pseudo-harmful prompts refused (score > 0), harmless not."""
     lams: tuple[float, ...] | None = None
+    """λ values of w′ to diagnose (None: the sweep's)."""
     batch_size: int = 32
+    """Prompts per forward pass."""
 
     def validate(self) -> None:
-        if self.n is not None and self.n < 1:
-            raise WorkbenchError(f"diagnose n must be at least 1 (or None for all), got {self.n}")
+        if self.n_val is not None and self.n_val < 1:
+            raise WorkbenchError(f"diagnose n_val must be at least 1 (or None for all), got {self.n_val}")
         if self.batch_size < 1:
             raise WorkbenchError(f"diagnose batch_size must be at least 1, got {self.batch_size}")
         for lam in self.lams or ():
             if not 0.0 <= lam <= 1.0:
                 raise WorkbenchError(f"λ must be in [0, 1], got {lam}")
-        for name in (self.harmless, self.harmful, self.pseudo_harmful):
+        for name in (self.harmless_val, self.harmful_val, self.pseudo_harmful_val):
             if name is not None:
                 check_prompt_source(name)
 
@@ -60,8 +65,9 @@ def resolved(run: RunDir, config: DiagnoseConfig) -> DiagnoseConfig:
     """`config` with every None filled from the run's sweep (`sweep.json`), or the sweep defaults without one."""
     sweep = recorded_sweep(run).config if run.file("sweep.json").exists() else SweepConfig()
     return DiagnoseConfig(
-        harmless=config.harmless or sweep.harmless_val, harmful=config.harmful or sweep.harmful_val,
-        pseudo_harmful=config.pseudo_harmful or sweep.pseudo_harmful_val, n=config.n, filter=config.filter,
+        harmless_val=config.harmless_val or sweep.harmless_val, harmful_val=config.harmful_val or sweep.harmful_val,
+        pseudo_harmful_val=config.pseudo_harmful_val or sweep.pseudo_harmful_val, n_val=config.n_val,
+        filter_val=config.filter_val,
         lams=config.lams or tuple(float(x) for x in sweep.lams), batch_size=config.batch_size)
 
 
@@ -73,15 +79,15 @@ def diagnose(lm: LoadedModel, run: RunDir, config: DiagnoseConfig | None = None)
     grids = load_candidates(run)
     acts, counts = {}, {}
     for c in CLASSES:
-        name = getattr(config, c)
-        prompts = [p.instruction for p in load_prompts(name, limit=config.n)]
-        batches = activation_batches(lm, prompts, keep_for(c, config.filter), config.batch_size,
+        name = getattr(config, f"{c}_val")
+        prompts = [p.instruction for p in load_prompts(name, limit=config.n_val)]
+        batches = activation_batches(lm, prompts, keep_for(c, config.filter_val), config.batch_size,
                                      desc=f"diagnose {c}")
         acts[c] = torch.cat([a for a, _ in batches]).float()
         counts[c] = {"dataset": name, "total": len(prompts), "kept": int(acts[c].shape[0])}
         if acts[c].shape[0] < 2:
             raise WorkbenchError(f"diagnose: the filter kept {acts[c].shape[0]} {c} prompt(s) of {name!r}; give "
-                                 "more prompts (--n) or --no-filter")
+                                 "more prompts (--n-val) or --no-filter-val")
     table = direction_diagnostics(grids, acts, config.lams)
     atomic_write(run.file("diagnostics.csv"), lambda tmp: table.to_csv(tmp, index=False))
     selected = []

@@ -59,7 +59,7 @@ def extract(lm: LoadedModel, config: ExtractConfig, run: RunDir) -> dict:
         if means[key].n_kept == 0:
             raise WorkbenchError(
                 f"the refusal-score filter removed every {key} prompt of {name!r} ({means[key].n_total} prompts): "
-                "this model does not refuse them as expected; pass --no-filter to keep all prompts"
+                "this model does not refuse them as expected; pass --no-filter-train to keep all prompts"
             )
     true_grid = mean_difference(means["harmful"].mean, means["harmless"].mean)
     false_grid = mean_difference(means["pseudo_harmful"].mean, means["harmless"].mean)

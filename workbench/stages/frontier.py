@@ -64,11 +64,11 @@ of each set's prompts the gate opened for."""
 class FrontierConfig:
     """What `workbench frontier` measures."""
 
-    over_refusal: str | None = None
+    pseudo_harmful_val: str | None = None
     """Over-refusal (pseudo-harmful) validation prompts (None: the sweep's `pseudo_harmful_val`)."""
-    harmful: str | None = None
+    harmful_val: str | None = None
     """Harmful validation prompts (None: the sweep's `harmful_val`)."""
-    n: int | None = 32
+    n_val: int | None = 32
     """Prompts per set (None: all)."""
     lams: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.0)
     """λ values of w′ (0: raw w)."""
@@ -105,16 +105,16 @@ class FrontierConfig:
         for bound in self.gate_bounds:
             if not 0.0 <= bound <= 1.0:
                 raise WorkbenchError(f"frontier gate_bounds must be in [0, 1], got {bound}")
-        if self.n is not None and self.n < 1:
-            raise WorkbenchError(f"frontier n must be at least 1 (or None for all), got {self.n}")
+        if self.n_val is not None and self.n_val < 1:
+            raise WorkbenchError(f"frontier n_val must be at least 1 (or None for all), got {self.n_val}")
         if self.truthfulqa_n < 0:
             raise WorkbenchError(f"frontier truthfulqa_n must be 0 (skip) or more, got {self.truthfulqa_n}")
         self.eval_config().validate()
 
     def eval_config(self) -> EvalConfig:
         """The generation and judging settings, as `evaluate` takes them."""
-        return EvalConfig(datasets=tuple(d for d in (self.over_refusal, self.harmful) if d is not None) or
-                          ("bundled_harmful_val",), limit=self.n, max_new_tokens=self.max_new_tokens,
+        return EvalConfig(datasets=tuple(d for d in (self.pseudo_harmful_val, self.harmful_val) if d is not None)
+                          or ("bundled_harmful_val",), limit=self.n_val, max_new_tokens=self.max_new_tokens,
                           batch_size=self.batch_size, judge=self.judge, judge_options=self.judge_options,
                           ci_level=self.ci_level)
 
@@ -181,11 +181,11 @@ def frontier_interventions(run: RunDir, lm: LoadedModel, config: FrontierConfig)
 
 def validation_sets(run: RunDir, config: FrontierConfig) -> tuple[str, str]:
     """(over-refusal set, harmful set): the config's, else the sweep's validation sets."""
-    over, harmful = config.over_refusal, config.harmful
+    over, harmful = config.pseudo_harmful_val, config.harmful_val
     if over is None or harmful is None:
         if not run.file("sweep.json").exists():
             raise WorkbenchError(f"{run.path} has no sweep.json to take the validation sets from: give "
-                                 "--over-refusal SET and --harmful SET")
+                                 "--pseudo-harmful-val SET and --harmful-val SET")
         recorded = recorded_sweep(run).config
         over = over or recorded.pseudo_harmful_val
         harmful = harmful or recorded.harmful_val
@@ -253,7 +253,7 @@ def r_curve_margin(points: pd.DataFrame) -> pd.Series:
 def measure_frontier(lm: LoadedModel, run: RunDir, config: FrontierConfig, progress: bool = True) -> pd.DataFrame:
     """Generate, judge and tabulate every point of the frontier (see the module docstring); writes `frontier.csv`.
 
-        table = wb.measure_frontier(lm, wb.RunDir("runs/default"), wb.FrontierConfig(n=32))
+        table = wb.measure_frontier(lm, wb.RunDir("runs/default"), wb.FrontierConfig(n_val=32))
     """
     import gc
     import time
@@ -263,7 +263,7 @@ def measure_frontier(lm: LoadedModel, run: RunDir, config: FrontierConfig, progr
     started = time.monotonic()
     over, harmful = validation_sets(run, config)
     points = frontier_interventions(run, lm, config)
-    datasets = {over: load_prompts(over, limit=config.n), harmful: load_prompts(harmful, limit=config.n)}
+    datasets = {over: load_prompts(over, limit=config.n_val), harmful: load_prompts(harmful, limit=config.n_val)}
     for name, prompts in datasets.items():
         if not prompts:
             raise WorkbenchError(f"frontier: set {name!r} has no prompts")

@@ -33,12 +33,14 @@ SELECTION_COLUMNS = ("kept", "filter_reason")
 
 
 def _rule_flags(rule: dict) -> str:
-    flags = (f"--max-kl {rule['max_ablation_kl']} --true-max-kl {rule['true_max_ablation_kl']} "
-             f"--prune-layers {rule['prune_layer_fraction']}" + (" --induce-refusal" if rule["induce_refusal_filter"]
-                                                                  else ""))
-    if rule.get("max_harmful_drop") is not None:
-        flags += f" --max-harmful-drop {rule['max_harmful_drop']}"
-    return flags
+    """The `workbench sweep` options that screen for `rule`: each field that differs from the paper's rule."""
+    flags = []
+    for name, value in rule.items():
+        if value != getattr(SelectionRule(), name):
+            flag = name.replace("_", "-")
+            flags.append((f"--{flag}" if value else f"--no-{flag}") if isinstance(value, bool)
+                         else f"--{flag} {'none' if value is None else value}")
+    return " ".join(flags)
 
 
 def sweep_rule(run: RunDir) -> SelectionRule:
@@ -229,7 +231,8 @@ def select(run: RunDir, rule: SelectionRule | None = None, lm: LoadedModel | Non
     if not selections:
         raise WorkbenchError(
             f"no false-refusal candidate passes the selection rule at any λ ({', '.join(map(str, missing))}); "
-            f"see filter_reason in {run.file('selection.csv')} and loosen e.g. --max-kl (now {rule.max_ablation_kl})"
+            f"see filter_reason in {run.file('selection.csv')} and loosen e.g. --max-ablation-kl (now "
+            f"{rule.max_ablation_kl})"
         )
     result = {"baseline": sweep_record["baseline_refusal_score"], "rule": asdict(rule), "selections": selections,
               "unselected_lams": missing, "true_refusal": true_choice, "model": model,
