@@ -413,7 +413,7 @@ def test_every_numeric_option_has_a_checked_type():
     ("[evaluate]\ndatasets = [\"mmlu\"]", "dataset 'mmlu' is not a prompt set"),
     ("[evaluate]\nalphas = [inf]", "evaluate alphas must be finite"),
     ("[capability]\nbatch_size = 0", "capability batch_size must be at least 1"),
-    ("[capability]\narc_n = -1", "capability arc_n must be ≥ 0"),
+    ("[capability]\narc_n = 0", "capability arc_n must be at least 1"),
     ("stages = [\"extract\", \"plot\"]", "unknown stage 'plot'"),
 ])
 def test_config_file_out_of_range_is_refused_before_loading(tmp_path, capsys, no_model, table, message):
