@@ -116,9 +116,8 @@ class CandidateScorer:
         """Mean refusal score on `target` and mean KL from `harmless_base` on `harmless` with one direction ablated
         (NaN for an empty set)."""
         prompts = target + harmless
-        logits = torch.cat([self.ablated_logits(prompts[start : start + self.batch_size], direction[None],
-                                                len(prompts[start : start + self.batch_size]))
-                            for start in range(0, len(prompts), self.batch_size)])
+        chunks = [prompts[start : start + self.batch_size] for start in range(0, len(prompts), self.batch_size)]
+        logits = torch.cat([self.ablated_logits(chunk, direction[None], len(chunk)) for chunk in chunks])
         tokens = self.lm.info.refusal_tokens
         rs = refusal_score(logits[: len(target)], tokens).mean().item() if target else math.nan
         kl = kl_divergence(harmless_base, logits[len(target) :]).mean().item() if harmless else math.nan
