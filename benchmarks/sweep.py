@@ -1,12 +1,13 @@
 """Sweep speed: the paper-style reference loop vs the workbench's fast sweep and its exact mode (every candidate
 fully scored, batched), same model, prompts and candidates.
 
-    python benchmarks/sweep.py [--layers 2 4 ... 22] [--lams 1.0 0.6] [--n-val 32]
+    PYTHONPATH=. python benchmarks/sweep.py [--layers 2 4 ... 22] [--lams 1.0 0.6] [--n-val 32] [--exact-only]
 
-Prints the wall times, the ratios, the exact mode's largest score difference from the reference loop, whether the
-sweeps select the same (position, layer) at each λ, the cost of adding a λ to a finished sweep (re-selection from
-cached grids), and ends with
-`sweep speedup: <ratio>x, same winner: <yes|no>`.
+Prints the wall times, the ratios, the exact mode's speed-up over the reference loop and its largest score
+difference from it, whether the sweeps select the same (position, layer) at each λ, the cost of adding a λ to a
+finished sweep (re-selection from cached grids), and ends with
+`sweep speedup: <ratio>x, same winner: <yes|no>` (with `--exact-only`, which skips the fast sweep:
+`exact speedup: <ratio>x, max score difference: <d>`).
 """
 
 import argparse
@@ -21,13 +22,8 @@ from workbench.method.rule import SelectionRule  # noqa: E402
 from workbench.models import load_model  # noqa: E402
 from workbench.stages.extract import ExtractConfig, extract, load_candidates  # noqa: E402
 from workbench.stages.run_dir import RunDir  # noqa: E402
-from workbench.stages.sweep import (  # noqa: E402
-    SweepConfig,
-    exact_sweep,
-    fast_sweep,
-    load_validation,
-    reference_sweep,
-)
+from workbench.stages.sweep import SweepConfig, candidate_scorer, load_validation  # noqa: E402
+from workbench.stages.sweep_algorithms import exact_sweep, fast_sweep, reference_sweep, to_frame  # noqa: E402
 
 SCORES = ["ablation_refusal_score", "ablation_refusal_score_harmful", "ablation_kl", "steering_refusal_score",
           "steering_kl"]
@@ -67,6 +63,8 @@ def main() -> None:
                         help="let the reference loop reuse the template prefix's KV cache too (the paper's does not)")
     parser.add_argument("--reference-last-logits", action="store_true",
                         help="let the reference loop unembed only the last position too (the paper's unembeds all)")
+    parser.add_argument("--exact-only", action="store_true", help="time the exact mode against the reference loop "
+                        "only (no fast sweep, no added λ)")
     args = parser.parse_args()
 
     lm = load_model(args.model)
@@ -77,41 +75,52 @@ def main() -> None:
     config = SweepConfig(lams=tuple(args.lams), n_val=args.n_val, layers=tuple(args.layers),
                          positions=tuple(args.positions) if args.positions else None)
 
-    start = time.perf_counter()
-    val = load_validation(lm, config)
-    fast = fast_sweep(lm, grids, val, config, rule)
-    fast_seconds = time.perf_counter() - start
+    scorer = candidate_scorer(lm, config)
+    if not args.exact_only:
+        start = time.perf_counter()
+        val = load_validation(lm, config)
+        fast = to_frame(fast_sweep(scorer, grids, val, config, rule))
+        fast_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
     val_ref = load_validation(lm, config)
-    reference_config = replace(config, share_prefix=args.reference_share_prefix,
-                               last_logits_only=args.reference_last_logits)
-    reference = reference_sweep(lm, grids, val_ref, reference_config, rule)
+    paper = candidate_scorer(lm, replace(config, share_prefix=args.reference_share_prefix,
+                                         last_logits_only=args.reference_last_logits))
+    reference = to_frame(reference_sweep(paper, grids, val_ref, config, rule))
     reference_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
     val_exact = load_validation(lm, config)
-    exact = exact_sweep(lm, grids, val_exact, replace(config, mode="exact"), rule)
+    exact = to_frame(exact_sweep(scorer, grids, val_exact, replace(config, mode="exact"), rule))
     exact_seconds = time.perf_counter() - start
 
-    start = time.perf_counter()
-    val_extra = load_validation(lm, config)
-    fast_sweep(lm, grids, val_extra, replace(config, lams=(args.extra_lam,)), rule, include_true=False)
-    extra_seconds = time.perf_counter() - start
-
-    fast_winners = winners(fast, args.lams, rule, grids.n_layers)
     reference_winners = winners(reference, args.lams, rule, grids.n_layers)
     exact_winners = winners(exact, args.lams, rule, grids.n_layers)
     difference = max_score_difference(exact, reference)
     n_candidates = int((reference.stage == "full").sum())
-    for name, frame in (("fast", fast), ("exact", exact), ("reference", reference)):  # kept: winners re-derivable
-        frame.to_csv(run.file(f"sweep_{name}.csv"), index=False)
     print(f"model {args.model}; {n_candidates} candidates ({len(args.lams)} λ + true); n_val {args.n_val}")
     print(f"reference loop: {reference_seconds:.1f} s ({reference_seconds / n_candidates:.2f} s per candidate)")
-    print(f"fast sweep:     {fast_seconds:.1f} s ({int((fast.stage == 'full').sum())} fully scored)")
     print(f"exact sweep:    {exact_seconds:.1f} s ({int((exact.stage == 'full').sum())} fully scored, "
           f"{reference_seconds / exact_seconds:.1f}x faster than the reference loop; scores "
           f"{'match' if difference <= 1e-4 else 'differ from'} the reference: max abs diff {difference:.1e})")
+    if args.exact_only:
+        for name, frame in (("exact", exact), ("reference", reference)):  # kept: the comparison is re-derivable
+            frame.to_csv(run.file(f"sweep_{name}.csv"), index=False)
+        for lam in args.lams:
+            print(f"λ={lam}: reference winner (pos, layer) {reference_winners[lam]}, exact winner {exact_winners[lam]}")
+        print(f"the sweeps' rows: {run.file('sweep_exact.csv')}, {run.file('sweep_reference.csv')}")
+        print(f"exact speedup: {reference_seconds / exact_seconds:.1f}x, max score difference: {difference:.1e}")
+        return
+
+    start = time.perf_counter()
+    val_extra = load_validation(lm, config)
+    fast_sweep(scorer, grids, val_extra, replace(config, lams=(args.extra_lam,)), rule, include_true=False)
+    extra_seconds = time.perf_counter() - start
+
+    fast_winners = winners(fast, args.lams, rule, grids.n_layers)
+    for name, frame in (("fast", fast), ("exact", exact), ("reference", reference)):  # kept: winners re-derivable
+        frame.to_csv(run.file(f"sweep_{name}.csv"), index=False)
+    print(f"fast sweep:     {fast_seconds:.1f} s ({int((fast.stage == 'full').sum())} fully scored)")
     print(f"adding λ={args.extra_lam} to the finished sweep: {extra_seconds:.1f} s "
           f"({100 * extra_seconds / reference_seconds:.1f}% of the reference sweep, "
           f"{100 * extra_seconds / fast_seconds:.0f}% of the fast one)")

@@ -26,7 +26,8 @@ from workbench.stages.extract import ExtractConfig, load_candidates
 from workbench.stages.figures import run_figures
 from workbench.stages.run_dir import RunDir
 from workbench.stages.select import read_selection, select, selected_direction_file
-from workbench.stages.sweep import COLUMNS, SweepConfig, settings_record
+from workbench.stages.sweep import SweepConfig, settings_record
+from workbench.stages.sweep_algorithms import COLUMNS
 
 pytestmark = pytest.mark.unit
 

@@ -17,7 +17,8 @@ from workbench.models.activations import mean_activations
 from workbench.models.loader import offloaded_parameters, parse_device_map
 from workbench.stages.extract import ExtractConfig, extract, load_candidates
 from workbench.stages.run_dir import RunDir
-from workbench.stages.sweep import SweepConfig, exact_sweep, load_validation, run_sweep
+from workbench.stages.sweep import SweepConfig, candidate_scorer, load_validation, run_sweep
+from workbench.stages.sweep_algorithms import exact_sweep, to_frame
 
 SPLIT = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk", "model.layers.2": "disk",
          "model.layers.3": "cpu", "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}
@@ -130,8 +131,8 @@ def test_exact_sweep_with_the_embedding_offloaded(tiny, tiny_checkpoint, tiny_ru
     assert lm.info.fingerprint == tiny.info.fingerprint
     grids = load_candidates(tiny_run)
     config = SweepConfig(mode="exact", lams=(0.0,), n_val=8, layers=(1, 2), positions=(-1,), batch_size=8)
-    plain = exact_sweep(tiny, grids, load_validation(tiny, config), config, TINY_RUN_RULE, include_true=False)
-    split = exact_sweep(lm, grids, load_validation(lm, config), config, TINY_RUN_RULE, include_true=False)
+    plain, split = (to_frame(exact_sweep(candidate_scorer(m, config), grids, load_validation(m, config), config,
+                                         TINY_RUN_RULE, include_true=False)) for m in (tiny, lm))
     full = plain.stage == "full"
     assert full.sum() == 2
     assert (split.loc[full, SCORES] - plain.loc[full, SCORES]).abs().max().max() <= 1e-4

@@ -180,9 +180,9 @@ def test_run_figures_from_run_directory(tmp_path):
     run.path.mkdir()
     with pytest.raises(WorkbenchError, match="workbench run"):
         run_figures(run)
-    from workbench.stages.sweep import to_frame
+    from workbench.stages.sweep_algorithms import CandidateRow, to_frame
 
-    to_frame(_sweep().to_dict("records")).to_csv(run.file("sweep.csv"), index=False)
+    to_frame([CandidateRow(**row) for row in _sweep().to_dict("records")]).to_csv(run.file("sweep.csv"), index=False)
     _evaluation(keyword_shift=0.1).to_csv(run.file("evaluation.csv"), index=False)
     names = sorted(p.name for p in run_figures(run))
     assert {"fig4_sweep.html", "fig3_lambda.html", "fig5_alpha_lambda.html", "table1.csv"} <= set(names)

@@ -17,7 +17,8 @@ from workbench.method.rule import SelectionRule
 from workbench.stages.extract import ExtractConfig, extract, load_candidates
 from workbench.stages.run_dir import RunDir
 from workbench.stages.select import read_selection, select
-from workbench.stages.sweep import SweepConfig, fast_sweep, load_validation, read_sweep, reference_sweep, run_sweep
+from workbench.stages.sweep import SweepConfig, candidate_scorer, load_validation, read_sweep, run_sweep
+from workbench.stages.sweep_algorithms import fast_sweep, reference_sweep, to_frame
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]  # the module's run: extract 3 × 128 prompts, sweep (≈ 3 min)
 
@@ -103,7 +104,8 @@ def test_fast_sweep_selects_what_exact_scoring_selects_for_each_kl_bound(organis
     config = SweepConfig(n_val=8, n_screen=8, n_finalists=40, min_finalists=1, stop_margin=0.0,
                          screen_kl_margin=1.0, layers=(8, 12, 16, 19, 21, 22, 23), positions=(-6, -5, -1))
     val = load_validation(organism, config)
-    exact = reference_sweep(organism, grids, val, config, SelectionRule(), include_true=False)
+    scorer = candidate_scorer(organism, config)
+    exact = to_frame(reference_sweep(scorer, grids, val, config, SelectionRule(), include_true=False))
     scored = exact.set_index(["pos", "layer"])
     paper_winner = _winner(exact, SelectionRule(max_ablation_kl=0.2), grids.n_layers)
     assert paper_winner is not None, "nothing within KL 0.2 on this grid"
@@ -111,7 +113,7 @@ def test_fast_sweep_selects_what_exact_scoring_selects_for_each_kl_bound(organis
     winners = {}
     for bound in (0.2, 0.1, tighter):
         rule = SelectionRule(max_ablation_kl=bound)
-        fast = fast_sweep(organism, grids, val, config, rule, include_true=False)
+        fast = to_frame(fast_sweep(scorer, grids, val, config, rule, include_true=False))
         winners[bound] = _winner(exact, rule, grids.n_layers)
         assert _winner(fast, rule, grids.n_layers) == winners[bound], bound
         assert (fast.stage == "full").sum() < (exact.stage == "full").sum()  # the screen did prune

@@ -18,14 +18,14 @@ from workbench.stages.select import select
 from workbench.stages.sweep import (
     RecordedSweep,
     SweepConfig,
-    exact_sweep,
+    candidate_scorer,
     load_validation,
     read_sweep,
     recorded_sweep,
-    reference_sweep,
     run_sweep,
     same_settings,
 )
+from workbench.stages.sweep_algorithms import exact_sweep, reference_sweep, to_frame
 
 PRUNE_LAST = replace(TINY_RUN_RULE, prune_layer_fraction=0.25)
 """The tiny run's loose rule, pruning the last of the tiny model's 4 layers."""
@@ -50,8 +50,9 @@ def test_exact_sweep_equals_reference_loop(tiny, tiny_run, share_prefix):
     rule = PRUNE_LAST
     val = load_validation(tiny, config)
     assert len(val.harmless) <= config.batch_size < len(val.pseudo_harmful + val.harmful + val.harmless)
-    exact = exact_sweep(tiny, grids, val, config, rule)
-    reference = reference_sweep(tiny, grids, val, replace(config, share_prefix=False, last_logits_only=False), rule)
+    exact = to_frame(exact_sweep(candidate_scorer(tiny, config), grids, val, config, rule))
+    paper = candidate_scorer(tiny, replace(config, share_prefix=False, last_logits_only=False))
+    reference = to_frame(reference_sweep(paper, grids, val, config, rule))
     assert len(exact) == len(reference) == 3 * 6 * 4
     assert set(exact[exact.layer == 3].sweep_note) == {"last 25% of layers"}  # pruned: not scored
     assert (exact.stage == "full").sum() == 3 * 2 * 2 and not (exact.stage == "screened").any()
@@ -65,7 +66,7 @@ def test_exact_sweep_equals_reference_loop(tiny, tiny_run, share_prefix):
 
 
 def test_exact_mode_is_recorded_and_serves_any_rule_with_its_pruning(tiny, tiny_run, monkeypatch):
-    from workbench.stages import sweep as sweep_module
+    from workbench.stages import sweep_algorithms
 
     fig4 = tiny_run.file("figures/fig4_sweep.html")
     run_figures(tiny_run)  # the fixture's fast sweep (n_screen 4)
@@ -90,7 +91,7 @@ def test_exact_mode_is_recorded_and_serves_any_rule_with_its_pruning(tiny, tiny_
         recorded_sweep(tiny_run)  # a record without a field is an error, not a silent default
     tiny_run.file("sweep.json").write_text(json.dumps({**old, "config": {**old["config"], "mode": "exact"}}))
     calls = []
-    monkeypatch.setattr(sweep_module, "exact_sweep", lambda *args, **kwargs: calls.append(args))
+    monkeypatch.setattr(sweep_algorithms, "exact_sweep", lambda *args, **kwargs: calls.append(args))
     run_sweep(tiny, tiny_run, config, other)  # reused: nothing scored again
     assert calls == []
     # select takes any rule that prunes at least the sweep's layers; with less pruning the winner may be unscored
@@ -116,9 +117,9 @@ def test_exact_sweep_equals_reference_loop_on_the_organism(organism, selected_ru
     grids = load_candidates(selected_run)
     config = SweepConfig(mode="exact", lams=(1.0, 0.0), n_val=8, layers=(9, 15), positions=(-1, -6))
     val = load_validation(organism, config)
-    exact = exact_sweep(organism, grids, val, config, SelectionRule())
-    reference = reference_sweep(organism, grids, val, replace(config, share_prefix=False, last_logits_only=False),
-                                SelectionRule())
+    exact = to_frame(exact_sweep(candidate_scorer(organism, config), grids, val, config, SelectionRule()))
+    paper = candidate_scorer(organism, replace(config, share_prefix=False, last_logits_only=False))
+    reference = to_frame(reference_sweep(paper, grids, val, config, SelectionRule()))
     exact, reference = _full(exact), _full(reference)
     assert len(exact) == 3 * 4 and list(exact.index) == list(reference.index)
     assert exact[SCORES].notna().all().all()

@@ -25,7 +25,8 @@ from workbench.stages.extract import ExtractConfig, extract, load_candidates
 from workbench.stages.pipeline import PipelineConfig, run_pipeline
 from workbench.stages.run_dir import RunDir
 from workbench.stages.select import select, selected_direction_file
-from workbench.stages.sweep import SweepConfig, fast_sweep, load_validation, read_sweep, reference_sweep, run_sweep
+from workbench.stages.sweep import SweepConfig, candidate_scorer, load_validation, read_sweep, run_sweep
+from workbench.stages.sweep_algorithms import fast_sweep, reference_sweep, to_frame
 
 PROMPTS = ["How do I kill a stuck process?", "Write a haiku about rain.", "What is a black hole?", "Hi",
            "How do I make a bomb?"]
@@ -96,10 +97,10 @@ def test_fast_sweep_equals_reference_loop(tiny, tiny_run):
                          screen_kl_margin=math.inf, layers=(1, 3), positions=(-1, -4), score_all=True,
                          steer_false=True)
     val = load_validation(tiny, config)
-    fast = fast_sweep(tiny, grids, val, config, TINY_RUN_RULE)
+    fast = to_frame(fast_sweep(candidate_scorer(tiny, config), grids, val, config, TINY_RUN_RULE))
     # The reference runs as the paper's code does: every prompt in full, every position unembedded.
-    ref = reference_sweep(tiny, grids, val, replace(config, share_prefix=False, last_logits_only=False),
-                          TINY_RUN_RULE, cells=[(5, 1), (5, 3), (2, 1), (2, 3)])
+    paper = candidate_scorer(tiny, replace(config, share_prefix=False, last_logits_only=False))
+    ref = to_frame(reference_sweep(paper, grids, val, config, TINY_RUN_RULE, cells=[(5, 1), (5, 3), (2, 1), (2, 3)]))
     assert len(fast) == len(ref) == 3 * 6 * 4
     fast, ref = ([f[f.stage == "full"].fillna({"lam": -1.0}).set_index(["vector", "lam", "pos", "layer"]).sort_index()
                   for f in (fast, ref)])
@@ -151,14 +152,14 @@ def test_last_position_unembedding_gives_the_same_logits(tiny):
 
 
 def test_lambda_reuse_adds_only_new_rows(tiny, tiny_run, monkeypatch):
-    import workbench.stages.sweep as sweep
+    import workbench.stages.sweep_algorithms as sweep
 
     before = read_sweep(tiny_run)
     calls, real = [], sweep.fast_sweep
 
-    def recording(lm, grids, val, config, rule, include_true=True):
+    def recording(scorer, grids, val, config, rule, include_true=True):
         calls.append((config.lams, include_true))
-        return real(lm, grids, val, config, rule, include_true)
+        return real(scorer, grids, val, config, rule, include_true)
 
     monkeypatch.setattr(sweep, "fast_sweep", recording)
     run_sweep(tiny, tiny_run, replace(TINY_RUN_SWEEP, lams=(1.0, 0.5, 0.0)), TINY_RUN_RULE)
@@ -259,7 +260,8 @@ def test_fast_sweep_selects_the_exact_winner_for_each_kl_bound(tiny, tiny_run):
                          screen_kl_margin=1.0)
     val = load_validation(tiny, config)
     assert max(len(val.pseudo_harmful), len(val.harmless)) <= config.n_screen  # the screen sees every prompt
-    exact = reference_sweep(tiny, grids, val, config, TINY_RUN_RULE, include_true=False)
+    exact = to_frame(reference_sweep(candidate_scorer(tiny, config), grids, val, config, TINY_RUN_RULE,
+                                     include_true=False))
     full = exact[exact.stage == "full"]
     assert len(full) == 6 * 3  # every candidate but the zero layer-0 ones
     # Bounds halfway between consecutive KLs (robust to float noise); the loosest keeps every candidate.
@@ -270,7 +272,7 @@ def test_fast_sweep_selects_the_exact_winner_for_each_kl_bound(tiny, tiny_run):
     assert tight is not None, "the loosest winner also has the lowest KL: no two bounds with different winners"
     for bound in (loose, tight):
         rule = replace(TINY_RUN_RULE, max_ablation_kl=bound)
-        fast = fast_sweep(tiny, grids, val, config, rule, include_true=False)
+        fast = to_frame(fast_sweep(candidate_scorer(tiny, config), grids, val, config, rule, include_true=False))
         choice = rule.pick(rule.apply(fast, grids.n_layers), "false", 1.0)
         assert (choice["pos"], choice["layer"]) == _exact_pick(exact, bound), bound
         assert choice["ablation_refusal_score"] == pytest.approx(

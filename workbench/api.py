@@ -51,6 +51,7 @@ from workbench.stages import diagnose as _diagnose_stage
 from workbench.stages import extract as _extract_stage
 from workbench.stages import select as _select_stage
 from workbench.stages import sweep as _sweep_stage
+from workbench.stages import sweep_algorithms as _sweep_algorithms
 from workbench.stages.open_run import open_run as _open_run
 from workbench.stages.open_run import run_path
 from workbench.stages.run_dir import RunDir
@@ -346,7 +347,7 @@ class Selections(Mapping):
         return SelectionRule.from_record(self.record["rule"])
 
 
-SCORE_COLUMNS = tuple(c for c in _sweep_stage.NUMERIC_COLUMNS if c not in ("lam", "pos", "layer"))
+SCORE_COLUMNS = tuple(c for c in _sweep_algorithms.NUMERIC_COLUMNS if c not in ("lam", "pos", "layer"))
 
 
 def load_selections(run: str | Path | RunDir) -> Selections:

@@ -52,9 +52,9 @@ def remove_component(x: Float[Tensor, "*rows d_model"], c: Float[Tensor, "*crows
     """x − β(x·ĉ)ĉ (+ μĉ) along the last axis: the one projection behind every ablation (hooks, weight edits,
     adapters, the affine and partial variants). `c` is a unit direction, one for every row or one per leading row
     (shaped to broadcast against x, e.g. [batch, 1, d_model]); `offset` μ broadcasts against x less its last axis."""
-    proj = x @ c if c.dim() == 1 else (x * c).sum(-1)
-    out = x - (proj.unsqueeze(-1) if strength == 1.0 else strength * proj.unsqueeze(-1)) * c
-    return out if offset is None else out + offset.unsqueeze(-1) * c
+    proj = (x @ c if c.dim() == 1 else torch.linalg.vecdot(x, c)).unsqueeze(-1)
+    out = torch.addcmul(x, proj, c, value=-strength)  # x − β(x·ĉ)ĉ in one pass
+    return out if offset is None else out.addcmul_(offset.unsqueeze(-1), c)
 
 
 def affine_offsets(means: Float[Tensor, "n_layer d_model"], directions: Float[Tensor, "*batch d_model"]

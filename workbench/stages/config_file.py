@@ -105,11 +105,13 @@ def pop_model_keys(data: dict, where: str) -> dict[str, str | None]:
     return out
 
 
-def read_recorded(run: "RunDir", name: str, cls: type, key: str = "config", besides: tuple[str, ...] = ()) -> Any:
+def read_recorded(run: "RunDir", name: str, cls: type, key: str = "config", besides: tuple[str, ...] = (),
+                  artifact: dict | None = None) -> Any:
     """The `cls` config an artifact recorded under `key` (e.g. `sweep.json`'s SweepConfig), rebuilt through the
     dataclass: every field must be there and nothing else (`besides`: other keys the record may hold, left out),
-    so a renamed or missing field is a one-line error naming the file, never a silent default."""
-    record = run.read_json(name, keys=(key,))[key]
+    so a renamed or missing field is a one-line error naming the file, never a silent default. `artifact`: the
+    file's content when the caller has already read it (`run.read_json(name, keys=(key,))`)."""
+    record = (run.read_json(name, keys=(key,)) if artifact is None else artifact)[key]
     if not isinstance(record, dict):
         raise run.corrupted(name, f"its {key!r} is not a record")
     fields = {f.name for f in dataclasses.fields(cls)}

@@ -81,7 +81,7 @@ def selected_direction_file(run: RunDir, lam: float) -> Path:
 
 def read_selection(run: RunDir) -> pd.DataFrame:
     """`selection.csv`: the sweep's rows with `kept` and `filter_reason` under the rule select applied."""
-    from workbench.stages.sweep import COLUMNS, NUMERIC_COLUMNS, TEXT_COLUMNS
+    from workbench.stages.sweep_algorithms import COLUMNS, NUMERIC_COLUMNS, TEXT_COLUMNS
 
     frame = run.read_csv("selection.csv", columns=(*COLUMNS, *SELECTION_COLUMNS),
                          text_columns=(*TEXT_COLUMNS, "filter_reason", "kept"), numeric_columns=NUMERIC_COLUMNS)
