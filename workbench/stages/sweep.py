@@ -29,6 +29,7 @@ from workbench.eval.scoring import last_position_logits
 from workbench.interventions.hooks import ABLATION_TARGETS
 from workbench.io import atomic_write, write_json
 from workbench.method.grids import CandidateGrids
+from workbench.method.prompt_filter import keep_for, kept
 from workbench.method.refusal_math import refusal_score
 from workbench.method.rule import SelectionRule
 from workbench.models.loader import LoadedModel
@@ -134,7 +135,6 @@ class SweepConfig:
 def load_validation(lm: LoadedModel, config: SweepConfig) -> ValidationSets:
     """The three validation sets, filtered as the paper does, with their unhooked last-position logits."""
     sets, logits, counts = {}, {}, {}
-    rules = {"pseudo_harmful": "refuses", "harmful": "refuses", "harmless": "complies"}
     names = {"pseudo_harmful": config.pseudo_harmful_val, "harmful": config.harmful_val,
              "harmless": config.harmless_val}
     for key, name in names.items():
@@ -142,7 +142,7 @@ def load_validation(lm: LoadedModel, config: SweepConfig) -> ValidationSets:
         base = last_position_logits(lm, prompts, config.batch_size, last_only=config.last_logits_only)
         if config.filter_val:
             scores = refusal_score(base, lm.info.refusal_tokens)
-            keep = scores > 0 if rules[key] == "refuses" else scores < 0
+            keep = kept(scores, keep_for(key))
             if not bool(keep.any()):
                 raise WorkbenchError(
                     f"the refusal-score filter removed every {key} validation prompt of {name!r}: "
