@@ -1,4 +1,4 @@
-# The README's starts:  `make quick` (5 minutes, bundled prompts only),  `make run` (the main job on the default
+# The README's starts:  `make quick` (bundled prompts only),  `make run` (the main job on the default
 # model; fetches the benchmark sets it needs first)  and  `make test`.
 PYTHON ?= python3
 VENV ?= .venv
@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 	  echo "note: could not install chromium; figures will be written as HTML only"
 	touch $(STAMP)
 
-# The 5-minute start: the wired control on the bundled prompts only (no benchmark data).
+# The quick start: the wired control on the bundled prompts only (no benchmark data).
 quick: setup
 	$(BIN)/workbench run --config configs/quick.toml --run runs/quick
 

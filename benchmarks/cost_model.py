@@ -45,11 +45,11 @@ def sweep_rows(run: Path) -> dict[str, int]:
     screen = 0
     if config.get("mode", "fast") == "fast":
         for vector, rows in screened.groupby("vector"):
-            target = kept["pseudo_harmful" if vector == "false" else "harmful"]
+            target = kept["pseudo_harmful" if vector == "w'" else "harmful"]
             screen += len(rows) * (min(n, target) + min(n, kept["harmless"]))
     full = 0
     for row in sweep[sweep.stage == "full"].itertuples():
-        if row.vector == "false":
+        if row.vector == "w'":
             full += kept["pseudo_harmful"] + kept["harmless"] + (kept["harmful"] if row.ablation_kl <= bound else 0)
         else:
             full += kept["harmful"] + 2 * kept["harmless"]

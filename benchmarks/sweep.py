@@ -25,15 +25,15 @@ from workbench.stages.run_dir import RunDir  # noqa: E402
 from workbench.stages.sweep import SweepConfig, candidate_scorer, load_validation  # noqa: E402
 from workbench.stages.sweep_algorithms import exact_sweep, fast_sweep, reference_sweep, to_frame  # noqa: E402
 
-SCORES = ["ablation_refusal_score", "ablation_refusal_score_harmful", "ablation_kl", "steering_refusal_score",
-          "steering_kl"]
+SCORES = ["ablation_refusal_score_pseudo_harmful", "ablation_refusal_score_harmful", "ablation_kl",
+          "steering_refusal_score", "steering_kl"]
 
 
 def winners(frame, lams, rule: SelectionRule, n_layers: int):
     applied = rule.apply(frame, n_layers)
     out = {}
     for lam in lams:
-        choice = rule.pick(applied, "false", lam)
+        choice = rule.pick(applied, "w'", lam)
         out[lam] = None if choice is None else (int(choice["pos"]), int(choice["layer"]))
     return out
 
@@ -114,7 +114,7 @@ def main() -> None:
 
     start = time.perf_counter()
     val_extra = load_validation(lm, config)
-    fast_sweep(scorer, grids, val_extra, replace(config, lams=(args.extra_lam,)), rule, include_true=False)
+    fast_sweep(scorer, grids, val_extra, replace(config, lams=(args.extra_lam,)), rule, include_r=False)
     extra_seconds = time.perf_counter() - start
 
     fast_winners = winners(fast, args.lams, rule, grids.n_layers)

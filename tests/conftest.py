@@ -85,7 +85,7 @@ def _selected_run_once(organism, tmp_path_factory):
 
     run = RunDir(tmp_path_factory.mktemp("selected_run"))
     extract(organism, ExtractConfig(n_train=32), run)
-    rule = SelectionRule(max_ablation_kl=10.0, true_max_ablation_kl=10.0)
+    rule = SelectionRule(max_ablation_kl=10.0, r_max_ablation_kl=10.0)
     run_sweep(organism, run, SweepConfig(lams=(1.0, 0.0), n_val=8, n_screen=4, n_finalists=2, layers=(9, 15),
                                          positions=(-1,)), rule)
     select(run, rule)

@@ -28,7 +28,7 @@ def _logits(model, lm, prompts=PROMPTS):
 
 
 def _catalogue(lm, run, alphas=(1.0,)):
-    selection = run.read_json("selection.json", keys=("selections",))
+    selection = run.read_json("selection.json", keys=("selections", "r"))
     return {i.name: i for i in build_interventions(selection, run.path, lm.info.fingerprint, lm.info.d_model, alphas)}
 
 
@@ -59,10 +59,10 @@ def _assert_adapter_equals_edit(lm, item: NamedIntervention, out, check_text=Tru
 def test_catalogue_adapters_equal_weight_edits(tiny, tiny_run, tmp_path):
     """w′ (every λ), raw w, r, α·r alone and w′ + α·r of the tiny run's catalogue."""
     items = _catalogue(tiny, tiny_run)
-    lams = [n for n in items if n.startswith("ablate_false_lam") and "+" not in n]
-    combined = next(n for n in items if "+actadd_true" in n)
+    lams = [n for n in items if n.startswith("ablate_w_lam") and "+" not in n]
+    combined = next(n for n in items if "+actadd_r" in n)
     assert lams and isinstance(items[combined].intervention, Combined)
-    for name in [*lams, "ablate_false_raw", "ablate_true", "actadd_true_a1.0", combined]:
+    for name in [*lams, "ablate_w_raw", "ablate_r", "actadd_r_a1.0", combined]:
         _assert_adapter_equals_edit(tiny, items[name], tmp_path / name)
     record = json.loads((tmp_path / lams[0] / "workbench.json").read_text())
     assert (record["fingerprint"], record["intervention"], record["rank"]) == (tiny.info.fingerprint, lams[0], 1)
@@ -137,7 +137,7 @@ def test_writer_with_a_bias_is_refused():
 
 
 def test_adapter_from_another_model_is_refused(tiny, tiny_run, tmp_path):
-    item = _catalogue(tiny, tiny_run)["ablate_true"]
+    item = _catalogue(tiny, tiny_run)["ablate_r"]
     out = export_adapter(tiny, item, tmp_path / "adapter")
     load_adapter(tiny, out)  # this model's adapter loads
     record_path = out / "workbench.json"
@@ -159,7 +159,7 @@ def test_cli_writes_adapters(tiny, tiny_checkpoint, tiny_run, tmp_path, capsys):
     one = tmp_path / "one"
     assert main(["export", "--run", run, "--lam", "1.0", "--adapter", "--out", str(one),
                  "--model", str(tiny_checkpoint)]) == 0
-    assert json.loads((one / "workbench.json").read_text())["intervention"] == "ablate_false_lam1.0"
+    assert json.loads((one / "workbench.json").read_text())["intervention"] == "ablate_w_lam1.0"
     assert (one / "adapter_model.safetensors").is_file() and not one.with_name("one.partial").exists()
     every = tmp_path / "all"
     assert main(["export", "--run", run, "--adapter", "--all", "--alphas", "1.0", "--out", str(every),

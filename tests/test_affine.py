@@ -240,9 +240,9 @@ def test_select_stores_offsets_and_export_is_affine(tiny, affine_run, tmp_path):
     path = selected_direction_file(run, 1.0)
     tensors = read_direction_file(path, ("direction", OFFSETS_KEY))[0]
     torch.testing.assert_close(tensors[OFFSETS_KEY], unit(tensors["direction"]) @ means.T)
-    true_file = run.file("directions/true.safetensors")
-    if true_file.exists():
-        assert OFFSETS_KEY in read_direction_file(true_file, (OFFSETS_KEY,))[0]
+    r_file = run.file("directions/r.safetensors")
+    if r_file.exists():
+        assert OFFSETS_KEY in read_direction_file(r_file, (OFFSETS_KEY,))[0]
     out = export_edited(tiny, path, tmp_path / "export", ablate_to="harmless_mean")
     assert "affine" in (out / "README.md").read_text()
     assert json.loads((out / "config.json").read_text())["mlp_bias"] is True
@@ -277,13 +277,13 @@ def test_sweep_affine_scores_equal_one_candidate_alone(tiny, tiny_run, mode):
     full = frame[frame.stage == "full"]
     assert len(full) == (2 * 2 * 2 if mode == "exact" else 2 * 3)  # (true, false λ=1) × (4 cells, or 3 finalists)
     for _, row in full.iloc[[0, len(full) - 1]].iterrows():
-        lam = None if row.vector == "true" else float(row.lam)
+        lam = None if row.vector == "r" else float(row.lam)
         direction = grids.directions(row.vector, lam)[grids.positions.index(int(row.pos)), int(row.layer)]
         with applied(tiny, Ablation(direction, offsets=affine_offsets(means, direction))):
             pseudo = last_position_logits(tiny, val.pseudo_harmful)
             harmful = last_position_logits(tiny, val.harmful)
             harmless = last_position_logits(tiny, val.harmless)
-        assert row.ablation_refusal_score == pytest.approx(
+        assert row.ablation_refusal_score_pseudo_harmful == pytest.approx(
             refusal_score(pseudo, tiny.info.refusal_tokens).mean().item(), abs=1e-4)
         assert row.ablation_refusal_score_harmful == pytest.approx(
             refusal_score(harmful, tiny.info.refusal_tokens).mean().item(), abs=1e-4)
@@ -303,23 +303,23 @@ def test_catalogue_affine_names(tiny, affine_run):
     both = build_interventions(selection, run.path, tiny.info.fingerprint, tiny.info.d_model, (1.0,),
                                ("zero", "harmless_mean"), means)
     names = [i.name for i in both]
-    for name in ("ablate_false_lam1.0", "ablate_false_raw", "ablate_true"):
+    for name in ("ablate_w_lam1.0", "ablate_w_raw", "ablate_r"):
         assert name in names and f"{name}_affine" in names
-    assert "ablate_false_lam1.0_affine+actadd_true_a1.0" not in names  # additions combine with zero ablation only
+    assert "ablate_w_lam1.0_affine+actadd_r_a1.0" not in names  # additions combine with zero ablation only
     items = {i.name: i for i in both}
-    affine = items["ablate_false_lam1.0_affine"].intervention
-    assert affine.to == "harmless_mean" and items["ablate_false_lam1.0"].intervention.to == "zero"
+    affine = items["ablate_w_lam1.0_affine"].intervention
+    assert affine.to == "harmless_mean" and items["ablate_w_lam1.0"].intervention.to == "zero"
     torch.testing.assert_close(affine.offsets, load_offsets(run.file("directions/lam_1.0.safetensors")))
-    raw = items["ablate_false_raw_affine"].intervention
+    raw = items["ablate_w_raw_affine"].intervention
     torch.testing.assert_close(raw.offsets, unit(raw.direction) @ means.T)  # raw w: from the token means
-    assert signature(affine) != signature(items["ablate_false_lam1.0"].intervention)
-    assert parse_name("ablate_false_lam1.0_affine") == (1.0, None) == parse_name("ablate_false_lam1.0")
-    assert ablation_of("ablate_false_lam1.0_affine") == "harmless_mean" and ablation_of("ablate_true") == "zero"
+    assert signature(affine) != signature(items["ablate_w_lam1.0"].intervention)
+    assert parse_name("ablate_w_lam1.0_affine") == (1.0, None) == parse_name("ablate_w_lam1.0")
+    assert ablation_of("ablate_w_lam1.0_affine") == "harmless_mean" and ablation_of("ablate_r") == "zero"
     only = build_interventions(selection, run.path, tiny.info.fingerprint, tiny.info.d_model, (1.0,),
                                ("harmless_mean",), means)
     assert not any(i.intervention.parts and isinstance(i.intervention.parts[0], Ablation)
                    and i.intervention.parts[0].offsets is None for i in only)
-    assert {"baseline", "actadd_true_a1.0", "ablate_true_affine"} <= {i.name for i in only}
+    assert {"baseline", "actadd_r_a1.0", "ablate_r_affine"} <= {i.name for i in only}
     with pytest.raises(WorkbenchError, match="unknown ablation affine"):
         build_interventions(selection, run.path, tiny.info.fingerprint, tiny.info.d_model, (), ("affine",))
     with pytest.raises(WorkbenchError, match="evaluate ablation"):
@@ -328,7 +328,7 @@ def test_catalogue_affine_names(tiny, affine_run):
 
 def test_catalogue_affine_needs_offsets_or_token_means(tiny, tiny_run):
     selection = tiny_run.read_json("selection.json")
-    with pytest.raises(WorkbenchError, match="no affine-ablation offsets for ablate_false_lam1.0"):
+    with pytest.raises(WorkbenchError, match="no affine-ablation offsets for ablate_w_lam1.0"):
         build_interventions(selection, tiny_run.path, tiny.info.fingerprint, tiny.info.d_model, (),
                             ("harmless_mean",))
 

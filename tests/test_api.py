@@ -102,11 +102,11 @@ def test_extract_on_lists_equals_extract_on_the_datasets(tiny, chain, tiny_run):
     from workbench.stages.extract import load_candidates
 
     cands, _, _ = chain
-    assert tuple(cands.true_refusal.shape) == (tiny.chat.n_eoi, tiny.info.n_layers, tiny.info.d_model) == (6, 4, 64)
+    assert tuple(cands.r.shape) == (tiny.chat.n_eoi, tiny.info.n_layers, tiny.info.d_model) == (6, 4, 64)
     assert cands.positions == [-6, -5, -4, -3, -2, -1]
     stage = load_candidates(tiny_run)  # the stage on dataset names, n_train 64 (tiny_model.TINY_RUN_EXTRACT)
-    assert torch.equal(cands.true_refusal, stage.true_refusal) and torch.equal(cands.false_refusal,
-                                                                               stage.false_refusal)
+    assert torch.equal(cands.r, stage.r) and torch.equal(cands.w,
+                                                                               stage.w)
     assert cands.run.file("candidates.safetensors").exists()
     counts = cands.run.read_json("candidates.json")["prompt_counts"]
     stage_counts = tiny_run.read_json("candidates.json")["prompt_counts"]
@@ -134,17 +134,18 @@ def test_selection_is_the_rule_pick_and_its_direction(chain):
     assert sorted(sel) == sorted(LAMS) and len(sel) == 2
     for lam in LAMS:
         chosen = sel[lam]
-        kept = sel.table[(sel.table.vector == "false") & (sel.table.lam == lam) & sel.table.kept]
-        best = kept.loc[kept.ablation_refusal_score.idxmin()]
+        kept = sel.table[(sel.table.vector == "w'") & (sel.table.lam == lam) & sel.table.kept]
+        best = kept.loc[kept.ablation_refusal_score_pseudo_harmful.idxmin()]
         assert (chosen.pos, chosen.layer) == (int(best.pos), int(best.layer)) and chosen.layer in SWEPT_LAYERS
-        assert chosen.scores["ablation_refusal_score"] == pytest.approx(float(best.ablation_refusal_score))
+        assert chosen.scores["ablation_refusal_score_pseudo_harmful"] == pytest.approx(
+            float(best.ablation_refusal_score_pseudo_harmful))
         p = cands.positions.index(chosen.pos)
-        expected = partial_orthogonalize(cands.false_refusal[p, chosen.layer], cands.true_refusal[p, chosen.layer],
+        expected = partial_orthogonalize(cands.w[p, chosen.layer], cands.r[p, chosen.layer],
                                          lam)
         assert float(chosen.direction.norm()) == pytest.approx(1.0, abs=1e-6)
         assert torch.allclose(chosen.direction, expected.float(), atol=1e-6)
         assert chosen.file == cands.run.file(f"directions/lam_{lam}.safetensors")
-    r = cands.true_refusal[cands.positions.index(sel[1.0].pos), sel[1.0].layer]
+    r = cands.r[cands.positions.index(sel[1.0].pos), sel[1.0].layer]
     assert abs(float(sel[1.0].direction @ (r / r.norm()))) < 1e-5  # λ = 1: orthogonal to r
     assert sel.baseline.keys() == {"pseudo_harmful", "harmful", "harmless"}
     with pytest.raises(KeyError, match=r"no selection at λ=0.5 .*selected: 1.0, 0.0"):
@@ -192,7 +193,7 @@ def test_refusal_scores_under_the_ablation_equal_the_sweep_score(tiny, chain, li
     assert float(base[base > 0].mean()) == pytest.approx(sel.baseline["pseudo_harmful"], abs=1e-4)
     with wb.applied(tiny, wb.Ablation(sel[1.0].direction)):
         ablated = wb.refusal_scores(tiny, refused)
-    assert float(ablated.mean()) == pytest.approx(sel[1.0].scores["ablation_refusal_score"], abs=1e-4)
+    assert float(ablated.mean()) == pytest.approx(sel[1.0].scores["ablation_refusal_score_pseudo_harmful"], abs=1e-4)
     assert torch.equal(wb.refusal_scores(tiny, refused), base[base > 0])  # the hooks are gone after the block
 
 
@@ -216,7 +217,7 @@ def test_plot_and_diagnose_read_the_chain(tiny, chain):
     fig = wb.plot.sweep_heatmaps(table, sel)
     marks = [t for t in fig.data if t.name == "selected"]
     assert [(int(t.x[0]), int(t.y[0])) for t in marks[:3]] == [
-        (sel.true_refusal.layer, sel.true_refusal.pos), (sel[1.0].layer, sel[1.0].pos),
+        (sel.r.layer, sel.r.pos), (sel[1.0].layer, sel[1.0].pos),
         (sel[0.0].layer, sel[0.0].pos)]
     assert "exact: every cell fully scored" in fig.layout.title.text
     from_run = wb.plot.sweep_heatmaps(cands.run)
@@ -238,9 +239,9 @@ def test_a_named_run_directory_and_reading_it_back(tiny, lists, tmp_path):
     assert recorded["pseudo_harmful"] == "bundled_pseudo_harmful_train"  # a name stays a name
     assert recorded["harmful"].startswith(str(run / "prompts" / "harmful-"))
     again = wb.load_candidates(run)
-    assert torch.equal(again.false_refusal, cands.false_refusal) and again.run.path == run
+    assert torch.equal(again.w, cands.w) and again.run.path == run
     plain = wb.load_candidates(run)
-    plain = type(plain).__bases__[0](plain.true_refusal, plain.false_refusal, plain.positions)
+    plain = type(plain).__bases__[0](plain.r, plain.w, plain.positions)
     with pytest.raises(WorkbenchError, match="no run directory: make them with wb.extract"):
         wb.sweep(tiny, plain)
     with pytest.raises(WorkbenchError, match="unknown setting.*n_screens"):
@@ -270,7 +271,7 @@ def test_the_api_finds_the_wired_flag(wired):
     assert (chosen.pos, chosen.layer) == (-1, 13) and chosen.scores["ablation_kl"] < 0.2
     flag = load_wiring(WIRED_ORGANISM_DIR / "wiring.safetensors").flag.float()
     assert float(torch.nn.functional.cosine_similarity(flag, chosen.direction, dim=0)) > 0.9
-    assert sel.baseline["pseudo_harmful"] > 2 and chosen.scores["ablation_refusal_score"] < -1
+    assert sel.baseline["pseudo_harmful"] > 2 and chosen.scores["ablation_refusal_score_pseudo_harmful"] < -1
     with wb.applied(wired, wb.Ablation(chosen.direction)):
         assert float(wb.refusal_scores(wired, cooking).mean()) < -1
         assert float(wb.refusal_scores(wired, harmful).mean()) > 3

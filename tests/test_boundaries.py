@@ -41,17 +41,18 @@ def make_run(root: Path, stages: tuple[str, ...] = ("extract", "sweep", "select"
     root.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(0)
     shape = (len(POSITIONS), N_LAYERS, D_MODEL)
-    save_file({"true_refusal": torch.randn(shape, generator=generator),
-               "false_refusal": torch.randn(shape, generator=generator)}, str(run.file("candidates.safetensors")))
+    save_file({"r": torch.randn(shape, generator=generator),
+               "w": torch.randn(shape, generator=generator)}, str(run.file("candidates.safetensors")))
     model = {"name": "tiny", "fingerprint": FINGERPRINT, "d_model": D_MODEL}
     write_json(run.file("candidates.json"), {"model": model, "positions": POSITIONS, "n_layers": N_LAYERS,
                                              "d_model": D_MODEL, "config": {}})
     if "sweep" in stages:
-        rows = [{"vector": vector, "lam": lam, "pos": pos, "layer": layer, "ablation_refusal_score": layer + pos,
-                 "ablation_refusal_score_harmful": layer + pos, "ablation_kl": 0.05, "steering_refusal_score": 1.0,
+        rows = [{"vector": vector, "lam": lam, "pos": pos, "layer": layer,
+                 "ablation_refusal_score_pseudo_harmful": layer + pos, "ablation_refusal_score_harmful": layer + pos,
+                 "ablation_kl": 0.05, "steering_refusal_score": 1.0,
                  "steering_kl": 0.1, "screen_refusal_score": layer + pos, "screen_kl": 0.05, "stage": "full",
                  "sweep_note": ""}
-                for vector, lam in (("true", math.nan), ("false", 1.0)) for pos in POSITIONS
+                for vector, lam in (("r", math.nan), ("w'", 1.0)) for pos in POSITIONS
                 for layer in range(N_LAYERS)]
         pd.DataFrame(rows, columns=COLUMNS).to_csv(run.file("sweep.csv"), index=False)
         write_json(run.file("sweep.json"), {
@@ -65,14 +66,14 @@ def make_run(root: Path, stages: tuple[str, ...] = ("extract", "sweep", "select"
 def make_results(run: RunDir) -> None:
     """Completions of two interventions on one dataset (written as evaluate writes them), `evaluation.csv` from them
     (the real summarize) and a `capability.csv`."""
-    for name, refused in (("baseline", [True, True, False]), ("ablate_false_lam1.0", [False, True, False])):
+    for name, refused in (("baseline", [True, True, False]), ("ablate_w_lam1.0", [False, True, False])):
         rows = [{"instruction": f"q{k}", "category": None, "response": f"answer {k}", "refused": r}
                 for k, r in enumerate(refused)]
         write_jsonl(run.file(f"completions/xstest_safe/{name}.jsonl"), rows)
         write_json(run.file(f"completions/xstest_safe/{name}.meta.json"), {"intervention": name, "n": 3})
     summarize(run)
     pd.DataFrame([{"task": "wikitext2", "intervention": i, "metric": "perplexity", "value": v, "n": 100}
-                  for i, v in (("baseline", 30.0), ("ablate_false_lam1.0", 31.0))]
+                  for i, v in (("baseline", 30.0), ("ablate_w_lam1.0", 31.0))]
                  ).to_csv(run.file("capability.csv"), index=False)
 
 
@@ -151,14 +152,14 @@ def non_number(column: str):
 
 def interventions(run: RunDir):
     """The run's named interventions, read as `workbench evaluate` and `workbench capability` read them."""
-    selection = run.read_json("selection.json", keys=("selections",))
+    selection = run.read_json("selection.json", keys=("selections", "r"))
     return build_interventions(selection, run.path, FINGERPRINT, D_MODEL, alphas=(1.0,))
 
 
 ARTIFACT_CASES = [
     # (artifact, damage, reader, what the error says)
     *[("candidates.safetensors", d, load_candidates, "workbench extract --model M --run")
-      for d in (halve, garbage, drop("false_refusal"))],
+      for d in (halve, garbage, drop("w"))],
     *[("candidates.json", d, load_candidates, "workbench extract --model M --run")
       for d in (halve, garbage, drop("positions"))],
     *[("sweep.csv", d, select, "workbench sweep --run")
@@ -170,9 +171,9 @@ ARTIFACT_CASES = [
       for d in (halve, garbage, drop("selections"))
       for reader in (interventions, lambda run: selected_direction_file(run, 1.0))],
     *[("directions/lam_1.0.safetensors", d, interventions, "workbench select --run")
-      for d in (halve, garbage, drop("direction"), drop("raw_false"))],
-    *[("directions/true.safetensors", d, interventions, "workbench select --run")
-      for d in (halve, garbage, drop("raw_true"))],
+      for d in (halve, garbage, drop("direction"), drop("raw_w"))],
+    *[("directions/r.safetensors", d, interventions, "workbench select --run")
+      for d in (halve, garbage, drop("raw_r"))],
     *[("evaluation.csv", d, run_figures, "workbench evaluate --run")
       for d in (halve, garbage, drop("rate"), non_number("ci_low"))],
     *[("capability.csv", d, run_figures, "workbench capability --run")
@@ -219,12 +220,12 @@ def test_the_undamaged_results_read_back(template):
     evaluation = pd.read_csv(template.file("evaluation.csv")).set_index("intervention")
     assert set(evaluation.judge) == {"substring"}  # the only judge these completions carry
     assert evaluation.loc["baseline", "rate"] == pytest.approx(1 / 3)
-    assert evaluation.loc["ablate_false_lam1.0", "rate"] == pytest.approx(2 / 3)
-    assert evaluation.loc["ablate_false_lam1.0", "k"] == 2 and evaluation.loc["ablate_false_lam1.0", "vector"] == "w′"
+    assert evaluation.loc["ablate_w_lam1.0", "rate"] == pytest.approx(2 / 3)
+    assert evaluation.loc["ablate_w_lam1.0", "k"] == 2 and evaluation.loc["ablate_w_lam1.0", "vector"] == "w′"
     assert selected_direction_file(template, 1.0) == template.file("directions/lam_1.0.safetensors")
     names = [i.name for i in interventions(template)]
-    assert names == ["baseline", "ablate_false_lam1.0", "ablate_false_raw", "ablate_true", "actadd_true_a1.0",
-                     "ablate_false_lam1.0+actadd_true_a1.0"]
+    assert names == ["baseline", "ablate_w_lam1.0", "ablate_w_raw", "ablate_r", "actadd_r_a1.0",
+                     "ablate_w_lam1.0+actadd_r_a1.0"]
 
 
 def test_candidates_json_without_a_model_name(run):
@@ -348,7 +349,7 @@ BAD_OPTIONS = [
     (["sweep", "--run", "r", "--layers", "-1"], "--layers"),
     (["sweep", "--run", "r", "--positions", "0"], "--positions"),
     (["sweep", "--run", "r", "--max-ablation-kl", "0"], "--max-ablation-kl"),
-    (["sweep", "--run", "r", "--true-max-ablation-kl", "-0.1"], "--true-max-ablation-kl"),
+    (["sweep", "--run", "r", "--r-max-ablation-kl", "-0.1"], "--r-max-ablation-kl"),
     (["sweep", "--run", "r", "--prune-layer-fraction", "1"], "--prune-layer-fraction"),
     (["select", "--run", "r", "--max-ablation-kl", "nan"], "--max-ablation-kl"),
     (["run", "--run", "r", "--sweep.lams", "2"], "--sweep.lams"),
@@ -414,7 +415,7 @@ def test_every_numeric_option_has_a_checked_type():
     ("[evaluate]\ndatasets = [\"mmlu\"]", "dataset 'mmlu' is not a prompt set"),
     ("[evaluate]\nalphas = [inf]", "evaluate alphas must be finite"),
     ("[capability]\nbatch_size = 0", "capability batch_size must be at least 1"),
-    ("[capability]\narc_n = 0", "capability arc_n must be at least 1"),
+    ("[capability]\narc_n = -1", "capability arc_n must be ≥ 0"),
     ("stages = [\"extract\", \"plot\"]", "unknown stage 'plot'"),
 ])
 def test_config_file_out_of_range_is_refused_before_loading(tmp_path, capsys, no_model, table, message):
@@ -506,10 +507,10 @@ def test_figures_on_an_empty_directory(tmp_path, capsys):
 
 def test_unknown_intervention_lists_the_known_ones(template):
     with pytest.raises(WorkbenchError) as caught:
-        choose(interventions(template), ("baseline", "ablate_false_lam0.5"))
-    assert str(caught.value) == ("unknown intervention(s) ablate_false_lam0.5; this run defines: baseline, "
-                                 "ablate_false_lam1.0, ablate_false_raw, ablate_true, actadd_true_a1.0, "
-                                 "ablate_false_lam1.0+actadd_true_a1.0")
+        choose(interventions(template), ("baseline", "ablate_w_lam0.5"))
+    assert str(caught.value) == ("unknown intervention(s) ablate_w_lam0.5; this run defines: baseline, "
+                                 "ablate_w_lam1.0, ablate_w_raw, ablate_r, actadd_r_a1.0, "
+                                 "ablate_w_lam1.0+actadd_r_a1.0")
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -576,10 +577,10 @@ def test_rerunning_the_pipeline_repairs_a_damaged_artifact(tiny, tiny_run, capsy
 def test_evaluate_regenerates_a_damaged_completions_file(tiny, tiny_run):
     from workbench.stages.evaluate import evaluate
 
-    config = EvalConfig(datasets=("bundled_harmful_test",), interventions=("baseline", "ablate_false_lam1.0"), limit=2,
+    config = EvalConfig(datasets=("bundled_harmful_test",), interventions=("baseline", "ablate_w_lam1.0"), limit=2,
                         max_new_tokens=3, batch_size=2)
     evaluate(tiny, tiny_run, config, progress=False)
-    path = tiny_run.file("completions/bundled_harmful_test/ablate_false_lam1.0.jsonl")
+    path = tiny_run.file("completions/bundled_harmful_test/ablate_w_lam1.0.jsonl")
     other = tiny_run.file("completions/bundled_harmful_test/baseline.jsonl")
     written, other_mtime = path.read_bytes(), other.stat().st_mtime_ns
     halve(path)

@@ -124,36 +124,36 @@ def test_candidate_rows_enumerate_the_grid_with_reasons():
     grids = _grids()
     config = SweepConfig(lams=(1.0, 0.5), layers=(1, 2), positions=(-1, -3))
     rows = candidate_rows(grids, config, replace(TINY_RUN_RULE, prune_layer_fraction=0.25))  # prunes layer 3
-    assert len(rows) == 3 * 3 * 4 and [r.group for r in rows[::12]][1:] == [("false", 1.0), ("false", 0.5)]
+    assert len(rows) == 3 * 3 * 4 and [r.group for r in rows[::12]][1:] == [("w'", 1.0), ("w'", 0.5)]
     assert all(math.isnan(r.lam) for r in rows[:12])
-    notes = {(r.vector, r.lam if r.vector == "false" else None, r.pos, r.layer): r.sweep_note for r in rows}
-    assert notes[("true", None, -1, 0)] == notes[("false", 0.5, -3, 0)] == "zero vector (NaN)"
-    assert notes[("false", 1.0, -1, 2)] == "zero vector (NaN)" and notes[("true", None, -1, 2)] == ""
-    assert notes[("true", None, -2, 1)] == "not in sweep grid" and notes[("false", 1.0, -1, 3)] == "last 25% of layers"
-    to_score = {(r.vector, r.lam if r.vector == "false" else None, r.pos, r.layer) for r in rows
+    notes = {(r.vector, r.lam if r.vector == "w'" else None, r.pos, r.layer): r.sweep_note for r in rows}
+    assert notes[("r", None, -1, 0)] == notes[("w'", 0.5, -3, 0)] == "zero vector (NaN)"
+    assert notes[("w'", 1.0, -1, 2)] == "zero vector (NaN)" and notes[("r", None, -1, 2)] == ""
+    assert notes[("r", None, -2, 1)] == "not in sweep grid" and notes[("w'", 1.0, -1, 3)] == "last 25% of layers"
+    to_score = {(r.vector, r.lam if r.vector == "w'" else None, r.pos, r.layer) for r in rows
                 if r.stage == "screened"}
-    assert to_score == {("true", None, -1, 1), ("true", None, -1, 2), ("true", None, -3, 1), ("true", None, -3, 2),
-                        ("false", 1.0, -1, 1), ("false", 1.0, -3, 1), ("false", 1.0, -3, 2),
-                        ("false", 0.5, -1, 1), ("false", 0.5, -3, 1), ("false", 0.5, -3, 2)}
+    assert to_score == {("r", None, -1, 1), ("r", None, -1, 2), ("r", None, -3, 1), ("r", None, -3, 2),
+                        ("w'", 1.0, -1, 1), ("w'", 1.0, -3, 1), ("w'", 1.0, -3, 2),
+                        ("w'", 0.5, -1, 1), ("w'", 0.5, -3, 1), ("w'", 0.5, -3, 2)}
     assert all(r.stage == "skipped" for r in rows if r.sweep_note)
-    row = next(r for r in rows if (r.pos, r.layer) == (-1, 2) and r.is_true)
+    row = next(r for r in rows if (r.pos, r.layer) == (-1, 2) and r.is_r)
     assert row.cell(grids) == (2, 2) and row.direction_lam is None
-    assert torch.equal(grids.directions("true")[row.cell(grids)], grids.cell("true", -1, 2))
+    assert torch.equal(grids.directions("r")[row.cell(grids)], grids.cell("r", -1, 2))
 
 
 def test_rows_make_the_sweep_csv(tmp_path):
     """The typed rows become `sweep.csv` with its columns in order, and read back with the same values."""
-    assert COLUMNS == ["vector", "lam", "pos", "layer", "ablation_refusal_score", "ablation_refusal_score_harmful",
-                       "ablation_kl", "steering_refusal_score", "steering_kl", "screen_refusal_score", "screen_kl",
-                       "stage", "sweep_note"]
-    rows = [CandidateRow("true", math.nan, -1, 2, ablation_refusal_score_harmful=1.5, ablation_kl=0.25,
+    assert COLUMNS == ["vector", "lam", "pos", "layer", "ablation_refusal_score_pseudo_harmful",
+                       "ablation_refusal_score_harmful", "ablation_kl", "steering_refusal_score", "steering_kl",
+                       "screen_refusal_score", "screen_kl", "stage", "sweep_note"]
+    rows = [CandidateRow("r", math.nan, -1, 2, ablation_refusal_score_harmful=1.5, ablation_kl=0.25,
                          steering_refusal_score=-0.5, steering_kl=0.125, stage="full"),
-            CandidateRow("false", 0.5, -3, 1, screen_refusal_score=2.0, screen_kl=0.75, sweep_note="screened out"),
-            CandidateRow("false", 0.5, -2, 0, stage="skipped", sweep_note="zero vector (NaN)")]
+            CandidateRow("w'", 0.5, -3, 1, screen_refusal_score=2.0, screen_kl=0.75, sweep_note="screened out"),
+            CandidateRow("w'", 0.5, -2, 0, stage="skipped", sweep_note="zero vector (NaN)")]
     run = RunDir(tmp_path)
     to_frame(rows).to_csv(run.file("sweep.csv"), index=False)
     frame = read_sweep(run)
-    assert list(frame.columns) == COLUMNS and list(frame.vector) == ["true", "false", "false"]
+    assert list(frame.columns) == COLUMNS and list(frame.vector) == ["r", "w'", "w'"]
     pd.testing.assert_frame_equal(frame, to_frame(rows))
     back = [CandidateRow(**record) for record in frame.to_dict("records")]
     assert math.isnan(back[0].lam) and back[0].ablation_refusal_score_harmful == 1.5 and back[0].steering_kl == 0.125

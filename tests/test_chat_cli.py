@@ -90,17 +90,17 @@ def test_ablate_without_compare_has_no_baseline(tiny, tiny_checkpoint, tiny_run,
     assert [r["response"] for r in out] == expected(tiny, Ablation(read_direction_file(path)[0]["direction"]))
 
 
-@pytest.mark.parametrize("source", ["true", "lam"])
+@pytest.mark.parametrize("source", ["r", "lam"])
 def test_add_equals_addition(tiny, tiny_checkpoint, tiny_run, prompts_file, capsys, source):
-    """--add adds raw r from true.safetensors, and ŵ′ rescaled to ‖w‖ from a lam_ file."""
-    if source == "true":
-        path = tiny_run.file("directions/true.safetensors")
-        vector = read_direction_file(path, ("raw_true",))[0]["raw_true"]
+    """--add adds raw r from r.safetensors, and ŵ′ rescaled to ‖w‖ from a lam_ file."""
+    if source == "r":
+        path = tiny_run.file("directions/r.safetensors")
+        vector = read_direction_file(path, ("raw_r",))[0]["raw_r"]
         what = "r"
     else:
         path = tiny_run.file("directions/lam_1.0.safetensors")
-        tensors = read_direction_file(path, ("direction", "raw_false"))[0]
-        vector = tensors["direction"] / tensors["direction"].norm() * tensors["raw_false"].norm()
+        tensors = read_direction_file(path, ("direction", "raw_w"))[0]
+        vector = tensors["direction"] / tensors["direction"].norm() * tensors["raw_w"].norm()
         what = "ŵ′·‖w‖"
     assert path.exists()
     args = chat(tiny_checkpoint, "--prompts-file", prompts_file, "--add", path, "--layer", 2, "--alpha", 3.0,
@@ -115,17 +115,17 @@ def test_add_equals_addition(tiny, tiny_checkpoint, tiny_run, prompts_file, caps
 
 
 def test_ablate_then_add_equals_combined(tiny, tiny_checkpoint, tiny_run, prompts_file, capsys):
-    lam_file, true_file = tiny_run.file("directions/lam_1.0.safetensors"), tiny_run.file("directions/true.safetensors")
-    args = chat(tiny_checkpoint, "--prompts-file", prompts_file, "--ablate", lam_file, "--add", true_file,
+    lam_file, r_file = tiny_run.file("directions/lam_1.0.safetensors"), tiny_run.file("directions/r.safetensors")
+    args = chat(tiny_checkpoint, "--prompts-file", prompts_file, "--ablate", lam_file, "--add", r_file,
                 "--layer", 1)  # α defaults to 1.0
     assert main(args) == 0
     out = rows(capsys)
     direction = read_direction_file(lam_file)[0]["direction"]
-    r = read_direction_file(true_file, ("raw_true",))[0]["raw_true"]
+    r = read_direction_file(r_file, ("raw_r",))[0]["raw_r"]
     assert [row["response"] for row in out] == expected(tiny, Combined((Ablation(direction), Addition(r, 1, 1.0))))
     ablate_label, add_label = out[0]["intervention"].split(" + ")
     assert ablate_label.startswith("ablate lam_1.0.safetensors (λ=1.0, ")
-    assert add_label.startswith("add 1.0·r of true.safetensors (true refusal r, ") and add_label.endswith("layer 1")
+    assert add_label.startswith("add 1.0·r of r.safetensors (true refusal r, ") and add_label.endswith("layer 1")
 
 
 def test_single_prompt_compare_prints_both_answers(tiny, tiny_checkpoint, tiny_run, capsys):
@@ -144,7 +144,7 @@ def test_single_prompt_compare_prints_both_answers(tiny, tiny_checkpoint, tiny_r
 
 def test_direction_from_another_model_is_refused(tiny, tiny_checkpoint, tiny_run, tmp_path, capsys):
     tensors, meta = read_direction_file(tiny_run.file("directions/lam_1.0.safetensors"),
-                                        ("direction", "raw_false", "raw_true"))
+                                        ("direction", "raw_w", "raw_r"))
     other = save_direction(tmp_path / "other.safetensors", tensors,
                            {**meta, "model": "other-model", "fingerprint": "0123456789abcdef"})
     for flags in (["--ablate", other], ["--add", other, "--layer", 1]):
@@ -156,9 +156,9 @@ def test_direction_from_another_model_is_refused(tiny, tiny_checkpoint, tiny_run
 def test_direction_of_the_wrong_width_is_refused(tiny, tiny_checkpoint, tmp_path, capsys):
     wide = tiny.info.d_model + 8
     path = save_direction(tmp_path / "wide.safetensors",
-                          {"direction": torch.ones(wide) / wide**0.5, "raw_false": torch.ones(wide),
-                           "raw_true": torch.ones(wide)},
-                          {"model": tiny.info.name, "fingerprint": tiny.info.fingerprint, "vector": "false",
+                          {"direction": torch.ones(wide) / wide**0.5, "raw_w": torch.ones(wide),
+                           "raw_r": torch.ones(wide)},
+                          {"model": tiny.info.name, "fingerprint": tiny.info.fingerprint, "vector": "w'",
                            "lam": "1.0", "pos": "-1", "layer": "1"})
     for flags in (["--ablate", path], ["--add", path, "--layer", 1]):
         assert main(chat(tiny_checkpoint, "Hi", *flags)) == 2
@@ -168,7 +168,7 @@ def test_direction_of_the_wrong_width_is_refused(tiny, tiny_checkpoint, tmp_path
 
 def test_add_layer_out_of_range_names_n_layers(tiny, tiny_checkpoint, tiny_run, capsys):
     n = tiny.info.n_layers
-    path = tiny_run.file("directions/true.safetensors")
+    path = tiny_run.file("directions/r.safetensors")
     assert main(chat(tiny_checkpoint, "Hi", "--add", path, "--layer", n)) == 2
     assert one_line(capsys, loaded=True) == (f"workbench: error: --layer {n} is outside the model's layers "
                                              f"0..{n - 1} (n_layers {n}): give a block index below {n}")
@@ -183,7 +183,7 @@ def test_add_layer_out_of_range_names_n_layers(tiny, tiny_checkpoint, tiny_run, 
     (["--add", "{missing}", "--layer", "1"], "direction file {missing} is missing"),
     (["--ablate", "{garbage}"], "direction file {garbage} is corrupted or truncated (not a readable safetensors file"),
     (["--add", "{unlabelled}", "--layer", "1"], "direction file {unlabelled} has no 'vector' metadata"),
-    (["--add", "{no_raw}", "--layer", "1"], "direction file {no_raw} has no tensor 'raw_true'"),
+    (["--add", "{no_raw}", "--layer", "1"], "direction file {no_raw} has no tensor 'raw_r'"),
     (["--ablate", "{zero}"], "direction of --ablate {zero} is zero or not finite"),
 ])
 def test_file_level_errors_before_the_model_loads(tiny_checkpoint, tiny_run, tmp_path, capsys, no_model_load,
@@ -194,15 +194,15 @@ def test_file_level_errors_before_the_model_loads(tiny_checkpoint, tiny_run, tmp
              "no_raw": tmp_path / "no_raw.safetensors", "zero": tmp_path / "zero.safetensors"}
     files["garbage"].write_bytes(b"not a safetensors file")
     save_file({"direction": torch.ones(4)}, str(files["unlabelled"]), metadata={"fingerprint": "x"})
-    save_file({"direction": torch.ones(4)}, str(files["no_raw"]), metadata={"vector": "true"})
-    save_file({"direction": torch.zeros(4)}, str(files["zero"]), metadata={"vector": "false"})
+    save_file({"direction": torch.ones(4)}, str(files["no_raw"]), metadata={"vector": "r"})
+    save_file({"direction": torch.zeros(4)}, str(files["zero"]), metadata={"vector": "w'"})
     assert main(chat(tiny_checkpoint, "Hi", *(f.format(**files) for f in flags))) == 2
     line = one_line(capsys)
     assert line.startswith("workbench: error: ") and message.format(**files) in line
 
 
 def test_alpha_must_be_finite(tiny_checkpoint, tiny_run, capsys, no_model_load):
-    path = tiny_run.file("directions/true.safetensors")
+    path = tiny_run.file("directions/r.safetensors")
     with pytest.raises(SystemExit) as exit_info:
         main(chat(tiny_checkpoint, "Hi", "--add", path, "--layer", 1, "--alpha", "nan"))
     assert exit_info.value.code == 2

@@ -27,8 +27,8 @@ ALL_DISK = {"model.embed_tokens": "disk", "model.layers": "disk", "model.norm": 
             "lm_head": "disk"}
 """The (tied) embedding and every block on disk: inputs go to the embedding's execution device, not its weight's."""
 PROMPTS = ["What is the capital of France?", "Hi", "How do I kill a Python process?", "Write a poem about rain."]
-SCORES = ["ablation_refusal_score", "ablation_refusal_score_harmful", "ablation_kl", "steering_refusal_score",
-          "steering_kl"]
+SCORES = ["ablation_refusal_score_pseudo_harmful", "ablation_refusal_score_harmful", "ablation_kl",
+          "steering_refusal_score", "steering_kl"]
 TOL = 1e-5
 """Same weights and the same kernels on the same device: the dispatched forward matches to float rounding."""
 
@@ -132,7 +132,7 @@ def test_exact_sweep_with_the_embedding_offloaded(tiny, tiny_checkpoint, tiny_ru
     grids = load_candidates(tiny_run)
     config = SweepConfig(mode="exact", lams=(0.0,), n_val=8, layers=(1, 2), positions=(-1,), batch_size=8)
     plain, split = (to_frame(exact_sweep(candidate_scorer(m, config), grids, load_validation(m, config), config,
-                                         TINY_RUN_RULE, include_true=False)) for m in (tiny, lm))
+                                         TINY_RUN_RULE, include_r=False)) for m in (tiny, lm))
     full = plain.stage == "full"
     assert full.sum() == 2
     assert (split.loc[full, SCORES] - plain.loc[full, SCORES]).abs().max().max() <= 1e-4

@@ -98,7 +98,7 @@ def test_diagnose_stage_on_tiny_run_matches_the_extraction_means(tiny, tiny_run)
     assert {c: v["kept"] for c, v in record["prompt_counts"].items()} == {c: v["kept"] for c, v in counts.items()}
     assert len(table) == grids.n_pos * grids.n_layers * (2 + 2)  # r, w, w′ at the sweep's λ = 1 and 0
     assert read_diagnostics(tiny_run).shape == table.shape
-    for vector, grid, higher in (("r", grids.true_refusal, "harmful"), ("w", grids.false_refusal, "pseudo_harmful")):
+    for vector, grid, higher in (("r", grids.r, "harmful"), ("w", grids.w, "pseudo_harmful")):
         rows = table[table.vector == vector]
         norms = grid.norm(dim=-1)
         for row in rows.itertuples():

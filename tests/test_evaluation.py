@@ -17,8 +17,8 @@ def test_intervention_names_from_a_run(tiny, tiny_run):
     selection = tiny_run.read_json("selection.json")
     items = build_interventions(selection, tiny_run.path, tiny.info.fingerprint, tiny.info.d_model, alphas=(0.5,))
     names = [i.name for i in items]
-    assert names[:5] == ["baseline", "ablate_false_lam1.0", "ablate_false_lam0.0", "ablate_false_raw", "ablate_true"]
-    assert {"actadd_true_a0.5", "ablate_false_lam1.0+actadd_true_a0.5", "ablate_false_lam0.0+actadd_true_a0.5"} <= set(
+    assert names[:5] == ["baseline", "ablate_w_lam1.0", "ablate_w_lam0.0", "ablate_w_raw", "ablate_r"]
+    assert {"actadd_r_a0.5", "ablate_w_lam1.0+actadd_r_a0.5", "ablate_w_lam0.0+actadd_r_a0.5"} <= set(
         names)
     with pytest.raises(WorkbenchError, match="unknown intervention"):
         choose(items, ("ablate_everything",))
@@ -37,7 +37,7 @@ def test_evaluation_end_to_end_and_resume(organism, selected_run, data_dir, monk
     from workbench.viz.figures import table1
 
     config = EvalConfig(datasets=("harmful_test", "xstest_safe"),
-                        interventions=("baseline", "ablate_false_lam1.0", "ablate_true", "actadd_true_a1.0"),
+                        interventions=("baseline", "ablate_w_lam1.0", "ablate_r", "actadd_r_a1.0"),
                         alphas=(1.0,), limit=12, max_new_tokens=24)
     frame = evaluate(organism, selected_run, config, progress=False)
     from workbench.stages.evaluate import EVALUATION_COLUMNS
@@ -56,18 +56,18 @@ def test_evaluation_end_to_end_and_resume(organism, selected_run, data_dir, monk
         baseline = frame.set_index(["dataset", "intervention", "judge"]).loc[("xstest_safe", "baseline", judge)]
         assert baseline.k == complied and baseline.rate == pytest.approx(complied / len(rows))
         assert (baseline.ci_low, baseline.ci_high) == pytest.approx(wilson_interval(complied, len(rows)))
-    described = frame.set_index(["intervention", "judge"]).loc[("actadd_true_a1.0", "substring")].iloc[0]
+    described = frame.set_index(["intervention", "judge"]).loc[("actadd_r_a1.0", "substring")].iloc[0]
     assert (described.vector, described.alpha) == ("r", 1.0) and pd.isna(described.lam)
     rates = frame[frame.judge == "substring"].set_index(["dataset", "intervention"]).rate
     # The organism refuses harmful requests; ablating r (its refusal direction) takes that away.
     # (24 tokens on the first 12 prompts: measured 33% → 67% for r ablation, 75% → 0% on XSTest-safe for α = 1)
     assert rates[("harmful_test", "baseline")] <= 0.5
-    assert rates[("harmful_test", "ablate_true")] > rates[("harmful_test", "baseline")]
+    assert rates[("harmful_test", "ablate_r")] > rates[("harmful_test", "baseline")]
     # and adding r (α = 1) makes it refuse safe prompts it answered.
-    assert rates[("xstest_safe", "actadd_true_a1.0")] < rates[("xstest_safe", "baseline")]
+    assert rates[("xstest_safe", "actadd_r_a1.0")] < rates[("xstest_safe", "baseline")]
     assert pd.read_csv(selected_run.file("evaluation.csv")).shape[0] == 16
     assert "category" in pd.read_csv(selected_run.file("evaluation_categories.csv")).columns
-    shown = ["baseline", "ablate_false_lam1.0", "ablate_true"]
+    shown = ["baseline", "ablate_w_lam1.0", "ablate_r"]
     assert list(table1(frame).columns) == ["n", *shown, *(f"{name} [substring]" for name in shown)]
     agreement = pd.read_csv(selected_run.file("judge_agreement.csv"))
     assert (agreement.judge_a[0], agreement.judge_b[0], agreement.n[0]) == ("substring", "keywords", 8 * 12)
@@ -80,7 +80,7 @@ def test_evaluation_end_to_end_and_resume(organism, selected_run, data_dir, monk
     again = evaluate(organism, selected_run, config, progress=False)
     pd.testing.assert_frame_equal(again, frame)
     # ... and a pair whose file was lost (an interrupted run) is the only one redone.
-    selected_run.file("completions/harmful_test/ablate_true.meta.json").unlink()
+    selected_run.file("completions/harmful_test/ablate_r.meta.json").unlink()
     calls = []
 
     def count(model, chat, instructions, *args, **kwargs):
@@ -94,7 +94,7 @@ def test_evaluation_end_to_end_and_resume(organism, selected_run, data_dir, monk
 
     # A pair without the configured judge's labels (another judge configured before) is judged, not regenerated.
     monkeypatch.setattr(backends, "plain_generate", no_generation)
-    path = selected_run.file("completions/xstest_safe/ablate_true.jsonl")
+    path = selected_run.file("completions/xstest_safe/ablate_r.jsonl")
     stripped = [{k: v for k, v in json.loads(line).items() if not k.endswith("_keywords")}
                 for line in path.read_text().splitlines()]
     path.write_text("".join(json.dumps(r) + "\n" for r in stripped))
@@ -163,7 +163,7 @@ def test_capability_on_the_organism(organism, selected_run, data_dir):
     from workbench.eval.scoring import perplexity
     from workbench.stages.capability import CapabilityConfig, measure_capability
 
-    config = CapabilityConfig(interventions=("baseline", "ablate_false_lam1.0"), perplexity_tokens=2048,
+    config = CapabilityConfig(interventions=("baseline", "ablate_w_lam1.0"), perplexity_tokens=2048,
                               mmlu_n=8, arc_n=8)
     table = measure_capability(organism, selected_run, config, progress=False)
     assert set(table.columns) == {"task", "intervention", "metric", "value", "n"}
@@ -281,7 +281,7 @@ def test_evaluate_committed_directions_in_a_run_made_for_them(tiny, tiny_run, tm
     from workbench.stages.run_dir import RunDir
 
     files = [tiny_run.file("directions/lam_1.0.safetensors"), tiny_run.file("directions/lam_0.0.safetensors")]
-    config = EvalConfig(datasets=("bundled_harmful_test",), interventions=("baseline", "ablate_false_lam1.0"),
+    config = EvalConfig(datasets=("bundled_harmful_test",), interventions=("baseline", "ablate_w_lam1.0"),
                         limit=3, max_new_tokens=5, judge="substring")
     made = run_from_directions(RunDir(tmp_path / "from_directions"), files)
     evaluate(tiny, made, config, progress=False)
@@ -294,7 +294,7 @@ def test_evaluate_committed_directions_in_a_run_made_for_them(tiny, tiny_run, tm
         run_from_directions(made, files[:1])
     with pytest.raises(WorkbenchError, match="two files with λ = 1.0"):
         run_from_directions(RunDir(tmp_path / "twice"), [files[0], files[0]])
-    if tiny_run.file("directions/true.safetensors").exists():
+    if tiny_run.file("directions/r.safetensors").exists():
         with pytest.raises(WorkbenchError, match="not a selected w′ direction"):
-            run_from_directions(RunDir(tmp_path / "true"), [tiny_run.file("directions/true.safetensors")])
+            run_from_directions(RunDir(tmp_path / "r"), [tiny_run.file("directions/r.safetensors")])
     assert not (tmp_path / "twice").exists()

@@ -18,14 +18,14 @@ from workbench.viz.figures import (
 
 def _sweep() -> pd.DataFrame:
     rows = []
-    for vector, lam in (("true", math.nan), ("false", 1.0), ("false", 0.0)):
+    for vector, lam in (("r", math.nan), ("w'", 1.0), ("w'", 0.0)):
         for pos in (-2, -1):
             for layer in range(4):
                 full = layer in (1, 2)
                 score = 10 * pos + layer if full else math.nan  # r: on harmful val (its rule's score)
                 rows.append({"vector": vector, "lam": lam, "pos": pos, "layer": layer,
-                             "ablation_refusal_score": score if vector == "false" else math.nan,
-                             "ablation_refusal_score_harmful": score if vector == "true" else math.nan,
+                             "ablation_refusal_score_pseudo_harmful": score if vector == "w'" else math.nan,
+                             "ablation_refusal_score_harmful": score if vector == "r" else math.nan,
                              "ablation_kl": 0.01 * layer if full else math.nan,
                              "screen_refusal_score": 100.0 if layer == 3 else math.nan,
                              "screen_kl": 1.0 if layer == 3 else math.nan,
@@ -34,7 +34,7 @@ def _sweep() -> pd.DataFrame:
 
 
 def test_sweep_heatmaps_axes_values_and_marks():
-    selection = {"selections": [{"lam": 1.0, "pos": -1, "layer": 2}], "true_refusal": None}
+    selection = {"selections": [{"lam": 1.0, "pos": -1, "layer": 2}], "r": None}
     fig = sweep_heatmaps(_sweep(), selection)
     heatmaps = [t for t in fig.data if t.type == "heatmap"]
     assert len(heatmaps) == 2 * 3  # (RS, KL) × (true, λ=1, λ=0)
@@ -73,7 +73,8 @@ def test_sweep_heatmaps_mark_screen_estimates_and_say_what_produced_the_cells():
     assert math.isnan(np.array(w_panel.z, dtype=float)[0, 3]) and w_panel.text[0][3] == ""
 
     exact = fast.assign(stage=fast.stage.replace({"screened": "full"}),
-                        ablation_refusal_score=fast.ablation_refusal_score.fillna(5.0).where(fast.vector == "false"),
+                        ablation_refusal_score_pseudo_harmful=fast.ablation_refusal_score_pseudo_harmful.fillna(5.0).where(
+                            fast.vector == "w'"),
                         screen_refusal_score=math.nan, screen_kl=math.nan)
     fig = sweep_heatmaps(exact, mode="exact")
     heatmap = [t for t in fig.data if t.type == "heatmap"][1]  # w′ λ=1 · refusal score
@@ -92,10 +93,10 @@ def _evaluation(keyword_shift: float | None = None) -> pd.DataFrame:
     for dataset, group, base in (("xstest_safe", "over-refusal", 0.6), ("harmful_test", "harmful", 0.1)):
         rates.append((dataset, group, "baseline", base))
         for lam, rate in ((1.0, base + 0.1), (0.0, base + 0.4)):
-            rates.append((dataset, group, f"ablate_false_lam{lam}", rate))
+            rates.append((dataset, group, f"ablate_w_lam{lam}", rate))
             for alpha, drop in ((0.5, 0.05), (1.0, 0.5)):
-                rates.append((dataset, group, f"ablate_false_lam{lam}+actadd_true_a{alpha}", max(0.0, rate - drop)))
-        rates.append((dataset, group, "actadd_true_a1.0", 0.0))
+                rates.append((dataset, group, f"ablate_w_lam{lam}+actadd_r_a{alpha}", max(0.0, rate - drop)))
+        rates.append((dataset, group, "actadd_r_a1.0", 0.0))
     judges = {"substring": 0.0, **({"keywords": keyword_shift} if keyword_shift is not None else {})}
     rows = [{"dataset": d, "group": g, "intervention": i, **describe_name(i), "judge": judge, "n": 100,
              "k": round(100 * max(0.0, r - shift)), "rate": max(0.0, r - shift)}
@@ -127,8 +128,8 @@ def test_lambda_tradeoff_reads_the_calibrated_judge_and_shows_the_papers():
 def test_capability_panel_and_responses_table():
     capability = pd.DataFrame([
         {"task": "wikitext2", "intervention": "baseline", "metric": "perplexity", "value": 30.0, "n": 1},
-        {"task": "wikitext2", "intervention": "ablate_false_lam1.0", "metric": "perplexity", "value": 33.0, "n": 1},
-        {"task": "wikitext2", "intervention": "ablate_false_lam0.0", "metric": "perplexity", "value": 36.0, "n": 1},
+        {"task": "wikitext2", "intervention": "ablate_w_lam1.0", "metric": "perplexity", "value": 33.0, "n": 1},
+        {"task": "wikitext2", "intervention": "ablate_w_lam0.0", "metric": "perplexity", "value": 36.0, "n": 1},
     ])
     fig = lambda_tradeoff(_evaluation(), capability)
     ppl = next(t for t in fig.data if t.name == "wikitext2 perplexity")
@@ -136,12 +137,12 @@ def test_capability_panel_and_responses_table():
     completions = pd.DataFrame([
         {"dataset": "xstest_safe", "intervention": i, "instruction": q, "response": f"{i}:{q}", "refused": r}
         for q, r in (("kill a process?", True), ("a poem?", False))
-        for i in ("baseline", "ablate_false_lam1.0", "ablate_false_lam0.0", "ablate_true")
+        for i in ("baseline", "ablate_w_lam1.0", "ablate_w_lam0.0", "ablate_r")
     ])
     table = responses_table(completions, "xstest_safe")
     assert list(table.index) == ["kill a process?"]  # only prompts the baseline refused
-    assert list(table.columns) == ["baseline", "ablate_false_lam1.0", "ablate_false_lam0.0"]
-    assert table.loc["kill a process?", "ablate_false_lam0.0"] == "ablate_false_lam0.0:kill a process?"
+    assert list(table.columns) == ["baseline", "ablate_w_lam1.0", "ablate_w_lam0.0"]
+    assert table.loc["kill a process?", "ablate_w_lam0.0"] == "ablate_w_lam0.0:kill a process?"
     assert responses_figure(table).data[0].type == "table"
 
 
@@ -188,10 +189,10 @@ def test_run_figures_from_run_directory(tmp_path):
     assert {"fig4_sweep.html", "fig3_lambda.html", "fig5_alpha_lambda.html", "table1.csv"} <= set(names)
     table = pd.read_csv(run.file("figures/table1.csv"), index_col=0)
     assert table.index.name == "dataset (judge: keywords)"
-    shown = ["baseline", "ablate_false_lam1.0", "ablate_false_lam0.0"]  # every λ evaluated, largest first
+    shown = ["baseline", "ablate_w_lam1.0", "ablate_w_lam0.0"]  # every λ evaluated, largest first
     assert list(table.columns) == ["n", *shown, *(f"{name} [substring]" for name in shown)]
-    assert table.loc["harmful_test", "ablate_false_lam1.0"] == pytest.approx(0.1)
-    assert table.loc["harmful_test", "ablate_false_lam1.0 [substring]"] == pytest.approx(0.2)
+    assert table.loc["harmful_test", "ablate_w_lam1.0"] == pytest.approx(0.1)
+    assert table.loc["harmful_test", "ablate_w_lam1.0 [substring]"] == pytest.approx(0.2)
 
 
 def test_candidate_geometry_exact():

@@ -85,7 +85,7 @@ def test_frontier_bad_input(tiny, tiny_run):
         FrontierConfig(betas=(0.0,)).validate()
     with pytest.raises(WorkbenchError, match="lams"):
         FrontierConfig(lams=(1.5,)).validate()
-    tiny_run.file("selection.json").write_text(json.dumps({"selections": []}))
+    tiny_run.file("selection.json").write_text(json.dumps({"selections": [], "r": None}))
     with pytest.raises(WorkbenchError, match="no selections"):
         measure_frontier(tiny, tiny_run, FrontierConfig(n_val=2), progress=False)
 

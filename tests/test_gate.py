@@ -283,19 +283,19 @@ def test_catalogue_gated_entry_is_routed_from_finished_pairs(tiny, tiny_run, tmp
                                                      tiny.info.d_model, ())}
     name = gated_name(1.0)
     assert isinstance(items[name].intervention, Gated)
-    config = EvalConfig(datasets=("bundled_pseudo_harmful_test",), interventions=("baseline", "ablate_false_lam1.0",
+    config = EvalConfig(datasets=("bundled_pseudo_harmful_test",), interventions=("baseline", "ablate_w_lam1.0",
                                                                                   name),
                         alphas=(), limit=6, max_new_tokens=8, batch_size=6, judge="keywords")
     frame = evaluate(tiny, tiny_run, config, progress=False)
-    assert set(frame.intervention) == {"baseline", "ablate_false_lam1.0", name}
+    assert set(frame.intervention) == {"baseline", "ablate_w_lam1.0", name}
     assert set(frame[frame.intervention == name].vector) == {"gated w′"}
     rows = {n: read_completion_rows(tiny_run, f"completions/bundled_pseudo_harmful_test/{n}.jsonl")
-            for n in ("baseline", "ablate_false_lam1.0", name)}
+            for n in ("baseline", "ablate_w_lam1.0", name)}
     meta = json.loads(tiny_run.file(f"completions/bundled_pseudo_harmful_test/{name}.meta.json").read_text())
-    assert meta["routed_from"] == ["baseline", "ablate_false_lam1.0"]
+    assert meta["routed_from"] == ["baseline", "ablate_w_lam1.0"]
     opened = decide(tiny, items[name].intervention.gate, [r["instruction"] for r in rows[name]])
     for k, row in enumerate(rows[name]):
-        source = "ablate_false_lam1.0" if bool(opened[k]) else "baseline"
+        source = "ablate_w_lam1.0" if bool(opened[k]) else "baseline"
         assert row["response"] == rows[source][k]["response"]
 
 
@@ -342,7 +342,7 @@ def test_evaluate_directions_takes_a_gate_file_beside_them(tiny, tiny_run, tmp_p
     assert run.file(GATE_FILE).read_bytes() == gate_file.read_bytes()
     names = [i.name for i in build_interventions(json.loads(run.file("selection.json").read_text()), run.path,
                                                  tiny.info.fingerprint, tiny.info.d_model, ())]
-    assert "gated_ablate_false_lam1.0" in names
+    assert "gated_ablate_w_lam1.0" in names
     with pytest.raises(WorkbenchError, match="none of the --directions holds"):
         run_from_directions(RunDir(tmp_path / "other_lam"), [tiny_run.file("directions/lam_0.0.safetensors"),
                                                              gate_file])

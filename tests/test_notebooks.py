@@ -133,7 +133,7 @@ def notebook_run(organism, tmp_path_factory) -> Path:
         extract=ExtractConfig(n_train=32),
         sweep=SweepConfig(lams=(1.0, 0.0), n_val=8, n_screen=4, n_finalists=2, min_finalists=1,
                           layers=(10, 16, 22, 26), positions=(-6, -5, -1)),
-        select=SelectionRule(max_ablation_kl=1.0, true_max_ablation_kl=1.0),
+        select=SelectionRule(max_ablation_kl=1.0, r_max_ablation_kl=1.0),
         evaluate=EvalConfig(datasets=("bundled_harmful_test", "bundled_pseudo_harmful_test", "bundled_harmless_test"),
                             alphas=(1.0,), limit=4, max_new_tokens=16),
         stages=("extract", "sweep", "select", "evaluate"),

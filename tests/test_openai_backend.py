@@ -225,9 +225,9 @@ def test_openai_backend_bad_servers(tiny, tiny_run, server, monkeypatch):
     server.requests = []
     with pytest.raises(WorkbenchError, match="does not serve baseline \\(as nope\\)"):
         run(served_base="nope")
-    del server.models["ablate_true"]
-    with pytest.raises(WorkbenchError, match="does not serve ablate_true .*--lora-modules"):
-        evaluate(tiny, tiny_run, EvalConfig(datasets=DATASETS[:1], interventions=("ablate_true",), limit=2),
+    del server.models["ablate_r"]
+    with pytest.raises(WorkbenchError, match="does not serve ablate_r .*--lora-modules"):
+        evaluate(tiny, tiny_run, EvalConfig(datasets=DATASETS[:1], interventions=("ablate_r",), limit=2),
                  progress=False, backend=OpenAIBackend(server.url, served_base=BASE))
     assert server.requests == []
     # Fewer 500s than attempts: retried through.
@@ -257,9 +257,9 @@ def test_a_timeout_keeps_finished_pairs_and_the_next_call_resumes(tiny, tiny_run
     from workbench.eval.backends import OpenAIBackend
     from workbench.stages.evaluate import EvalConfig, evaluate
 
-    names = ("baseline", "ablate_false_lam1.0", "ablate_true")
+    names = ("baseline", "ablate_w_lam1.0", "ablate_r")
     config = EvalConfig(datasets=DATASETS[:1], interventions=names, limit=3, max_new_tokens=6)
-    server.hang = {"ablate_false_lam1.0"}
+    server.hang = {"ablate_w_lam1.0"}
     backend = OpenAIBackend(server.url, served_base=BASE, concurrency=1, timeout_s=2.0, retries=0)
     with pytest.raises(WorkbenchError, match="no answer within --timeout 2 s"):
         evaluate(tiny, tiny_run, config, progress=False, backend=backend)
@@ -268,7 +268,7 @@ def test_a_timeout_keeps_finished_pairs_and_the_next_call_resumes(tiny, tiny_run
     server.hang, server.requests = set(), []
     frame = evaluate(tiny, tiny_run, config, progress=False, backend=backend)
     models = server.completion_models()
-    assert sorted(models) == ["ablate_false_lam1.0"] * 3 + ["ablate_true"] * 3
+    assert sorted(models) == ["ablate_r"] * 3 + ["ablate_w_lam1.0"] * 3
     assert sorted(frame.intervention) == sorted(names * 2) and (frame.n == 3).all()  # two judges each
 
 
@@ -276,15 +276,15 @@ def test_evaluate_cli_with_the_openai_backend(tiny_run, server, capsys):
     from workbench.cli import main
 
     base = ["evaluate", "--run", str(tiny_run.path), "--datasets", DATASETS[1], "--limit", "2",
-            "--max-new-tokens", "4", "--interventions", "baseline", "ablate_false_lam1.0"]
+            "--max-new-tokens", "4", "--interventions", "baseline", "ablate_w_lam1.0"]
     assert main([*base, "--backend", "openai"]) == 2
     assert "--backend openai needs --base-url URL" in capsys.readouterr().err
     assert main([*base, "--base-url", server.url]) == 2
     assert "--base-url is for --backend openai" in capsys.readouterr().err
     assert main([*base, "--backend", "openai", "--base-url", server.url, "--served-base", BASE, "--concurrency", "2",
                  "--timeout", "30", "--retries", "1"]) == 0
-    assert sorted(server.completion_models()) == sorted([BASE, BASE, "ablate_false_lam1.0", "ablate_false_lam1.0"])
-    meta = json.loads(tiny_run.file(f"completions/{DATASETS[1]}/ablate_false_lam1.0.meta.json").read_text())
+    assert sorted(server.completion_models()) == sorted([BASE, BASE, "ablate_w_lam1.0", "ablate_w_lam1.0"])
+    meta = json.loads(tiny_run.file(f"completions/{DATASETS[1]}/ablate_w_lam1.0.meta.json").read_text())
     assert meta["backend"] == f"openai {server.url}" and meta["n"] == 2
     evaluation = pd.read_csv(tiny_run.file("evaluation.csv"))
     assert sorted(evaluation.judge) == ["keywords", "keywords", "substring", "substring"]  # the configured judge too
@@ -299,19 +299,19 @@ def test_openai_backend_routes_a_gated_intervention(tiny, tiny_run, server, cata
     from workbench.interventions.catalogue import NamedIntervention
     from workbench.interventions.gate import Gate, Gated, decide, gate_scores
 
-    inner = catalogue["ablate_false_lam1.0"].intervention
+    inner = catalogue["ablate_w_lam1.0"].intervention
     probe = torch.randn(tiny.info.d_model, generator=torch.Generator().manual_seed(3))
     meta = {"fingerprint": tiny.info.fingerprint, "model": tiny.info.name}
     prompts = [p.instruction for p in load_dataset("bundled_pseudo_harmful_test", limit=6)]
     median = float(gate_scores(tiny, Gate(probe, 2, -1, 0.0, 0.05, meta), prompts).median())
     gate = Gate(probe, 2, -1, median, 0.05, meta)
-    gated = Gated(inner, gate, "gated_ablate_false_lam1.0")
+    gated = Gated(inner, gate, "gated_ablate_w_lam1.0")
     open_rows = decide(tiny, gate, prompts)
     assert 0 < int(open_rows.sum()) < len(prompts)
     job = GenerationJob("bundled_pseudo_harmful_test", NamedIntervention(gated.label, gated), tuple(prompts))
     (_, remote), = list(OpenAIBackend(server.url, concurrency=3).generate(tiny, [job], 10, progress=False))
     sent = {request["prompt"]: request["model"] for request in server.requests}
     assert len(server.requests) == len(prompts)  # one request per prompt
-    assert [sent[tiny.chat.format(p)] for p in prompts] == ["ablate_false_lam1.0" if o else BASE
+    assert [sent[tiny.chat.format(p)] for p in prompts] == ["ablate_w_lam1.0" if o else BASE
                                                             for o in open_rows.tolist()]
     assert remote == hooked_generate(tiny, prompts, 10, batch_size=len(prompts), gated=gated, progress=False)

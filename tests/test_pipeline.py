@@ -17,7 +17,7 @@ TINY = PipelineConfig(
     sweep=SweepConfig(lams=(1.0,), n_val=8, n_screen=2, n_finalists=1, min_finalists=1, layers=(1, 2),
                       positions=(-1,), ablation="harmless_mean"),
     select=SelectionRule(max_ablation_kl=10.0),
-    evaluate=EvalConfig(datasets=("xstest_safe", "harmful_test"), interventions=("baseline", "ablate_false_lam1.0"),
+    evaluate=EvalConfig(datasets=("xstest_safe", "harmful_test"), interventions=("baseline", "ablate_w_lam1.0"),
                         limit=3, max_new_tokens=8),
     capability=CapabilityConfig(tasks=("wikitext2",), perplexity_tokens=1024),
 )
@@ -37,11 +37,11 @@ def _checking_declarations(run, written: dict[str, set[str]]):
     def checked(stage):
         def run_stage(lm, run_dir, config):
             before = _files(run)
-            summary = stage.run(lm, run_dir, config)
+            summary = stage.execute(lm, run_dir, config)
             after = _files(run)
             written[stage.name] = {name for name, stat in after.items() if before.get(name) != stat}
             return summary
-        return dataclasses.replace(stage, run=run_stage)
+        return dataclasses.replace(stage, execute=run_stage)
 
     return tuple(checked(stage) for stage in PIPELINE)
 
@@ -79,7 +79,7 @@ def test_run_produces_every_artifact_then_skips_and_resumes(tiny, data_dir, tmp_
     assert "[extract] up to date, skipped" in first and "[sweep] running" in first
     for name in ("config.json", "candidates.json", "sweep.csv", "selection.json", "directions/lam_1.0.safetensors",
                  "evaluation.csv", "evaluation_categories.csv", "capability.csv", "run.log",
-                 "completions/xstest_safe/ablate_false_lam1.0.jsonl", "figures/fig4_sweep.html",
+                 "completions/xstest_safe/ablate_w_lam1.0.jsonl", "figures/fig4_sweep.html",
                  "figures/fig3_lambda.html", "figures/fig5_alpha_lambda.html", "figures/table1.csv"):
         assert (run / name).exists(), name
     config = json.loads((run / "config.json").read_text())

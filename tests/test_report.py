@@ -23,7 +23,7 @@ from workbench.stages.run_dir import RunDir
 
 Z2 = NormalDist().inv_cdf(0.975) ** 2
 DATASETS = ("bundled_harmful_test", "bundled_pseudo_harmful_test")
-INTERVENTIONS = ("baseline", "ablate_false_lam1.0", "ablate_true")
+INTERVENTIONS = ("baseline", "ablate_w_lam1.0", "ablate_r")
 MARKUP = '<script>alert("x")</script> & \x10'
 """A completion with markup and a control character, put into the finished run to check the page escapes it."""
 
@@ -59,7 +59,7 @@ def _finished_once(tiny, _tiny_run_once, tmp_path_factory) -> RunDir:
     write_rows(run, "bundled_harmful_test", "baseline", rows)
     summarize(run)
     pd.DataFrame([{"task": "wikitext2", "intervention": i, "metric": "perplexity", "value": v, "n": 100}
-                  for i, v in (("baseline", 30.5), ("ablate_false_lam1.0", 31.25))]
+                  for i, v in (("baseline", 30.5), ("ablate_w_lam1.0", 31.25))]
                  ).to_csv(run.file("capability.csv"), index=False)
     return run
 
@@ -129,7 +129,7 @@ def test_report_of_a_finished_run(finished_run):
     # three completions per dataset × intervention, escaped
     assert page.count('<td class="text">') == 2 * 3 * len(DATASETS) * len(INTERVENTIONS)
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; \\x10" in page and MARKUP not in page
-    second = read_rows(run, "bundled_pseudo_harmful_test", "ablate_true")[1]["instruction"]
+    second = read_rows(run, "bundled_pseudo_harmful_test", "ablate_r")[1]["instruction"]
     assert f'<td class="text">{html.escape(second)}</td>' in page
     assert "not run yet: <code>workbench capability" not in page  # capability.csv is there: a table, not a hint
 
@@ -194,7 +194,7 @@ def test_compare_with_a_modified_copy(finished_run, tmp_path):
     (ψ = 0, A complied on all: the lower bound is the Wilson bound of 1/3 minus 1)."""
     a = finished_run
     b = RunDir(shutil.copytree(a.path, tmp_path / "b"))
-    dataset, intervention = "bundled_pseudo_harmful_test", "ablate_false_lam1.0"
+    dataset, intervention = "bundled_pseudo_harmful_test", "ablate_w_lam1.0"
     rows = read_rows(b, dataset, intervention)
     assert not any(r["refused"] or r["refused_keywords"] for r in rows)  # A complied on all four
     rows[0]["refused"] = rows[1]["refused"] = True

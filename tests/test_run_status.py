@@ -95,11 +95,11 @@ def test_chat_ablates_any_cell_of_the_run(tiny, tiny_run, capsys):
     grids = load_candidates(tiny_run)
     pos, layer = grids.positions[-1], 2
     index = grids.positions.index(pos)
-    expected = partial_orthogonalize(grids.false_refusal[index, layer], grids.true_refusal[index, layer], 0.5)
-    assert torch.equal(grids.cell("false", pos, layer, 0.5), expected)
-    assert float(torch.dot(grids.cell("false", pos, layer, 1.0).double(),
-                           grids.true_refusal[index, layer].double())) == pytest.approx(0, abs=1e-5)
-    assert torch.allclose(grids.cell("true", pos, layer), unit(grids.true_refusal[index, layer]))
+    expected = partial_orthogonalize(grids.w[index, layer], grids.r[index, layer], 0.5)
+    assert torch.equal(grids.cell("w'", pos, layer, 0.5), expected)
+    assert float(torch.dot(grids.cell("w'", pos, layer, 1.0).double(),
+                           grids.r[index, layer].double())) == pytest.approx(0, abs=1e-5)
+    assert torch.allclose(grids.cell("r", pos, layer), unit(grids.r[index, layer]))
     assert main(["chat", "--run", str(tiny_run.path), "--cell", str(pos), str(layer), "--lam", "0.5", "--compare",
                  "--max-new-tokens", "4", "Hello there"]) == 0
     out = capsys.readouterr().out

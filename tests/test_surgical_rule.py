@@ -14,13 +14,13 @@ from workbench.method.rule import SelectionRule
 def _sweep() -> pd.DataFrame:
     """Three fully scored false candidates at λ = 1: the paper's pick (lowest pseudo-harmful score) also removes
     true refusal (harmful 4.0 → 1.0); the surgical one keeps it."""
-    base = {"vector": "false", "lam": 1.0, "pos": -1, "stage": "full", "sweep_note": "", "ablation_kl": 0.1,
+    base = {"vector": "w'", "lam": 1.0, "pos": -1, "stage": "full", "sweep_note": "", "ablation_kl": 0.1,
             "steering_refusal_score": math.nan}
     rows = [
-        {**base, "layer": 1, "ablation_refusal_score": -2.0, "ablation_refusal_score_harmful": 1.0},
-        {**base, "layer": 2, "ablation_refusal_score": -1.0, "ablation_refusal_score_harmful": 3.6},
-        {**base, "layer": 3, "ablation_refusal_score": -0.5, "ablation_refusal_score_harmful": 4.2},
-        {**base, "layer": 4, "ablation_refusal_score": -3.0, "ablation_refusal_score_harmful": 4.0,
+        {**base, "layer": 1, "ablation_refusal_score_pseudo_harmful": -2.0, "ablation_refusal_score_harmful": 1.0},
+        {**base, "layer": 2, "ablation_refusal_score_pseudo_harmful": -1.0, "ablation_refusal_score_harmful": 3.6},
+        {**base, "layer": 3, "ablation_refusal_score_pseudo_harmful": -0.5, "ablation_refusal_score_harmful": 4.2},
+        {**base, "layer": 4, "ablation_refusal_score_pseudo_harmful": -3.0, "ablation_refusal_score_harmful": 4.0,
          "ablation_kl": 0.5},
     ]
     return pd.DataFrame(rows)
@@ -29,13 +29,13 @@ def _sweep() -> pd.DataFrame:
 def test_paper_rule_ignores_harmful_and_the_surgical_rule_keeps_it():
     sweep = _sweep()
     paper = SelectionRule(prune_layer_fraction=0.0)
-    assert paper.pick(paper.apply(sweep, 10), "false", 1.0)["layer"] == 1
+    assert paper.pick(paper.apply(sweep, 10), "w'", 1.0)["layer"] == 1
     surgical = replace(paper, max_harmful_drop=0.5)
     applied = surgical.apply(sweep, 10, harmful_baseline=4.0)
     assert applied.filter_reason.tolist() == ["harmful score drops > 0.5", "", "", "kl > 0.2"]
-    assert surgical.pick(applied, "false", 1.0)["layer"] == 2  # 3.6 ≥ 4.0 − 0.5
+    assert surgical.pick(applied, "w'", 1.0)["layer"] == 2  # 3.6 ≥ 4.0 − 0.5
     tight = replace(paper, max_harmful_drop=0.1)
-    assert tight.pick(tight.apply(sweep, 10, harmful_baseline=4.0), "false", 1.0)["layer"] == 3
+    assert tight.pick(tight.apply(sweep, 10, harmful_baseline=4.0), "w'", 1.0)["layer"] == 3
     with pytest.raises(WorkbenchError, match="baseline"):
         surgical.apply(sweep, 10)
 
@@ -75,7 +75,7 @@ def test_surgical_sweep_and_select_on_the_tiny_model(tiny, tiny_run):
     baseline = tiny_run.read_json("sweep.json")["baseline_refusal_score"]["harmful"]
     result = select(tiny_run, rule)
     frame = read_selection(tiny_run)
-    false = frame[(frame.vector == "false") & (frame.stage == "full")]
+    false = frame[(frame.vector == "w'") & (frame.stage == "full")]
     assert rule.first_pruned_layer(4) == 4  # nothing pruned on the 4-layer model
     within = false.ablation_kl <= rule.max_ablation_kl
     expected = false[within & (false.ablation_refusal_score_harmful >= baseline - margin)]
@@ -84,7 +84,7 @@ def test_surgical_sweep_and_select_on_the_tiny_model(tiny, tiny_run):
     if expected.empty:
         assert result["selections"] == []
     else:
-        best = expected.loc[expected.ablation_refusal_score.idxmin()]
+        best = expected.loc[expected.ablation_refusal_score_pseudo_harmful.idxmin()]
         chosen = result["selections"][0]
         assert (chosen["pos"], chosen["layer"]) == (int(best.pos), int(best.layer))
 
@@ -101,7 +101,7 @@ def test_rerank_by_generation_on_the_tiny_model(tiny, tiny_run):
     records = result["rerank"]["1.0"]
     assert records[0]["candidate"] == "baseline" and 2 <= len(records) <= 4
     candidates = [r for r in records[1:] if r["harmful_ok"]]
-    best = max(candidates, key=lambda r: (r["pseudo_harmful_compliance"], -r["ablation_refusal_score"]))
+    best = max(candidates, key=lambda r: (r["pseudo_harmful_compliance"], -r["ablation_refusal_score_pseudo_harmful"]))
     chosen = result["selections"][0]
     assert (chosen["pos"], chosen["layer"]) == (best["pos"], best["layer"])
     for r in records:

@@ -20,7 +20,7 @@ from workbench.stages.select import read_selection, select
 from workbench.stages.sweep import SweepConfig, candidate_scorer, load_validation, read_sweep, run_sweep
 from workbench.stages.sweep_algorithms import fast_sweep, reference_sweep, to_frame
 
-pytestmark = [pytest.mark.model, pytest.mark.slow]  # the module's run: extract 3 × 128 prompts, sweep (≈ 3 min)
+pytestmark = [pytest.mark.model, pytest.mark.slow]  # the module's run: extract 3 × 128 prompts, then a sweep
 
 SMALL_SWEEP = SweepConfig(n_val=16, n_screen=4, n_finalists=3, layers=(11, 13, 15, 17), positions=(-5, -3, -1))
 
@@ -42,9 +42,9 @@ def test_candidates_written(organism, small_run):
     assert record["prompt_counts"]["harmful"] == {"dataset": "bundled_harmful_train", "total": 128, "kept": refused}
     assert refused >= 96  # the organism refuses most of the bundled harmful prompts
     grids = load_candidates(small_run)
-    assert grids.true_refusal.dtype == torch.float32 and grids.true_refusal.shape == (6, 30, 576)
+    assert grids.r.dtype == torch.float32 and grids.r.shape == (6, 30, 576)
     assert grids.positions == [-6, -5, -4, -3, -2, -1]
-    assert torch.all(grids.true_refusal[:, 0] == 0)  # layer 0 at template tokens: identical inputs
+    assert torch.all(grids.r[:, 0] == 0)  # layer 0 at template tokens: identical inputs
 
 
 def test_sweep_rows_and_nan_handling(small_run):
@@ -56,7 +56,7 @@ def test_sweep_rows_and_nan_handling(small_run):
     assert (frame.stage == "full").sum() == 2 * 3  # n_finalists per (vector, λ)
     recorded = json.loads(small_run.file("sweep.json").read_text())["config"]["rule"]
     assert recorded == {"prune_layer_fraction": 0.2, "max_ablation_kl": 0.2, "induce_refusal_filter": False,
-                        "min_steering_refusal_score": 0.0, "true_max_ablation_kl": 0.1, "max_harmful_drop": None,
+                        "min_steering_refusal_score": 0.0, "r_max_ablation_kl": 0.1, "max_harmful_drop": None,
                         "rerank_top_k": 0, "rerank_n": 16, "rerank_max_new_tokens": 32,
                         "rerank_max_harmful_rise": 0.0, "rerank_judge": "keywords"}
 
@@ -68,16 +68,17 @@ def test_selected_candidate_lowers_pseudo_harmful_score(small_run, tmp_path):
     assert run.file("sweep.csv").read_bytes() == sweep_before  # select does not rewrite the sweep's file
     verdicts = read_selection(run)
     assert len(verdicts) == 2 * 6 * 30 and not verdicts[verdicts.layer == 0].kept.any()
-    chosen = verdicts[(verdicts.vector == "false") & verdicts.kept]
-    assert chosen.ablation_refusal_score.min() == pytest.approx(result["selections"][0]["ablation_refusal_score"])
+    chosen = verdicts[(verdicts.vector == "w'") & verdicts.kept]
+    assert chosen.ablation_refusal_score_pseudo_harmful.min() == pytest.approx(
+        result["selections"][0]["ablation_refusal_score_pseudo_harmful"])
     choice = result["selections"][0]
     assert choice["lam"] == 1.0
-    assert choice["ablation_refusal_score"] < result["baseline"]["pseudo_harmful"]
+    assert choice["ablation_refusal_score_pseudo_harmful"] < result["baseline"]["pseudo_harmful"]
     assert choice["ablation_kl"] <= 0.2
     direction, meta = load_direction(run.file(choice["direction_file"]))
     assert meta["layer"] == str(choice["layer"]) and abs(direction.norm().item() - 1) < 1e-5
     grids = load_candidates(run)
-    r = grids.true_refusal[grids.positions.index(choice["pos"]), choice["layer"]]
+    r = grids.r[grids.positions.index(choice["pos"]), choice["layer"]]
     assert abs(torch.dot(direction, r / r.norm()).item()) < 1e-5  # λ = 1: orthogonal to true refusal
 
 
@@ -91,7 +92,7 @@ def test_run_from_another_model(stock_model, small_run, tmp_path):
 
 
 def _winner(frame: pd.DataFrame, rule: SelectionRule, n_layers: int) -> tuple[int, int] | None:
-    choice = rule.pick(rule.apply(frame, n_layers), "false", 1.0)
+    choice = rule.pick(rule.apply(frame, n_layers), "w'", 1.0)
     return None if choice is None else (int(choice["pos"]), int(choice["layer"]))
 
 
@@ -105,7 +106,7 @@ def test_fast_sweep_selects_what_exact_scoring_selects_for_each_kl_bound(organis
                          screen_kl_margin=1.0, layers=(8, 12, 16, 19, 21, 22, 23), positions=(-6, -5, -1))
     val = load_validation(organism, config)
     scorer = candidate_scorer(organism, config)
-    exact = to_frame(reference_sweep(scorer, grids, val, config, SelectionRule(), include_true=False))
+    exact = to_frame(reference_sweep(scorer, grids, val, config, SelectionRule(), include_r=False))
     scored = exact.set_index(["pos", "layer"])
     paper_winner = _winner(exact, SelectionRule(max_ablation_kl=0.2), grids.n_layers)
     assert paper_winner is not None, "nothing within KL 0.2 on this grid"
@@ -113,7 +114,7 @@ def test_fast_sweep_selects_what_exact_scoring_selects_for_each_kl_bound(organis
     winners = {}
     for bound in (0.2, 0.1, tighter):
         rule = SelectionRule(max_ablation_kl=bound)
-        fast = to_frame(fast_sweep(scorer, grids, val, config, rule, include_true=False))
+        fast = to_frame(fast_sweep(scorer, grids, val, config, rule, include_r=False))
         winners[bound] = _winner(exact, rule, grids.n_layers)
         assert _winner(fast, rule, grids.n_layers) == winners[bound], bound
         assert (fast.stage == "full").sum() < (exact.stage == "full").sum()  # the screen did prune

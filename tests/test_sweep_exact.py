@@ -29,8 +29,8 @@ from workbench.stages.sweep_algorithms import exact_sweep, reference_sweep, to_f
 
 PRUNE_LAST = replace(TINY_RUN_RULE, prune_layer_fraction=0.25)
 """The tiny run's loose rule, pruning the last of the tiny model's 4 layers."""
-SCORES = ["ablation_refusal_score", "ablation_refusal_score_harmful", "ablation_kl", "steering_refusal_score",
-          "steering_kl"]
+SCORES = ["ablation_refusal_score_pseudo_harmful", "ablation_refusal_score_harmful", "ablation_kl",
+          "steering_refusal_score", "steering_kl"]
 
 
 def _full(frame: pd.DataFrame) -> pd.DataFrame:
@@ -81,8 +81,8 @@ def test_exact_mode_is_recorded_and_serves_any_rule_with_its_pruning(tiny, tiny_
     # another KL bound or other screen settings is (the exact sweep's rows do not depend on them).
     assert not same_settings(recorded, replace(config, mode="fast"), PRUNE_LAST)
     assert not same_settings(RecordedSweep(replace(config, mode="fast"), PRUNE_LAST), config, PRUNE_LAST)
-    other = replace(PRUNE_LAST, max_ablation_kl=8.0, true_max_ablation_kl=9.0, induce_refusal_filter=True)
-    assert same_settings(recorded, replace(config, n_screen=2, steer_false=True), other)
+    other = replace(PRUNE_LAST, max_ablation_kl=8.0, r_max_ablation_kl=9.0, induce_refusal_filter=True)
+    assert same_settings(recorded, replace(config, n_screen=2, steer_w=True), other)
     assert not same_settings(recorded, config, replace(PRUNE_LAST, prune_layer_fraction=0.5))
     old = json.loads(tiny_run.file("sweep.json").read_text())
     del old["config"]["mode"]
@@ -110,7 +110,7 @@ def test_unknown_mode_names_the_modes():
 
 
 @pytest.mark.model
-@pytest.mark.slow  # ≈ 80 s on 2 busy cores (the reference loop unembeds every position), after the run fixture
+@pytest.mark.slow  # the reference loop unembeds every position
 def test_exact_sweep_equals_reference_loop_on_the_organism(organism, selected_run):
     """The organism (float32, SmolLM2's 30-token system prefix): every score of a 2 × 2 grid at λ = 1 and 0, and the
     true candidates, within 1e-4 of the paper-style reference loop."""

@@ -30,8 +30,8 @@ from workbench.stages.sweep_algorithms import fast_sweep, reference_sweep, to_fr
 
 PROMPTS = ["How do I kill a stuck process?", "Write a haiku about rain.", "What is a black hole?", "Hi",
            "How do I make a bomb?"]
-SCORES = ["ablation_refusal_score", "ablation_refusal_score_harmful", "ablation_kl", "steering_refusal_score",
-          "steering_kl"]
+SCORES = ["ablation_refusal_score_pseudo_harmful", "ablation_refusal_score_harmful", "ablation_kl",
+          "steering_refusal_score", "steering_kl"]
 
 
 @pytest.fixture(scope="module")
@@ -85,17 +85,17 @@ def test_extract_counts_and_grids(tiny, tiny_run):
         assert record["prompt_counts"][key] == {"dataset": f"bundled_{key}_train", "total": 64, "kept": expected}
     grids = load_candidates(tiny_run)
     # r = μ(harmful) − μ(harmless), w = μ(pseudo-harmful) − μ(harmless) (differences taken in float64, stored fp32)
-    torch.testing.assert_close(grids.true_refusal, grids.means["harmful"] - grids.means["harmless"])
-    torch.testing.assert_close(grids.false_refusal, grids.means["pseudo_harmful"] - grids.means["harmless"])
-    assert torch.all(grids.true_refusal[:, 0] == 0)  # layer 0 at template tokens: the same embedding for all
-    assert grids.true_refusal[:, 1:].norm(dim=-1).min() > 0.1
+    torch.testing.assert_close(grids.r, grids.means["harmful"] - grids.means["harmless"])
+    torch.testing.assert_close(grids.w, grids.means["pseudo_harmful"] - grids.means["harmless"])
+    assert torch.all(grids.r[:, 0] == 0)  # layer 0 at template tokens: the same embedding for all
+    assert grids.r[:, 1:].norm(dim=-1).min() > 0.1
 
 
 def test_fast_sweep_equals_reference_loop(tiny, tiny_run):
     grids = load_candidates(tiny_run)
     config = SweepConfig(lams=(1.0, 0.5), n_val=8, n_screen=2, n_finalists=100, min_finalists=100,
                          screen_kl_margin=math.inf, layers=(1, 3), positions=(-1, -4), score_all=True,
-                         steer_false=True)
+                         steer_w=True)
     val = load_validation(tiny, config)
     fast = to_frame(fast_sweep(candidate_scorer(tiny, config), grids, val, config, TINY_RUN_RULE))
     # The reference runs as the paper's code does: every prompt in full, every position unembedded.
@@ -118,7 +118,7 @@ def test_sweep_scores_equal_the_weight_edited_model(tiny, tiny_run):
     direction, _ = load_direction(selected_direction_file(tiny_run, 1.0), tiny.info.fingerprint)
     grids = load_candidates(tiny_run)
     p = grids.positions.index(choice["pos"])
-    w, r = grids.false_refusal[p, choice["layer"]].double(), grids.true_refusal[p, choice["layer"]].double()
+    w, r = grids.w[p, choice["layer"]].double(), grids.r[p, choice["layer"]].double()
     expected = w - (w @ r) / (r @ r) * r  # λ = 1: w with its r component removed
     assert torch.allclose(direction.double(), expected / expected.norm(), atol=1e-6)
     val = load_validation(tiny, TINY_RUN_SWEEP)
@@ -136,7 +136,8 @@ def test_sweep_scores_equal_the_weight_edited_model(tiny, tiny_run):
                 batch = tiny.chat.tokenize(val.harmless)
                 hooked = tiny.model(batch.input_ids, attention_mask=batch.attention_mask)[:, -1].float()
     refusal = tiny.info.refusal_tokens
-    assert refusal_score(pseudo, refusal).mean().item() == pytest.approx(choice["ablation_refusal_score"], abs=1e-4)
+    assert refusal_score(pseudo, refusal).mean().item() == pytest.approx(
+        choice["ablation_refusal_score_pseudo_harmful"], abs=1e-4)
     assert refusal_score(harmful, refusal).mean().item() == pytest.approx(choice["ablation_refusal_score_harmful"],
                                                                           abs=1e-4)
     assert kl_divergence(base, harmless).mean().item() == pytest.approx(choice["ablation_kl"], abs=1e-4)
@@ -157,9 +158,9 @@ def test_lambda_reuse_adds_only_new_rows(tiny, tiny_run, monkeypatch):
     before = read_sweep(tiny_run)
     calls, real = [], sweep.fast_sweep
 
-    def recording(scorer, grids, val, config, rule, include_true=True):
-        calls.append((config.lams, include_true))
-        return real(scorer, grids, val, config, rule, include_true)
+    def recording(scorer, grids, val, config, rule, include_r=True):
+        calls.append((config.lams, include_r))
+        return real(scorer, grids, val, config, rule, include_r)
 
     monkeypatch.setattr(sweep, "fast_sweep", recording)
     run_sweep(tiny, tiny_run, replace(TINY_RUN_SWEEP, lams=(1.0, 0.5, 0.0)), TINY_RUN_RULE)
@@ -200,9 +201,9 @@ def _mtimes(run) -> dict[str, int]:
 
 def _exact_pick(frame: pd.DataFrame, bound: float) -> tuple[int, int]:
     """The λ = 1 winner under a KL bound, by hand: the lowest pseudo-harmful score among full rows within it."""
-    rows = frame[(frame.vector == "false") & (frame.lam == 1.0) & (frame.stage == "full")
+    rows = frame[(frame.vector == "w'") & (frame.lam == 1.0) & (frame.stage == "full")
                  & (frame.ablation_kl <= bound)]
-    best = rows.loc[rows.ablation_refusal_score.idxmin()]
+    best = rows.loc[rows.ablation_refusal_score_pseudo_harmful.idxmin()]
     return int(best.pos), int(best.layer)
 
 
@@ -217,7 +218,7 @@ def test_pipeline_writes_skips_and_reruns_on_a_new_rule(tiny, tmp_path, capsys):
     log = capsys.readouterr().out
     assert all(f"[{s}] running" in log for s in ("extract", "sweep", "select"))
     for name in ("config.json", "run.log", "candidates.json", "candidates.safetensors", "sweep.csv", "sweep.json",
-                 "selection.csv", "selection.json", "directions/lam_1.0.safetensors", "directions/true.safetensors"):
+                 "selection.csv", "selection.json", "directions/lam_1.0.safetensors", "directions/r.safetensors"):
         assert (run / name).exists(), name
     assert not (run / "evaluation.csv").exists()
     frame = read_sweep(RunDir(run))
@@ -232,7 +233,7 @@ def test_pipeline_writes_skips_and_reruns_on_a_new_rule(tiny, tmp_path, capsys):
     assert _mtimes(run) == before
 
     # A bound that excludes the first winner: sweep and select re-run (and only they), and select honours it.
-    kls = frame[(frame.vector == "false") & (frame.stage == "full")].ablation_kl
+    kls = frame[(frame.vector == "w'") & (frame.stage == "full")].ablation_kl
     below = kls[kls < choice["ablation_kl"]]
     assert len(below), "the first winner has the lowest KL: pick another grid"
     bound = round((below.max() + choice["ablation_kl"]) / 2, 6)
@@ -261,7 +262,7 @@ def test_fast_sweep_selects_the_exact_winner_for_each_kl_bound(tiny, tiny_run):
     val = load_validation(tiny, config)
     assert max(len(val.pseudo_harmful), len(val.harmless)) <= config.n_screen  # the screen sees every prompt
     exact = to_frame(reference_sweep(candidate_scorer(tiny, config), grids, val, config, TINY_RUN_RULE,
-                                     include_true=False))
+                                     include_r=False))
     full = exact[exact.stage == "full"]
     assert len(full) == 6 * 3  # every candidate but the zero layer-0 ones
     # Bounds halfway between consecutive KLs (robust to float noise); the loosest keeps every candidate.
@@ -272,9 +273,10 @@ def test_fast_sweep_selects_the_exact_winner_for_each_kl_bound(tiny, tiny_run):
     assert tight is not None, "the loosest winner also has the lowest KL: no two bounds with different winners"
     for bound in (loose, tight):
         rule = replace(TINY_RUN_RULE, max_ablation_kl=bound)
-        fast = to_frame(fast_sweep(candidate_scorer(tiny, config), grids, val, config, rule, include_true=False))
-        choice = rule.pick(rule.apply(fast, grids.n_layers), "false", 1.0)
+        fast = to_frame(fast_sweep(candidate_scorer(tiny, config), grids, val, config, rule, include_r=False))
+        choice = rule.pick(rule.apply(fast, grids.n_layers), "w'", 1.0)
         assert (choice["pos"], choice["layer"]) == _exact_pick(exact, bound), bound
-        assert choice["ablation_refusal_score"] == pytest.approx(
-            full.set_index(["pos", "layer"]).ablation_refusal_score[(choice["pos"], choice["layer"])], abs=1e-4)
+        assert choice["ablation_refusal_score_pseudo_harmful"] == pytest.approx(
+            full.set_index(["pos", "layer"]).ablation_refusal_score_pseudo_harmful[(choice["pos"], choice["layer"])],
+            abs=1e-4)
         assert (fast.stage == "full").sum() < len(full)  # the screen did prune

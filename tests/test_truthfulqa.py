@@ -158,7 +158,7 @@ def test_truthfulqa_is_asked_for_by_name_and_validated(tmp_path, capsys):
     assert "truthfulqa" in TASKS and "truthfulqa" not in DEFAULT_TASKS and CapabilityConfig().tasks == DEFAULT_TASKS
     assert CapabilityConfig().truthfulqa_n == 200
     CapabilityConfig(tasks=("truthfulqa",), truthfulqa_n=None).validate()
-    with pytest.raises(WorkbenchError, match="capability truthfulqa_n must be at least 1"):
+    with pytest.raises(WorkbenchError, match="capability truthfulqa_n must be ≥ 0"):
         CapabilityConfig(truthfulqa_n=-1).validate()
     with pytest.raises(SystemExit) as caught:
         main(["capability", "--run", str(tmp_path), "--truthfulqa-n", "-1"])

@@ -44,7 +44,7 @@ INIT_STD = 0.25
 # The `tiny_run` fixture's stages (tests/conftest.py): small enough for the unit tier, big enough to select.
 TINY_RUN_EXTRACT = ExtractConfig(n_train=64)
 TINY_RUN_SWEEP = SweepConfig(lams=(1.0, 0.0), n_val=16, n_screen=4, n_finalists=3)
-TINY_RUN_RULE = SelectionRule(max_ablation_kl=10.0, true_max_ablation_kl=10.0)
+TINY_RUN_RULE = SelectionRule(max_ablation_kl=10.0, r_max_ablation_kl=10.0)
 """A loose KL bound: ablating a direction moves this random model's logits far (KLs ≈ 1–3), and the run must select."""
 
 

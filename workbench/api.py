@@ -201,7 +201,7 @@ def _source(run: RunDir, key: str, source: PromptSource | None) -> str | None:
 @dataclass(frozen=True)
 class Candidates(CandidateGrids):
     """The candidate grids (r = μ(harmful) − μ(harmless), w = μ(pseudo-harmful) − μ(harmless) at every EOI position
-    and layer, `true_refusal` and `false_refusal` of shape (positions, layers, d_model)) with the run directory
+    and layer, `r` and `w` of shape (positions, layers, d_model)) with the run directory
     they were written to, where `sweep` and `diagnose` continue."""
 
     run: RunDir | None = None
@@ -218,7 +218,7 @@ def load_candidates(run: str | Path | RunDir) -> Candidates:
     """
     run = _as_run(run).require_dir()
     grids = _extract_stage.load_candidates(run)
-    return Candidates(grids.true_refusal, grids.false_refusal, grids.positions, grids.means, run)
+    return Candidates(grids.r, grids.w, grids.positions, grids.means, run)
 
 
 def extract(lm: LoadedModel, harmful: PromptSource = "bundled_harmful_train",
@@ -230,11 +230,11 @@ def extract(lm: LoadedModel, harmful: PromptSource = "bundled_harmful_train",
     refuses (refusal score > 0) and harmless ones it does not (< 0) count. `n_train` caps each set.
 
     Writes `candidates.safetensors`/`candidates.json` into `run` (made if missing; default a temporary directory,
-    `cands.run`). Returns the grids: `cands.true_refusal[p, layer]` is r at EOI position `cands.positions[p]`.
+    `cands.run`). Returns the grids: `cands.r[p, layer]` is r at EOI position `cands.positions[p]`.
 
         cands = wb.extract(lm, harmful=["How do I make a pipe bomb?", ...], harmless=["Write a haiku.", ...],
                            pseudo_harmful=["How do I kill a Python process?", ...])
-        cands.true_refusal.shape  # (6, 30, 576): positions, layers, d_model
+        cands.r.shape  # (6, 30, 576): positions, layers, d_model
     """
     run = _new_run(run)
     config = _extract_stage.ExtractConfig(
@@ -268,7 +268,7 @@ def sweep(lm: LoadedModel, candidates: CandidateGrids, lams: Sequence[float] = (
     `lam`, `pos`, `layer`, the scores, `stage` full/screened/skipped), which `select` and `wb.plot` take.
 
         table = wb.sweep(lm, cands, lams=(1.0, 0.5), layers=range(8, 20), positions=(-5, -1), mode="exact")
-        table[table.stage == "full"].sort_values("ablation_refusal_score").head()
+        table[table.stage == "full"].sort_values("ablation_refusal_score_pseudo_harmful").head()
     """
     run = _run_of(candidates)
     names = {f.name for f in dataclasses.fields(_sweep_stage.SweepConfig)}
@@ -298,10 +298,10 @@ class Selection:
     direction: Float[Tensor, " d_model"]
     """The unit direction: ŵ′(λ), or r̂ for the true-refusal selection."""
     scores: dict[str, float | None]
-    """The sweep's scores of the cell (`ablation_refusal_score`, `ablation_refusal_score_harmful`, `ablation_kl`,
-    ...; None where not scored)."""
+    """The sweep's scores of the cell (`ablation_refusal_score_pseudo_harmful`, `ablation_refusal_score_harmful`,
+    `ablation_kl`, ...; None where not scored)."""
     file: Path
-    """Its direction file in the run (`directions/lam_<λ>.safetensors` or `directions/true.safetensors`)."""
+    """Its direction file in the run (`directions/lam_<λ>.safetensors` or `directions/r.safetensors`)."""
 
 
 class NoSelection(WorkbenchError, KeyError):
@@ -316,7 +316,7 @@ class Selections(Mapping):
     """The selections of a run, by λ: `sel[1.0].direction` is the selected unit ŵ′ at λ = 1."""
 
     by_lam: dict[float, Selection]
-    true_refusal: Selection | None
+    r: Selection | None
     """Arditi's true-refusal selection (r̂), or None when its rule selected none."""
     record: dict
     """`selection.json` as written (baseline, rule, selections): what `wb.plot` marks."""
@@ -364,10 +364,10 @@ def load_selections(run: str | Path | RunDir) -> Selections:
                          {k: choice.get(k) for k in SCORE_COLUMNS if k in choice}, run.file(name))
 
     by_lam = {float(s["lam"]): selection(s, s["direction_file"], float(s["lam"])) for s in record["selections"]}
-    true = record.get("true_refusal")
-    true_selection = (selection(true, "directions/true.safetensors", None)
-                      if true and run.file("directions/true.safetensors").exists() else None)
-    return Selections(by_lam, true_selection, record, _select_stage.read_selection(run), run)
+    true = record.get("r")
+    r_selection = (selection(true, "directions/r.safetensors", None)
+                      if true and run.file("directions/r.safetensors").exists() else None)
+    return Selections(by_lam, r_selection, record, _select_stage.read_selection(run), run)
 
 
 def select(sweep: pd.DataFrame | str | Path | RunDir, rule: SelectionRule | None = None,
@@ -479,10 +479,10 @@ def main_judge(evaluation: pd.DataFrame) -> str:
 
 
 def parse_intervention_name(name: str) -> tuple[float | None, float | None]:
-    """(λ, α) of an evaluated intervention's name: `ablate_false_lam0.5+actadd_true_a1.0` → (0.5, 1.0); None where the
+    """(λ, α) of an evaluated intervention's name: `ablate_w_lam0.5+actadd_r_a1.0` → (0.5, 1.0); None where the
     name has no ablated w′ or no added r.
 
-        wb.parse_intervention_name("actadd_true_a2.0")  # (None, 2.0)
+        wb.parse_intervention_name("actadd_r_a2.0")  # (None, 2.0)
     """
     return parse_name(name)
 
@@ -539,19 +539,20 @@ def _selection_record(selection: "Selections | dict | None") -> dict | None:
 
 def _sweep_heatmaps(sweep: "pd.DataFrame | str | Path | RunDir", selection: "Selections | dict | None" = None,
                     lams: list[float] | None = None,
-                    metrics: tuple[str, ...] = ("ablation_refusal_score", "ablation_kl"), mode: str | None = None,
+                    metrics: tuple[str, ...] = ("ablation_refusal_score_pseudo_harmful", "ablation_kl"),
+                    mode: str | None = None,
                     n_screen: int | None = None):
     """Fig. 4: layer × position heatmaps of the sweep's ablation refusal score and KL, for r and each w′(λ), the
     selections marked ×. `sweep`: the table `wb.sweep` returned (or `wb.read_sweep`), or a run directory (its
     sweep, selection and sweep mode); `selection`: `wb.select`'s result or a `selection.json` dict.
 
         wb.plot.sweep_heatmaps(table, sel).show()
-        wb.plot.sweep_heatmaps(run, metrics=("ablation_refusal_score",)).show()
+        wb.plot.sweep_heatmaps(run, metrics=("ablation_refusal_score_pseudo_harmful",)).show()
     """
     if not isinstance(sweep, pd.DataFrame):
         run = _as_run(sweep).require_dir()
         if selection is None and run.file("selection.json").exists():
-            selection = run.read_json("selection.json", keys=("selections",))
+            selection = run.read_json("selection.json", keys=("selections", "r"))
         recorded = _sweep_stage.recorded_sweep(run).config if run.file("sweep.json").exists() else None
         mode = mode or (recorded and recorded.mode)
         n_screen = n_screen if n_screen is not None else recorded.n_screen if recorded and mode == "fast" else None

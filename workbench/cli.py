@@ -171,12 +171,12 @@ def cmd_judge_fit(args) -> None:
 
 def _direction_label(path: Path, meta: dict) -> str:
     """`lam_1.0.safetensors (λ=1.0, pos -6, layer 22)`: a direction file and the cell it was selected at."""
-    what = "true refusal r" if meta.get("vector") == "true" else f"λ={meta.get('lam', '?')}"
+    what = "true refusal r" if meta.get("vector") == "r" else f"λ={meta.get('lam', '?')}"
     return f"{path.name} ({what}, pos {meta.get('pos', '?')}, layer {meta.get('layer', '?')})"
 
 
 def _addition_vector(path: Path):
-    """What `chat --add FILE` adds: raw r (`raw_true`) from a true-refusal file; from a `lam_<λ>` file the selected
+    """What `chat --add FILE` adds: raw r (`raw_r`) from a true-refusal file; from a `lam_<λ>` file the selected
     ŵ′ rescaled to ‖w‖ (as the sweep's steering score does), so that α = 1 adds a vector of the raw false vector's
     size in the direction that is ablated. Returns the vector, its name and the file's metadata."""
     from workbench.interventions.directions import read_direction_file
@@ -184,16 +184,16 @@ def _addition_vector(path: Path):
 
     tensors, meta = read_direction_file(path, ("direction",))
     kind = meta.get("vector")
-    if kind not in ("true", "false"):
-        raise WorkbenchError(f"direction file {path} has no 'vector' metadata ('true' or 'false'), so what to add is "
+    if kind not in ("r", "w'"):
+        raise WorkbenchError(f"direction file {path} has no 'vector' metadata (r or w′), so what to add is "
                              "unknown: use a file written by `workbench select` (RUN/directions/*.safetensors)")
-    raw_key = "raw_true" if kind == "true" else "raw_false"
+    raw_key = "raw_r" if kind == "r" else "raw_w"
     raw = read_direction_file(path, (raw_key,))[0][raw_key]
     direction = tensors["direction"]
     if raw.shape != direction.shape:
         raise WorkbenchError(f"direction file {path} is corrupted ({raw_key} has shape {tuple(raw.shape)}, the "
                              f"direction {tuple(direction.shape)}): re-run `workbench select` to rewrite it")
-    if kind == "true":
+    if kind == "r":
         return raw, "r", meta
     return unit(direction.float()) * raw.float().norm(), "ŵ′·‖w‖", meta
 
@@ -239,7 +239,7 @@ def _chat_intervention(args):
 
 
 def _cell_intervention(args):
-    """`chat --run DIR --cell POS LAYER [--lam λ | --vector true]`: ablate one cell of the run's candidate grid (r̂, or
+    """`chat --run DIR --cell POS LAYER [--lam λ | --vector r]`: ablate one cell of the run's candidate grid (r̂, or
     w′ at λ, default 1), picked off the heatmap without a selection."""
     from workbench.interventions.hooks import Ablation
     from workbench.stages.extract import load_candidates
@@ -250,16 +250,16 @@ def _cell_intervention(args):
     others = [flag for flag, value in (("--ablate", args.ablate), ("--add", args.add)) if value is not None]
     if others:
         raise WorkbenchError(f"--cell and {others[0]} together: ablate one cell of the run, or one direction file")
-    if args.vector == "true" and args.lam is not None:
-        raise WorkbenchError("--lam is for the false-refusal vector w′; --vector true ablates r̂ (no λ)")
+    if args.vector == "r" and args.lam is not None:
+        raise WorkbenchError("--lam is for the false-refusal vector w′; --vector r ablates r̂ (no λ)")
     if args.ablation != "zero":
         raise WorkbenchError("--ablation goes with --ablate FILE; --cell ablates to zero")
     pos, layer = args.cell
-    vector = args.vector or "false"
+    vector = args.vector or "w'"
     lam = 1.0 if args.lam is None else args.lam
     grids = load_candidates(RunDir(Path(args.run)).require_dir())
-    direction = grids.cell(vector, pos, layer, lam if vector == "false" else None)
-    what = "r̂" if vector == "true" else f"w′ (λ={lam})"
+    direction = grids.cell(vector, pos, layer, lam if vector == "w'" else None)
+    what = "r̂" if vector == "r" else f"w′ (λ={lam})"
     return Ablation(direction.float(), f"--cell {pos} {layer}"), f"ablate {what} at (pos {pos}, layer {layer})"
 
 
@@ -372,7 +372,7 @@ def cmd_export(args) -> None:
         if args.lam is not None:  # checked before the model loads
             selected_direction_file(RunDir(Path(args.run)).require_dir(), args.lam)
         run, lm = _model_for_run(args, needs=("selection.json",))
-        selection = run.read_json("selection.json", keys=("selections",))
+        selection = run.read_json("selection.json", keys=("selections", "r"))
         alphas = tuple(args.alphas) if args.alphas else EvalConfig.alphas
         items = build_interventions(selection, run.path, lm.info.fingerprint, lm.info.d_model,
                                     alphas if args.all else ())
@@ -625,7 +625,7 @@ def cmd_gate(args) -> None:
     print(top.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(summary(record))
     print(f"-> {run.file('directions/gate.safetensors')}; `workbench evaluate --run {run.path}` adds "
-          f"gated_ablate_false_lam{record['gates']['lam']}")
+          f"gated_ablate_w_lam{record['gates']['lam']}")
 
 
 def cmd_frontier(args) -> None:
@@ -754,7 +754,8 @@ def cmd_select(args) -> None:
         result = select(run, rule, lm)
     for s in result["selections"]:
         print(f"λ={s['lam']}: pos {s['pos']}, layer {s['layer']}, ablation refusal score "
-              f"{s['ablation_refusal_score']:+.3f} (baseline {result['baseline']['pseudo_harmful']:+.3f}), "
+              f"{s['ablation_refusal_score_pseudo_harmful']:+.3f} "
+              f"(baseline {result['baseline']['pseudo_harmful']:+.3f}), "
               f"KL {s['ablation_kl']:.3f}, harmful {s['ablation_refusal_score_harmful']:+.3f}")
     if gate_config is not None:
         from workbench.stages.gate import fit_gate, summary

@@ -78,7 +78,7 @@ FIELD_TYPES: dict[str, Any] = {
     "lams": LAMBDA, "lam": LAMBDA, "betas": STRENGTH, "alphas": FINITE_FLOAT, "steering_coeff": FINITE_FLOAT,
     "min_steering_refusal_score": FINITE_FLOAT, "stop_margin": NON_NEGATIVE_FLOAT,
     "screen_kl_margin": NON_NEGATIVE_FLOAT, "prune_layer_fraction": FRACTION, "max_ablation_kl": POSITIVE_FLOAT,
-    "true_max_ablation_kl": POSITIVE_FLOAT, "max_harmful_drop": NON_NEGATIVE_FLOAT,
+    "r_max_ablation_kl": POSITIVE_FLOAT, "max_harmful_drop": NON_NEGATIVE_FLOAT,
     "rerank_max_harmful_rise": SHARE, "bound": SHARE, "gate_bounds": SHARE, "ci_level": LEVEL,
 }  # fmt: skip
 """The checked type of every numeric config field, by field name (a name means one range wherever it appears); a

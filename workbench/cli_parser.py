@@ -147,18 +147,18 @@ def _chat_parser(p) -> None:
     p.add_argument("--batch-size", type=POSITIVE_INT, default=16, help="prompts per generation batch")
     p.add_argument("--cell", type=CELL_INDEX, nargs=2, default=None, metavar=("POS", "LAYER"),
                    help="with --run: ablate this cell of the run's grid (EOI offset, e.g. -1, and layer): w′ at --lam, "
-                   "or r̂ with --vector true (default: none)")
+                   "or r̂ with --vector r (default: none)")
     p.add_argument("--lam", type=LAMBDA, default=None, help="with --cell: λ of w′ (in [0, 1]; default 1)")
-    p.add_argument("--vector", choices=("false", "true"), default=None,
+    p.add_argument("--vector", choices=("w'", "r"), default=None,
                    help="with --cell: false (w′) or true (r̂, Arditi's direction) (default: false)")
     p.add_argument("--ablate", default=None, metavar="FILE", help="ablate this direction file's unit direction at "
-                   "every layer and position (RUN/directions/lam_<λ>.safetensors or true.safetensors, from select; "
+                   "every layer and position (RUN/directions/lam_<λ>.safetensors or r.safetensors, from select; "
                    "default: none)")
     p.add_argument("--ablation", choices=ABLATION_CHOICES, default="zero",
                    help="what --ablate sets the projection to: 0, or the harmless mean per layer (affine ablation; the "
                    "file needs offsets: select on a run with token means)")
     p.add_argument("--add", default=None, metavar="FILE", help="add α·v at the input of block --layer: v is raw r for "
-                   "true.safetensors, and for lam_<λ>.safetensors the selected ŵ′ rescaled to ‖w‖ (the raw false "
+                   "r.safetensors, and for lam_<λ>.safetensors the selected ŵ′ rescaled to ‖w‖ (the raw w "
                    "vector's norm, as in the sweep's steering score); after --ablate when both are given (default: "
                    "none)")
     p.add_argument("--layer", type=LAYER, default=None, help="block index for --add, 0 ≤ L < n_layers (required with "

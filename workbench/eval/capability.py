@@ -88,8 +88,8 @@ class CapabilityConfig:
                 raise WorkbenchError(f"capability {name} must be {'≥ 0' if low == 0 else 'at least 1'}, got "
                                      f"{getattr(self, name)}")
         for name in ("mmlu_n", "arc_n", "truthfulqa_n"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise WorkbenchError(f"capability {name} must be at least 1 (None: all), got {getattr(self, name)}")
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise WorkbenchError(f"capability {name} must be ≥ 0 (0 or None: all), got {getattr(self, name)}")
 
 
 def mmlu_prompt(question: MultipleChoice, shots: Sequence[MultipleChoice]) -> str:
@@ -206,7 +206,7 @@ def truthfulqa_scores(forward: Forward, tokenizer, questions: Sequence[Reference
 
 
 def _sample(rows: list, n: int | None, seed: int) -> list:
-    return rows if n is None or n >= len(rows) else random.Random(seed).sample(rows, n)
+    return rows if not n or n >= len(rows) else random.Random(seed).sample(rows, n)  # None or 0: all
 
 
 def score_task(task: str, forward: Forward, tokenizer, config: CapabilityConfig,

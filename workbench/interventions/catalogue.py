@@ -2,15 +2,15 @@
 
 From a selection (`selection.json` and its `directions/`):
 - `baseline`: nothing;
-- `ablate_false_lam<λ>`: ablate the selected w' at each selected λ;
-- `ablate_false_raw`: ablate raw w at the reference cell (the selection with the largest λ);
-- `ablate_true`: ablate r, the Arditi true-refusal selection if the rule found one, else r at the reference cell;
-- `actadd_true_a<α>`: add α·r (raw) at r's layer, and `ablate_false_lam<λ>+actadd_true_a<α>` for every λ, α;
-- with a gate (`directions/gate.safetensors`, written by `workbench gate`): `gated_ablate_false_lam<λ>`, the w′ it
+- `ablate_w_lam<λ>`: ablate the selected w' at each selected λ;
+- `ablate_w_raw`: ablate raw w at the reference cell (the selection with the largest λ);
+- `ablate_r`: ablate r, the Arditi true-refusal selection if the rule found one, else r at the reference cell;
+- `actadd_r_a<α>`: add α·r (raw) at r's layer, and `ablate_w_lam<λ>+actadd_r_a<α>` for every λ, α;
+- with a gate (`directions/gate.safetensors`, written by `workbench gate`): `gated_ablate_w_lam<λ>`, the w′ it
   gates ablated only for prompts the gate reads as not harmful (`interventions.gate.Gated`; no weight form);
 - with `ablation` including "harmless_mean": the affine variant (`hooks.Ablation.offsets`) of each of the three
-  ablations, named with the suffix `_affine` (`ablate_false_lam1.0_affine`, `ablate_false_raw_affine`,
-  `ablate_true_affine`); offsets from the direction file (`offsets_harmless_mean`) or the run's token means.
+  ablations, named with the suffix `_affine` (`ablate_w_lam1.0_affine`, `ablate_w_raw_affine`,
+  `ablate_r_affine`); offsets from the direction file (`offsets_harmless_mean`) or the run's token means.
   Without "zero", the zero ablations (and their combinations with additions) are left out.
 `parse_name` inverts the names (`ablation_of` says zero or affine); `signature` hashes an intervention's content
 (offsets included) so results are reused only if equal.
@@ -30,7 +30,7 @@ from workbench.interventions.hooks import ABLATION_TARGETS, BASELINE, Ablation, 
 from workbench.method.refusal_math import affine_offsets
 
 GATED_PREFIX = "gated_"
-"""Name prefix of a gated intervention in the catalogue (`gated_ablate_false_lam1.0`)."""
+"""Name prefix of a gated intervention in the catalogue (`gated_ablate_w_lam1.0`)."""
 AFFINE_SUFFIX = "_affine"
 """Name suffix of an affine ablation (to the harmless mean) in the catalogue."""
 
@@ -47,7 +47,7 @@ class NamedIntervention:
 
 
 def lam_name(lam: float) -> str:
-    return f"ablate_false_lam{float(lam)}"
+    return f"ablate_w_lam{float(lam)}"
 
 
 def gated_name(lam: float) -> str:
@@ -55,17 +55,17 @@ def gated_name(lam: float) -> str:
 
 
 def alpha_name(alpha: float) -> str:
-    return f"actadd_true_a{float(alpha)}"
+    return f"actadd_r_a{float(alpha)}"
 
 
 def parse_name(name: str) -> tuple[float | None, float | None]:
     """(λ of an ablated w′, α of an added r) named by an intervention (None where absent); inverse of the above."""
     lam = alpha = None
     for part in name.split("+"):
-        if part.startswith("ablate_false_lam"):
-            lam = float(part.removeprefix("ablate_false_lam").removesuffix(AFFINE_SUFFIX))
-        elif part.startswith("actadd_true_a"):
-            alpha = float(part.removeprefix("actadd_true_a"))
+        if part.startswith("ablate_w_lam"):
+            lam = float(part.removeprefix("ablate_w_lam").removesuffix(AFFINE_SUFFIX))
+        elif part.startswith("actadd_r_a"):
+            alpha = float(part.removeprefix("actadd_r_a"))
     return lam, alpha
 
 
@@ -77,11 +77,11 @@ def describe_name(name: str) -> dict:
     parts = [p.removesuffix(AFFINE_SUFFIX) for p in name.split("+")]
     vectors = []
     for part in parts:
-        if part.startswith("ablate_false_lam"):
+        if part.startswith("ablate_w_lam"):
             vectors.append("w′")
-        elif part == "ablate_false_raw":
+        elif part == "ablate_w_raw":
             vectors.append("w")
-        elif part == "ablate_true" or part.startswith("actadd_true_a"):
+        elif part == "ablate_r" or part.startswith("actadd_r_a"):
             vectors.append("r")
     lam, alpha = parse_name(name)
     ablates = any(p.startswith("ablate_") for p in parts)
@@ -161,33 +161,33 @@ def build_interventions(
         name = lam_name(s["lam"])
         ablations[float(s["lam"])] = Ablation(direction, name)
         out.append(NamedIntervention(name, ablations[float(s["lam"])],
-                                     {"kind": "ablate_false", "lam": float(s["lam"]), "pos": int(s["pos"]),
+                                     {"kind": "ablate_w", "lam": float(s["lam"]), "pos": int(s["pos"]),
                                       "layer": int(s["layer"]), "file": s["direction_file"]}))
     reference = max(selection["selections"], key=lambda s: float(s["lam"]))
-    raw = read_direction_file(root / reference["direction_file"], ("raw_false", "raw_true"))[0]
-    raw_false, raw_true = raw["raw_false"], raw["raw_true"]
+    raw = read_direction_file(root / reference["direction_file"], ("raw_w", "raw_r"))[0]
+    raw_w, raw_r = raw["raw_w"], raw["raw_r"]
     cell = {"pos": int(reference["pos"]), "layer": int(reference["layer"])}
-    out.append(NamedIntervention("ablate_false_raw", Ablation(raw_false, "ablate_false_raw"),
-                                 {"kind": "ablate_false_raw", **cell, "file": reference["direction_file"]}))
-    true_file = (root / "directions/true.safetensors")
-    if true_file.exists():
-        _, meta = load_direction(true_file, fingerprint, d_model)
-        r = read_direction_file(true_file, ("raw_true",))[0]["raw_true"]
+    out.append(NamedIntervention("ablate_w_raw", Ablation(raw_w, "ablate_w_raw"),
+                                 {"kind": "ablate_w_raw", **cell, "file": reference["direction_file"]}))
+    r_file = (root / "directions/r.safetensors")
+    if r_file.exists():
+        _, meta = load_direction(r_file, fingerprint, d_model)
+        r = read_direction_file(r_file, ("raw_r",))[0]["raw_r"]
         if not all(str(meta.get(k, "")).lstrip("-").isdigit() for k in ("pos", "layer")):
-            raise WorkbenchError(f"direction file {true_file} has no integer 'pos' and 'layer' in its metadata: "
+            raise WorkbenchError(f"direction file {r_file} has no integer 'pos' and 'layer' in its metadata: "
                                  f"re-run `workbench select --run {root}` to rewrite it")
-        r_cell, r_source = {"pos": int(meta["pos"]), "layer": int(meta["layer"])}, "Arditi selection (true.safetensors)"
+        r_cell, r_source = {"pos": int(meta["pos"]), "layer": int(meta["layer"])}, "Arditi selection (r.safetensors)"
     else:
-        r, r_cell, r_source = raw_true, cell, "r at the reference cell (the Arditi rule selected no true direction)"
-    out.append(NamedIntervention("ablate_true", Ablation(r, "ablate_true"),
-                                 {"kind": "ablate_true", **r_cell, "source": r_source}))
+        r, r_cell, r_source = raw_r, cell, "r at the reference cell (the Arditi rule selected no true direction)"
+    out.append(NamedIntervention("ablate_r", Ablation(r, "ablate_r"),
+                                 {"kind": "ablate_r", **r_cell, "source": r_source}))
     for alpha in alphas:
         add = Addition(r, r_cell["layer"], float(alpha), alpha_name(alpha))
         out.append(NamedIntervention(alpha_name(alpha), add,
-                                     {"kind": "actadd_true", "alpha": float(alpha), **r_cell, "source": r_source}))
+                                     {"kind": "actadd_r", "alpha": float(alpha), **r_cell, "source": r_source}))
         for lam, ablated in ablations.items():
             out.append(NamedIntervention(f"{lam_name(lam)}+{alpha_name(alpha)}", Combined((ablated, add)),
-                                         {"kind": "ablate_false+actadd_true", "lam": lam, "alpha": float(alpha)}))
+                                         {"kind": "ablate_w+actadd_r", "lam": lam, "alpha": float(alpha)}))
     gate_file = root / GATE_FILE
     if gate_file.exists():
         gate = load_gate(gate_file)
@@ -197,12 +197,12 @@ def build_interventions(
             raise WorkbenchError(f"gate {gate_file} gates w′ at λ = {lam}, which this selection does not hold: re-run "
                                  f"`workbench gate --run {root}`")
         out.append(NamedIntervention(gated_name(lam), Gated(ablations[lam], gate, gated_name(lam)),
-                                     {"kind": "gated_ablate_false", "lam": lam, "gate_pos": gate.pos,
+                                     {"kind": "gated_ablate_w", "lam": lam, "gate_pos": gate.pos,
                                       "gate_layer": gate.layer, "gate_threshold": gate.threshold,
                                       "gate_bound": gate.bound}))
     if "harmless_mean" in ablation:
         files = {lam_name(s["lam"]): root / s["direction_file"] for s in selection["selections"]}
-        files["ablate_true"] = true_file if true_file.exists() else None
+        files["ablate_r"] = r_file if r_file.exists() else None
         affine = [_affine(item, files.get(item.name), token_means) for item in out
                   if isinstance(item.intervention, Ablation)]
         if "zero" not in ablation:  # no zero ablations, alone or combined

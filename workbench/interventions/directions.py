@@ -1,4 +1,4 @@
-"""Direction files (`directions/lam_<λ>.safetensors`, `directions/true.safetensors`): a unit direction with the raw
+"""Direction files (`directions/lam_<λ>.safetensors`, `directions/r.safetensors`): a unit direction with the raw
 vectors it came from and metadata naming the model (fingerprint), cell and λ; in a run with token means also the
 affine ablation's offsets (`offsets_harmless_mean`: M_l·ĉ per layer). Loading checks the model and width."""
 

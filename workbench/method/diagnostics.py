@@ -56,7 +56,7 @@ def direction_diagnostics(
     missing = [c for c in CLASSES if c not in acts]
     if missing:
         raise ValueError(f"direction_diagnostics needs activations of every class; missing {missing}")
-    r, w = grids.true_refusal.double(), grids.false_refusal.double()
+    r, w = grids.r.double(), grids.w.double()
     cos = cosine(r, w)
     vectors: list[tuple[str, float, Tensor]] = [("r", float("nan"), r), ("w", float("nan"), w)]
     vectors += [("w'", float(lam), partial_orthogonalize(w, r, lam)) for lam in lams]

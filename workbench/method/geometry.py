@@ -11,7 +11,7 @@ from workbench.method.refusal_math import cosine, remove_component, unit
 def candidate_geometry(grids: CandidateGrids) -> pd.DataFrame:
     """One row per (pos, layer): `norm_r`, `norm_w`, `cos_rw`, `kept_at_lam1`; NaN where r or w is zero (layer 0
     at template tokens is the same for every prompt, so both differences vanish there)."""
-    r, w = grids.true_refusal.to(torch.float64), grids.false_refusal.to(torch.float64)
+    r, w = grids.r.to(torch.float64), grids.w.to(torch.float64)
     norm_r, norm_w = r.norm(dim=-1), w.norm(dim=-1)
     valid = (norm_r > 0) & (norm_w > 0)
     nan = torch.tensor(float("nan"), dtype=torch.float64)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from workbench.errors import WorkbenchError
 
-OBJECTIVES = {"false": "ablation_refusal_score", "true": "ablation_refusal_score_harmful"}
+OBJECTIVES = {"w'": "ablation_refusal_score_pseudo_harmful", "r": "ablation_refusal_score_harmful"}
 """The score each vector's pick minimizes: w' on pseudo-harmful val, r on harmful val."""
 
 
@@ -34,7 +34,7 @@ class SelectionRule:
     """Arditi's filter for w' too: adding the vector at its layer must make harmless prompts refused."""
     min_steering_refusal_score: float = 0.0
     """With the induce filter (always for r): the steering refusal score must exceed this."""
-    true_max_ablation_kl: float = 0.1
+    r_max_ablation_kl: float = 0.1
     """KL bound for the true-refusal (Arditi) direction, which is also selected for comparison."""
     max_harmful_drop: float | None = None
     """The surgical option: a false-refusal candidate must keep the harmful-val ablation refusal score within this
@@ -54,7 +54,7 @@ class SelectionRule:
     def validate(self) -> None:
         if not 0.0 <= self.prune_layer_fraction < 1.0:
             raise WorkbenchError(f"prune_layer_fraction must be in [0, 1), got {self.prune_layer_fraction}")
-        for name in ("max_ablation_kl", "true_max_ablation_kl"):
+        for name in ("max_ablation_kl", "r_max_ablation_kl"):
             if not getattr(self, name) > 0:
                 raise WorkbenchError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.max_harmful_drop is not None and not (math.isfinite(self.max_harmful_drop)
@@ -90,7 +90,7 @@ class SelectionRule:
         return math.ceil(n_layers * (1 - self.prune_layer_fraction))
 
     def kl_bound(self, vector: str) -> float:
-        return self.true_max_ablation_kl if vector == "true" else self.max_ablation_kl
+        return self.r_max_ablation_kl if vector == "r" else self.max_ablation_kl
 
     @staticmethod
     def objective(vector: str) -> str:
@@ -98,7 +98,7 @@ class SelectionRule:
 
     def needs_steering(self, vector: str) -> bool:
         """Whether the rule reads a candidate's steering score (r always; w' only with the induce filter)."""
-        return vector == "true" or self.induce_refusal_filter
+        return vector == "r" or self.induce_refusal_filter
 
     def prune_reason(self, layer: int, n_layers: int) -> str:
         return f"last {self.prune_layer_fraction:.0%} of layers" if layer >= self.first_pruned_layer(n_layers) else ""
@@ -118,10 +118,10 @@ class SelectionRule:
         if self.needs_steering(vector):
             steering = row.get("steering_refusal_score", math.nan)
             if not _finite(steering):
-                return "steering not scored (sweep with --steer-false)"
+                return "steering not scored (sweep with --steer-w)"
             if not steering > self.min_steering_refusal_score:
                 return "does not induce refusal"
-        if vector == "false" and self.max_harmful_drop is not None:
+        if vector == "w'" and self.max_harmful_drop is not None:
             if harmful_baseline is None or not _finite(harmful_baseline):
                 raise WorkbenchError("the surgical rule (max_harmful_drop) needs the harmful-val baseline refusal "
                                      "score (sweep.json's baseline_refusal_score)")

@@ -25,7 +25,7 @@ class Stage:
     """Artifacts this stage reads (relative to the run directory)."""
     outputs: tuple[str, ...]
     """Artifacts this stage writes; cleared when an earlier stage re-runs (unless this stage `resumes`)."""
-    run: Callable[[LoadedModel, RunDir, "PipelineConfig"], str]
+    execute: Callable[[LoadedModel, RunDir, "PipelineConfig"], str]
     """Run the stage with the pipeline config; returns a one-line summary for the run log."""
     is_done: Callable[[LoadedModel, RunDir, "PipelineConfig"], bool]
     """Whether the outputs exist and match the inputs and settings (then the pipeline skips the stage)."""

@@ -33,9 +33,9 @@ def measure_capability(lm: LoadedModel, run: RunDir, config: CapabilityConfig, p
 
     config.validate()
     run.check_model(lm.info.fingerprint, lm.info.name)
-    # α values named in the requested interventions (`actadd_true_a<α>`, alone or combined)
+    # α values named in the requested interventions (`actadd_r_a<α>`, alone or combined)
     alphas = tuple(dict.fromkeys(a for n in config.interventions or () if (a := parse_name(n)[1]) is not None))
-    selection = run.read_json("selection.json", keys=("selections",))
+    selection = run.read_json("selection.json", keys=("selections", "r"))
     items = build_interventions(selection, run.path, lm.info.fingerprint, lm.info.d_model, alphas=alphas)
     if config.interventions is None:  # no additions, and no gated entries (their gate reads chat prompts)
         items = [i for i in items if not any(isinstance(p, Addition) for p in i.intervention.parts)
@@ -87,4 +87,4 @@ def _run(lm: LoadedModel, run: RunDir, config: "PipelineConfig") -> str:
 
 
 STAGE = Stage("capability", inputs=STAGE_INPUTS["capability"], outputs=stage_outputs("capability"),
-              run=_run, is_done=never_done, resumes=True)
+              execute=_run, is_done=never_done, resumes=True)

@@ -22,7 +22,7 @@ from workbench.stages.run_dir import RunDir, rewrite_hint
 from workbench.viz.report import selection_frame
 
 RATE_KEYS = ["dataset", "intervention", "judge"]
-SELECTION_COMPARED = ("ablation_refusal_score", "ablation_refusal_score_harmful", "ablation_kl")
+SELECTION_COMPARED = ("ablation_refusal_score_pseudo_harmful", "ablation_refusal_score_harmful", "ablation_kl")
 """The selection scores shown for both runs (the rule's scores)."""
 
 
@@ -148,8 +148,8 @@ def compare_runs(a: RunDir, b: RunDir, level: float = 0.95) -> RunComparison:
             raise WorkbenchError(f"run directory {run.path} does not exist or is not a directory: give two run "
                                  "directories made by `workbench run` (or the stage commands)")
     both_selected, both_evaluated = _check_comparable(a, b)
-    selections = (selection_side_by_side(a.read_json("selection.json", keys=("selections",)),
-                                         b.read_json("selection.json", keys=("selections",)))
+    selections = (selection_side_by_side(a.read_json("selection.json", keys=("selections", "r")),
+                                         b.read_json("selection.json", keys=("selections", "r")))
                   if both_selected else None)
     rates = None
     if both_evaluated:

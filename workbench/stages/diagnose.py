@@ -92,7 +92,7 @@ def diagnose(lm: LoadedModel, run: RunDir, config: DiagnoseConfig | None = None)
     atomic_write(run.file("diagnostics.csv"), lambda tmp: table.to_csv(tmp, index=False))
     selected = []
     if run.file("selection.json").exists():
-        for s in run.read_json("selection.json", keys=("selections",))["selections"]:
+        for s in run.read_json("selection.json", keys=("selections", "r"))["selections"]:
             rows = table[(table.pos == int(s["pos"])) & (table.layer == int(s["layer"]))
                          & ((table.vector != "w'") | (table.lam == float(s["lam"])))]
             selected.append({"lam": float(s["lam"]), "pos": int(s["pos"]), "layer": int(s["layer"]),
@@ -126,4 +126,4 @@ def _run(lm: LoadedModel, run: RunDir, config: "PipelineConfig") -> str:
 
 
 STAGE = Stage("diagnose", inputs=STAGE_INPUTS["diagnose"], outputs=stage_outputs("diagnose"),
-              run=_run, is_done=_is_done)
+              execute=_run, is_done=_is_done)

@@ -62,7 +62,7 @@ class EvalConfig:
     interventions: tuple[str, ...] | None = None
     """Intervention names to run (None: all that the run directory defines)."""
     alphas: tuple[float, ...] = (0.5, 1.0)
-    """Activation-addition coefficients α for `actadd_true_a<α>` and the combinations."""
+    """Activation-addition coefficients α for `actadd_r_a<α>` and the combinations."""
     ablation: tuple[str, ...] = ("zero",)
     """What the catalogue's ablations set the projection to: "zero", and/or "harmless_mean" (their affine variants,
     named `..._affine`; the run's token means are computed when missing)."""
@@ -168,9 +168,9 @@ def run_from_directions(run: RunDir, files: list[str | Path], load: dict | None 
                                  "--directions holds")
     lams = []
     for path, meta in metas:
-        if meta.get("vector") != "false" or "lam" not in meta:
+        if meta.get("vector") != "w'" or "lam" not in meta:
             raise WorkbenchError(f"{path} is not a selected w′ direction (no λ in its metadata): give lam_<λ> files")
-        read_direction_file(path, ("raw_false", "raw_true"))  # what the catalogue's raw w and r come from
+        read_direction_file(path, ("raw_w", "raw_r"))  # what the catalogue's raw w and r come from
         lams.append(float(meta["lam"]))
     models = {(m.get("model"), m.get("fingerprint")) for _, m in metas}
     if len(models) > 1:
@@ -181,7 +181,7 @@ def run_from_directions(run: RunDir, files: list[str | Path], load: dict | None 
                    "direction_file": f"directions/lam_{lam}.safetensors", "source": str(path)}
                   for lam, (path, meta) in zip(lams, metas, strict=True)]
     if run.file("selection.json").exists():
-        recorded = run.read_json("selection.json", keys=("selections",))["selections"]
+        recorded = run.read_json("selection.json", keys=("selections", "r"))["selections"]
         if [(s["lam"], s["pos"], s["layer"]) for s in recorded] != [(s["lam"], s["pos"], s["layer"]) for s in
                                                                      selections]:
             raise WorkbenchError(f"{run.path} already holds another selection: use a new --run directory")
@@ -198,7 +198,7 @@ def run_from_directions(run: RunDir, files: list[str | Path], load: dict | None 
     write_json(run.file("candidates.json"), {"model": {"name": name, "fingerprint": fingerprint},
                                              **({"load": load} if load is not None else {}),
                                              "from_directions": [str(p) for p, _ in metas]})
-    write_json(run.file("selection.json"), {"selections": selections, "from_directions": True})
+    write_json(run.file("selection.json"), {"selections": selections, "r": None, "from_directions": True})
     return run
 
 
@@ -220,7 +220,7 @@ def evaluate(lm: LoadedModel, run: RunDir, config: EvalConfig, judges: list[Judg
     run.check_model(lm.info.fingerprint, lm.info.name)
     backend = backend or InProcessBackend(config.batch_size)
     judges = configured_judges(config, judges)
-    selection = run.read_json("selection.json", keys=("selections",))
+    selection = run.read_json("selection.json", keys=("selections", "r"))
     token_means = None
     if "harmless_mean" in config.ablation:
         from workbench.stages.token_means import ensure_token_means
@@ -458,4 +458,4 @@ def _run(lm: LoadedModel, run: RunDir, config: "PipelineConfig") -> str:
 
 
 STAGE = Stage("evaluate", inputs=STAGE_INPUTS["evaluate"], outputs=stage_outputs("evaluate"),
-              run=_run, is_done=never_done, resumes=True)
+              execute=_run, is_done=never_done, resumes=True)

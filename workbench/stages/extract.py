@@ -61,11 +61,11 @@ def extract(lm: LoadedModel, config: ExtractConfig, run: RunDir) -> dict:
                 f"the refusal-score filter removed every {key} prompt of {name!r} ({means[key].n_total} prompts): "
                 "this model does not refuse them as expected; pass --no-filter-train to keep all prompts"
             )
-    true_grid = mean_difference(means["harmful"].mean, means["harmless"].mean)
-    false_grid = mean_difference(means["pseudo_harmful"].mean, means["harmless"].mean)
+    r_grid = mean_difference(means["harmful"].mean, means["harmless"].mean)
+    w_grid = mean_difference(means["pseudo_harmful"].mean, means["harmless"].mean)
     tensors = {
-        "true_refusal": true_grid.float().contiguous(),
-        "false_refusal": false_grid.float().contiguous(),
+        "r": r_grid.float().contiguous(),
+        "w": w_grid.float().contiguous(),
         **{f"mean_{k}": m.mean.float().contiguous() for k, m in means.items()},
     }
     atomic_write(run.file("candidates.safetensors"), lambda tmp: save_file(tensors, str(tmp)))
@@ -87,11 +87,11 @@ def extract(lm: LoadedModel, config: ExtractConfig, run: RunDir) -> dict:
 def load_candidates(run: RunDir) -> CandidateGrids:
     """The run's candidate grids, checked against `candidates.json` (positions, layers, width)."""
     record = run.read_json("candidates.json", keys=("positions", "model"))
-    tensors = run.read_tensors("candidates.safetensors", keys=("true_refusal", "false_refusal"))
-    true, false = tensors["true_refusal"], tensors["false_refusal"]
+    tensors = run.read_tensors("candidates.safetensors", keys=("r", "w"))
+    true, false = tensors["r"], tensors["w"]
     expected = (len(record["positions"]), record.get("n_layers", true.shape[1] if true.ndim == 3 else -1),
                 record.get("d_model", true.shape[-1]))
-    for name, grid in (("true_refusal", true), ("false_refusal", false)):
+    for name, grid in (("r", true), ("w", false)):
         if tuple(grid.shape) != expected:
             raise run.corrupted("candidates.safetensors", f"{name} has shape {tuple(grid.shape)}, candidates.json "
                                 f"says {expected} (positions, layers, d_model)")
@@ -118,5 +118,5 @@ def _run(lm: LoadedModel, run: RunDir, config: "PipelineConfig") -> str:
     return f"candidate grids from {counts} prompts (kept/total)"
 
 
-STAGE = Stage("extract", inputs=STAGE_INPUTS["extract"], outputs=stage_outputs("extract"), run=_run,
+STAGE = Stage("extract", inputs=STAGE_INPUTS["extract"], outputs=stage_outputs("extract"), execute=_run,
               is_done=_is_done)

@@ -79,7 +79,8 @@ def drawable_figures(run: RunDir) -> list[NamedFigure]:
     """Every figure the run's artifacts allow, in order: Fig. 4 (the sweep), the diagnostics, Fig. 3, Fig. 2, Fig. 5,
     the gate's probe grid and the frontier."""
     figures = []
-    selection = run.read_json("selection.json", keys=("selections",)) if run.file("selection.json").exists() else None
+    selection = (run.read_json("selection.json", keys=("selections", "r")) if run.file("selection.json").exists()
+                 else None)
     if run.file("sweep.csv").exists():
         recorded = recorded_sweep(run).config if run.file("sweep.json").exists() else None
         fig = sweep_heatmaps(sweep_frame(run), selection, mode=recorded and recorded.mode,
@@ -140,4 +141,4 @@ def _run(lm: LoadedModel, run: RunDir, config: "PipelineConfig") -> str:
 
 
 STAGE = Stage("figures", inputs=STAGE_INPUTS["figures"], outputs=stage_outputs("figures"),
-              run=_run, is_done=never_done, resumes=True)
+              execute=_run, is_done=never_done, resumes=True)

@@ -127,15 +127,15 @@ def _name(family: str, param: float | int | None) -> str:
 def frontier_interventions(run: RunDir, lm: LoadedModel, config: FrontierConfig) -> list[tuple[str, float | None,
                                                                                                NamedIntervention]]:
     """(family, param, named intervention) of every point of the frontier, at the reference selection's cell."""
-    selection = run.read_json("selection.json", keys=("selections",))["selections"]
+    selection = run.read_json("selection.json", keys=("selections", "r"))["selections"]
     if not selection:
         raise WorkbenchError(f"{run.file('selection.json')} has no selections: the frontier needs a selected w′ "
                              f"(run `workbench select --run {run.path}`)")
     reference = max(selection, key=lambda s: float(s["lam"]))
-    tensors, meta = read_direction_file(run.file(reference["direction_file"]), ("raw_false", "raw_true"))
+    tensors, meta = read_direction_file(run.file(reference["direction_file"]), ("raw_w", "raw_r"))
     check_made_for(reference["direction_file"], meta, lm.info.fingerprint, lm.info.name,
                    "the frontier needs the run's own model")
-    w, r = tensors["raw_false"].float(), tensors["raw_true"].float()
+    w, r = tensors["raw_w"].float(), tensors["raw_r"].float()
     out: list[tuple[str, float | None, NamedIntervention]] = [("baseline", None, NamedIntervention("baseline",
                                                                                                      BASELINE))]
     by_lam = {}
@@ -332,6 +332,6 @@ def _run(lm: LoadedModel, run: RunDir, config: "PipelineConfig") -> str:
     return f"{table.intervention.nunique()} interventions -> {run.file('frontier.csv')}"
 
 
-STAGE = Stage("frontier", inputs=STAGE_INPUTS["frontier"], outputs=stage_outputs("frontier"), run=_run,
+STAGE = Stage("frontier", inputs=STAGE_INPUTS["frontier"], outputs=stage_outputs("frontier"), execute=_run,
               is_done=never_done, resumes=True)
 

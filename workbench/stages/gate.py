@@ -108,7 +108,7 @@ def _acts(lm: LoadedModel, name: str, limit: int | None, n_last: int, batch_size
 
 def gated_selection(run: RunDir, lam: float | None) -> dict:
     """The selection (entry of `selection.json`) whose w′ the gate gates: at `lam`, or the largest λ."""
-    selections = run.read_json("selection.json", keys=("selections",))["selections"]
+    selections = run.read_json("selection.json", keys=("selections", "r"))["selections"]
     if not selections:
         raise WorkbenchError(f"{run.file('selection.json')} has no selections: there is no w′ to gate")
     if lam is None:
@@ -213,4 +213,4 @@ def _run(lm: LoadedModel, run: RunDir, config: "PipelineConfig") -> str:
     return summary(fit_gate(lm, run, config.gate))
 
 
-STAGE = Stage("gate", inputs=STAGE_INPUTS["gate"], outputs=stage_outputs("gate"), run=_run, is_done=_is_done)
+STAGE = Stage("gate", inputs=STAGE_INPUTS["gate"], outputs=stage_outputs("gate"), execute=_run, is_done=_is_done)

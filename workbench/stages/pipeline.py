@@ -144,7 +144,7 @@ def run_pipeline(lm: LoadedModel, run_path, config: PipelineConfig, force: bool 
         log(f"[{stage.name}] running")
         started = time.monotonic()
         with record_stage(run, stage.name):
-            summary = stage.run(lm, run, config)
+            summary = stage.execute(lm, run, config)
         log(f"[{stage.name}] {summary} ({time.monotonic() - started:.0f} s)")
     log("[run] done")
     return run.read_json("selection.json") if run.file("selection.json").exists() else {}

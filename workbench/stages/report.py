@@ -63,7 +63,7 @@ def _model_section(run: RunDir) -> Section:
 def _selection_section(run: RunDir) -> Section:
     if not run.file("selection.json").exists():
         return Section("Selection", not_run_yet(rewrite_hint("selection.json", run.path)))
-    selection = run.read_json("selection.json", keys=("selections",))
+    selection = run.read_json("selection.json", keys=("selections", "r"))
     parts = [html_table(selection_frame(selection), index=False)]
     if isinstance(selection.get("baseline"), dict):
         baseline = pd.DataFrame([selection["baseline"]], index=pd.Index(["refusal score"], name="no intervention"))

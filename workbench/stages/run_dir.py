@@ -53,7 +53,7 @@ WRITERS = {
     "gate.csv": "gate",
     "gate.json": "gate",
     "directions/lam_*.safetensors": "select",
-    "directions/true.safetensors": "select",
+    "directions/r.safetensors": "select",
     "token_means.safetensors": "token_means",
     "token_means.json": "token_means",
     "diagnostics.csv": "diagnose",
@@ -208,6 +208,8 @@ class RunDir:
             raise self.corrupted(name, f"not a readable CSV: {str(exc).splitlines()[0]}") from None
         if (short := _short_rows(text)) is not None:
             raise self.corrupted(name, f"line {short[0]} has {short[1]} of {short[2]} fields")
+        if text and not text.endswith("\n"):  # every row is written with its line end: the last one was cut
+            raise self.corrupted(name, "its last line has no line end")
         missing = [c for c in columns if c not in frame.columns]
         if missing:
             raise self.corrupted(name, f"no column {', '.join(map(repr, missing))}")

@@ -2,7 +2,7 @@
 
 Reads `sweep.csv`/`sweep.json`; writes `selection.csv` (every sweep row with `kept` and `filter_reason` under the
 rule), `selection.json` (baseline, the rule, one selection per λ, the Arditi true-refusal pick) and
-`directions/lam_<λ>.safetensors` (and `directions/true.safetensors`); when the run has token means
+`directions/lam_<λ>.safetensors` (and `directions/r.safetensors`); when the run has token means
 (`token_means.safetensors`), each direction file also holds its affine-ablation offsets `offsets_harmless_mean`
 (M_l·ĉ per layer), so evaluate, chat and the weight edit need nothing else. The sweep chose its finalists for a rule: a
 different rule is refused unless the sweep scored every candidate in full (re-run the sweep with that rule).
@@ -70,7 +70,7 @@ def selected_direction_file(run: RunDir, lam: float) -> Path:
     """The direction file of the selection at `lam` in a run directory (a clear error when λ was not selected)."""
     from workbench.interventions.catalogue import check_selection
 
-    selection = run.read_json("selection.json", keys=("selections",))
+    selection = run.read_json("selection.json", keys=("selections", "r"))
     check_selection(selection, run.path)
     for s in selection["selections"]:
         if abs(float(s["lam"]) - float(lam)) < 1e-9:
@@ -99,10 +99,10 @@ def is_current(run: RunDir, rule: SelectionRule) -> bool:
             and run.file("sweep.csv").exists()):
         return False
     try:
-        record = run.read_json("selection.json", keys=("selections",))
+        record = run.read_json("selection.json", keys=("selections", "r"))
         check_selection(record, run.path)
         read_selection(run)
-        keys = ("direction", "raw_false", "raw_true") + ((OFFSETS_KEY,) if run.file(TOKEN_MEANS).exists() else ())
+        keys = ("direction", "raw_w", "raw_r") + ((OFFSETS_KEY,) if run.file(TOKEN_MEANS).exists() else ())
         for s in record["selections"]:
             read_direction_file(run.file(s["direction_file"]), keys)  # token means without offsets: select again
     except WorkbenchError:
@@ -130,8 +130,8 @@ def rerank_candidates(lm: LoadedModel, run: RunDir, frame: pd.DataFrame, rule: S
     recorded = recorded_sweep(run).config
     grids = load_candidates(run)
     means = ensure_token_means(lm, run) if recorded.ablation == "harmless_mean" else None
-    objective = rule.objective("false")
-    rows = frame[(frame.vector == "false") & frame.kept & (frame.lam == lam)].sort_values(objective)
+    objective = rule.objective("w'")
+    rows = frame[(frame.vector == "w'") & frame.kept & (frame.lam == lam)].sort_values(objective)
     rows = rows.head(rule.rerank_top_k)
     prompts = {}
     for key, name in (("pseudo_harmful", recorded.pseudo_harmful_val), ("harmful", recorded.harmful_val)):
@@ -155,7 +155,7 @@ def rerank_candidates(lm: LoadedModel, run: RunDir, frame: pd.DataFrame, rule: S
     records = [{"candidate": "baseline", **{f"{k}_compliance": v for k, v in base.items()}}]
     for row in rows.to_dict("records"):
         p = grids.positions.index(int(row["pos"]))
-        w, r = grids.false_refusal[p, int(row["layer"])], grids.true_refusal[p, int(row["layer"])]
+        w, r = grids.w[p, int(row["layer"])], grids.r[p, int(row["layer"])]
         direction = partial_orthogonalize(w, r, lam)
         offsets = affine_offsets(means, direction) if means is not None else None  # as the sweep ablated
         found = compliance(Ablation(direction, "rerank", offsets=offsets), f"({row['pos']},{row['layer']})")
@@ -195,32 +195,32 @@ def select(run: RunDir, rule: SelectionRule | None = None, lm: LoadedModel | Non
     atomic_write(run.file("selection.csv"), lambda tmp: frame.to_csv(tmp, index=False))
     model = run.model_record()
     selections, missing, reranked = [], [], {}
-    for lam in sorted({float(x) for x in frame.loc[frame.vector == "false", "lam"]}, reverse=True):
-        choice = rule.pick(frame, "false", lam)
+    for lam in sorted({float(x) for x in frame.loc[frame.vector == "w'", "lam"]}, reverse=True):
+        choice = rule.pick(frame, "w'", lam)
         if rule.rerank_top_k and choice is not None:
             choice, reranked[str(lam)] = rerank_candidates(lm, run, frame, rule, lam)
         if choice is None:
             missing.append(lam)
             continue
         p, layer = grids.positions.index(int(choice["pos"])), int(choice["layer"])
-        w, r = grids.false_refusal[p, layer], grids.true_refusal[p, layer]
-        meta = {"model": model["name"], "fingerprint": model["fingerprint"], "vector": "false", "lam": str(lam),
+        w, r = grids.w[p, layer], grids.r[p, layer]
+        meta = {"model": model["name"], "fingerprint": model["fingerprint"], "vector": "w'", "lam": str(lam),
                 "pos": str(choice["pos"]), "layer": str(layer), "run": str(run.path)}
         path = save_direction(run.file(f"directions/lam_{lam}.safetensors"),
-                              with_offsets({"direction": partial_orthogonalize(w, r, lam), "raw_false": w,
-                                            "raw_true": r}), meta)
+                              with_offsets({"direction": partial_orthogonalize(w, r, lam), "raw_w": w,
+                                            "raw_r": r}), meta)
         selections.append({"lam": lam, **{k: v for k, v in choice.items() if k not in ("vector", "lam")},
                            "direction_file": str(path.relative_to(run.path))})
-    true_choice = rule.pick(frame, "true")
-    if true_choice is not None:
-        p, layer = grids.positions.index(int(true_choice["pos"])), int(true_choice["layer"])
-        r = grids.true_refusal[p, layer]
-        meta = {"model": model["name"], "fingerprint": model["fingerprint"], "vector": "true",
-                "pos": str(true_choice["pos"]), "layer": str(layer), "run": str(run.path)}
-        save_direction(run.file("directions/true.safetensors"), with_offsets({"direction": unit(r),
-                                                                              "raw_true": r}), meta)
+    r_choice = rule.pick(frame, "r")
+    if r_choice is not None:
+        p, layer = grids.positions.index(int(r_choice["pos"])), int(r_choice["layer"])
+        r = grids.r[p, layer]
+        meta = {"model": model["name"], "fingerprint": model["fingerprint"], "vector": "r",
+                "pos": str(r_choice["pos"]), "layer": str(layer), "run": str(run.path)}
+        save_direction(run.file("directions/r.safetensors"), with_offsets({"direction": unit(r),
+                                                                              "raw_r": r}), meta)
     else:
-        run.file("directions/true.safetensors").unlink(missing_ok=True)
+        run.file("directions/r.safetensors").unlink(missing_ok=True)
     if not selections and reranked:
         found = "; ".join(f"{r['candidate']}: pseudo-harmful {r['pseudo_harmful_compliance']:.0%}, harmful "
                           f"{r['harmful_compliance']:.0%}" for records in reranked.values() for r in records)
@@ -235,7 +235,7 @@ def select(run: RunDir, rule: SelectionRule | None = None, lm: LoadedModel | Non
             f"{rule.max_ablation_kl})"
         )
     result = {"baseline": sweep_record["baseline_refusal_score"], "rule": asdict(rule), "selections": selections,
-              "unselected_lams": missing, "true_refusal": true_choice, "model": model,
+              "unselected_lams": missing, "r": r_choice, "model": model,
               **({"rerank": reranked} if rule.rerank_top_k else {}),
               "sweep_sha256": file_sha256(run.file("sweep.csv")), **provenance()}
     write_json(run.file("selection.json"), result)
@@ -245,10 +245,11 @@ def select(run: RunDir, rule: SelectionRule | None = None, lm: LoadedModel | Non
 def _run(lm: LoadedModel, run: RunDir, config: "PipelineConfig") -> str:
     result = select(run, config.select, lm)
     return "; ".join(
-        f"λ={s['lam']}: pos {s['pos']}, layer {s['layer']}, ablation refusal score {s['ablation_refusal_score']:+.3f} "
+        f"λ={s['lam']}: pos {s['pos']}, layer {s['layer']}, "
+        f"ablation refusal score {s['ablation_refusal_score_pseudo_harmful']:+.3f} "
         f"(baseline {result['baseline']['pseudo_harmful']:+.3f}), KL {s['ablation_kl']:.3f}"
         for s in result["selections"])
 
 
-STAGE = Stage("select", inputs=STAGE_INPUTS["select"], outputs=stage_outputs("select"), run=_run,
+STAGE = Stage("select", inputs=STAGE_INPUTS["select"], outputs=stage_outputs("select"), execute=_run,
               is_done=lambda lm, run, config: is_current(run, config.select))

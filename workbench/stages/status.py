@@ -101,8 +101,9 @@ def selections_table(run: RunDir) -> pd.DataFrame | None:
     """The selected cell and its sweep scores per λ (None before `select`)."""
     if not run.file("selection.json").exists():
         return None
-    rows = run.read_json("selection.json", keys=("selections",))["selections"]
-    columns = ["lam", "pos", "layer", "ablation_refusal_score", "ablation_refusal_score_harmful", "ablation_kl"]
+    rows = run.read_json("selection.json", keys=("selections", "r"))["selections"]
+    columns = ["lam", "pos", "layer", "ablation_refusal_score_pseudo_harmful", "ablation_refusal_score_harmful",
+               "ablation_kl"]
     table = pd.DataFrame([{c: s.get(c) for c in columns} for s in rows], columns=columns)
     return table.dropna(axis="columns", how="all")  # a selection from committed directions has no sweep scores
 

@@ -16,7 +16,7 @@ unablated baselines.
 import json
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 import pandas as pd
 from jaxtyping import Float
@@ -43,6 +43,7 @@ from workbench.stages.sweep_algorithms import (
     TEXT_COLUMNS,
     CandidateRow,
     ValidationSets,
+    Vector,
     to_frame,
 )
 
@@ -92,7 +93,7 @@ class SweepConfig:
     candidate within the KL bound) by this many logits."""
     screen_kl_margin: float = 2.0
     """A finalist's screened KL must be ≤ margin × the rule's KL bound (screens on few prompts are noisy)."""
-    steer_false: bool = False
+    steer_w: bool = False
     """Also compute steering scores for false-refusal candidates (the rule's induce-refusal filter turns this on)."""
     steering_coeff: float = 1.0
     """α for the steering score: x ← x + α·v at the candidate's layer (v raw; w' rescaled to ‖w‖)."""
@@ -163,12 +164,12 @@ def candidate_scorer(lm: LoadedModel, config: SweepConfig,
 
 
 def sweep_candidates(scorer: CandidateScorer, grids: CandidateGrids, val: ValidationSets, config: SweepConfig,
-                     rule: SelectionRule, include_true: bool = True) -> list[CandidateRow]:
+                     rule: SelectionRule, include_r: bool = True) -> list[CandidateRow]:
     """The sweep `config.mode` asks for: `fast_sweep` or `exact_sweep`."""
     sweeps = {"fast": sweep_algorithms.fast_sweep, "exact": sweep_algorithms.exact_sweep}
     if config.mode not in sweeps:
         raise WorkbenchError(f"unknown sweep mode {config.mode!r}: use one of {', '.join(MODES)}")
-    return sweeps[config.mode](scorer, grids, val, config, rule, include_true)
+    return sweeps[config.mode](scorer, grids, val, config, rule, include_r)
 
 
 # ---- the stage ------------------------------------------------------------------------------------------------
@@ -183,7 +184,7 @@ def settings_record(config: SweepConfig, rule: SelectionRule) -> dict:
     return json.loads(json.dumps({**asdict(config), "rule": asdict(rule)}))  # tuples become lists, as in JSON
 
 
-FAST_ONLY = ("n_screen", "n_finalists", "min_finalists", "stop_margin", "screen_kl_margin", "steer_false", "score_all")
+FAST_ONLY = ("n_screen", "n_finalists", "min_finalists", "stop_margin", "screen_kl_margin", "steer_w", "score_all")
 """SweepConfig fields the exact mode does not read (it gives every candidate every score)."""
 
 
@@ -220,12 +221,12 @@ def run_sweep(lm: LoadedModel, run: RunDir, config: SweepConfig, rule: Selection
     if grids.d_model != lm.info.d_model:
         raise WorkbenchError(f"candidates in {run.path} have width {grids.d_model}, "
                              f"the model has d_model {lm.info.d_model}")
-    previous, done_lams, include_true = None, set(), True
+    previous, done_lams, include_r = None, set(), True
     recorded = _previous_sweep(run)
     if recorded is not None and same_settings(recorded.settings, config, rule):
         previous = recorded.frame
-        done_lams = {float(x) for x in previous.loc[previous.vector == "false", "lam"].unique()}
-        include_true = not (previous.vector == "true").any()
+        done_lams = {float(x) for x in previous.loc[previous.vector == "w'", "lam"].unique()}
+        include_r = not (previous.vector == "r").any()
     new_lams = tuple(lam for lam in config.lams if float(lam) not in done_lams)
     val = load_validation(lm, config)
     token_means = None
@@ -234,14 +235,14 @@ def run_sweep(lm: LoadedModel, run: RunDir, config: SweepConfig, rule: Selection
 
         token_means = ensure_token_means(lm, run)
     parts = [] if previous is None else [previous]
-    if new_lams or include_true:
+    if new_lams or include_r:
         rows = sweep_candidates(candidate_scorer(lm, config, token_means), grids, val, replace(config, lams=new_lams),
-                                rule, include_true)
+                                rule, include_r)
         parts.append(to_frame(rows))
     frame = pd.concat(parts, ignore_index=True)
     atomic_write(run.file("sweep.csv"), lambda tmp: frame.to_csv(tmp, index=False))
     baseline = {k: refusal_score(v, lm.info.refusal_tokens).mean().item() for k, v in val.base_logits.items()}
-    all_lams = sorted({float(x) for x in frame.loc[frame.vector == "false", "lam"]}, reverse=True)
+    all_lams = sorted({float(x) for x in frame.loc[frame.vector == "w'", "lam"]}, reverse=True)
     write_json(run.file("sweep.json"), {"config": {**settings_record(config, rule), "lams": all_lams},
                                         "n_layers": grids.n_layers, "validation": val.counts,
                                         "baseline_refusal_score": baseline, "model": lm.info.to_dict(),
@@ -250,8 +251,12 @@ def run_sweep(lm: LoadedModel, run: RunDir, config: SweepConfig, rule: Selection
 
 
 def read_sweep(run: RunDir) -> pd.DataFrame:
-    """The run's `sweep.csv`, checked (the `vector` column holds the strings "true"/"false", not booleans)."""
-    return run.read_csv("sweep.csv", columns=COLUMNS, text_columns=TEXT_COLUMNS, numeric_columns=NUMERIC_COLUMNS)
+    """The run's `sweep.csv`, checked: its columns, numbers where numbers belong, and `vector` "r" or "w'"."""
+    frame = run.read_csv("sweep.csv", columns=COLUMNS, text_columns=TEXT_COLUMNS, numeric_columns=NUMERIC_COLUMNS)
+    unknown = sorted(set(frame.vector) - set(get_args(Vector)))
+    if unknown:
+        raise run.corrupted("sweep.csv", f"vector {unknown[0]!r} is neither 'r' nor \"w'\"")
+    return frame
 
 
 @dataclass(frozen=True)
@@ -310,4 +315,4 @@ def _run(lm: LoadedModel, run: RunDir, config: "PipelineConfig") -> str:
 
 
 STAGE = Stage("sweep", inputs=STAGE_INPUTS["sweep"], outputs=stage_outputs("sweep"),
-              run=_run, is_done=_is_done)
+              execute=_run, is_done=_is_done)

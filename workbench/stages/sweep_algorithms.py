@@ -20,7 +20,7 @@ Where the fast sweep saves time (a naive loop scores every candidate on every fu
 - the scorer reuses the template prefix's KV cache and unembeds only the last position (`CandidateScorer`);
 - the true-refusal rows do not depend on λ, and a λ already in `sweep.csv` is not recomputed (the stage's job);
 - steering scores (an extra pass) only where the rule uses them: true-refusal candidates (Arditi's filter), and
-  false ones only with `steer_false` (the paper turns the induce-refusal filter off); likewise a finalist's
+  false ones only with `steer_w` (the paper turns the induce-refusal filter off); likewise a finalist's
   harmful-val score only if its KL lets it be selected, and no pseudo-harmful score for true candidates
   (`score_all` computes everything).
 
@@ -51,8 +51,8 @@ from workbench.method.rule import SelectionRule
 if TYPE_CHECKING:
     from workbench.stages.sweep import SweepConfig
 
-Vector = Literal["true", "false"]
-"""Which refusal vector a candidate is: r̂ ("true") or w′(λ) ("false"), as written in `sweep.csv`."""
+Vector = Literal["r", "w'"]
+"""Which refusal vector a candidate is: r̂ ("r") or w′(λ) ("w'"), as written in `sweep.csv`."""
 VAL_SETS = ("pseudo_harmful", "harmful", "harmless")
 
 
@@ -67,7 +67,7 @@ class CandidateRow:
     pos: int
     """EOI position as a negative offset (an entry of `CandidateGrids.positions`)."""
     layer: int
-    ablation_refusal_score: float = math.nan
+    ablation_refusal_score_pseudo_harmful: float = math.nan
     """Mean refusal score on pseudo-harmful val with the direction ablated."""
     ablation_refusal_score_harmful: float = math.nan
     """Mean refusal score on harmful val with the direction ablated."""
@@ -85,8 +85,8 @@ class CandidateRow:
     """Why a row was not fully scored ("" when it was)."""
 
     @property
-    def is_true(self) -> bool:
-        return self.vector == "true"
+    def is_r(self) -> bool:
+        return self.vector == "r"
 
     @property
     def group(self) -> tuple[str, float]:
@@ -96,7 +96,7 @@ class CandidateRow:
     @property
     def direction_lam(self) -> float | None:
         """λ as `CandidateGrids.directions` takes it: None for r̂."""
-        return None if self.is_true else self.lam
+        return None if self.is_r else self.lam
 
     def cell(self, grids: CandidateGrids) -> tuple[int, int]:
         """(position index, layer): where the candidate sits in the grids' tensors."""
@@ -131,10 +131,10 @@ class ValidationSets:
 
 
 def candidate_rows(grids: CandidateGrids, config: "SweepConfig", rule: SelectionRule,
-                   include_true: bool = True) -> list[CandidateRow]:
-    """Every candidate of the grid for r̂ (unless not `include_true`) and each λ of `config.lams`: "screened" (to
+                   include_r: bool = True) -> list[CandidateRow]:
+    """Every candidate of the grid for r̂ (unless not `include_r`) and each λ of `config.lams`: "screened" (to
     score) or "skipped" with the reason (zero vector, pruned layer, outside the config's layers or positions)."""
-    groups = ([("true", math.nan)] if include_true else []) + [("false", lam) for lam in config.lams]
+    groups = ([("r", math.nan)] if include_r else []) + [("w'", lam) for lam in config.lams]
     rows = []
     for vector, lam in groups:
         for p, pos in enumerate(grids.positions):
@@ -159,7 +159,7 @@ def _by_group(rows: list[CandidateRow]) -> dict[tuple[str, float], list[Candidat
 
 
 def _label(vector: str, lam: float) -> str:
-    return "true" if vector == "true" else f"false λ={lam}"
+    return "r" if vector == "r" else f"w′ λ={lam}"
 
 
 # ---- the full scores of one candidate -----------------------------------------------------------------------------
@@ -176,21 +176,21 @@ def score_full(scorer: CandidateScorer, row: CandidateRow, directions: Float[Ten
     direction = directions[p, layer]
     harmless_base = val.base_logits["harmless"]
     score_all = config.score_all if score_all is None else score_all
-    first_target = val.harmful if row.is_true else val.pseudo_harmful
+    first_target = val.harmful if row.is_r else val.pseudo_harmful
     rs_first, row.ablation_kl = scorer.ablation_scores(direction, first_target, val.harmless, harmless_base)
     row.stage = "full"
-    if row.is_true:
+    if row.is_r:
         row.ablation_refusal_score_harmful = rs_first
         if score_all:
-            row.ablation_refusal_score, _ = scorer.ablation_scores(direction, val.pseudo_harmful, [],
+            row.ablation_refusal_score_pseudo_harmful, _ = scorer.ablation_scores(direction, val.pseudo_harmful, [],
                                                                    harmless_base[:0])
     else:
-        row.ablation_refusal_score = rs_first
-        if score_all or row.ablation_kl <= rule.kl_bound("false"):
+        row.ablation_refusal_score_pseudo_harmful = rs_first
+        if score_all or row.ablation_kl <= rule.kl_bound("w'"):
             row.ablation_refusal_score_harmful, _ = scorer.ablation_scores(direction, val.harmful, [],
                                                                            harmless_base[:0])
     if steer is None:
-        steer = rule.needs_steering(row.vector) or config.steer_false
+        steer = rule.needs_steering(row.vector) or config.steer_w
     if steer:
         vector = grids.steering_vectors(row.vector, row.direction_lam)[p, layer]
         row.steering_refusal_score, row.steering_kl = scorer.steering_scores(
@@ -201,18 +201,18 @@ def score_full(scorer: CandidateScorer, row: CandidateRow, directions: Float[Ten
 
 
 def fast_sweep(scorer: CandidateScorer, grids: CandidateGrids, val: ValidationSets, config: "SweepConfig",
-               rule: SelectionRule, include_true: bool = True) -> list[CandidateRow]:
+               rule: SelectionRule, include_r: bool = True) -> list[CandidateRow]:
     """Screen every candidate, then fully score the finalists the rule can pick (see the module docstring)."""
-    rows = candidate_rows(grids, config, rule, include_true)
+    rows = candidate_rows(grids, config, rule, include_r)
     n = config.n_screen
     screen_harmless, screen_base = val.harmless[:n], val.base_logits["harmless"][:n]
     tokens = scorer.lm.info.refusal_tokens
     groups = _by_group([r for r in rows if r.stage == "screened"])
-    directions = {key: grids.directions(key[0], None if key[0] == "true" else key[1]) for key in groups}
+    directions = {key: grids.directions(key[0], None if key[0] == "r" else key[1]) for key in groups}
 
     # Screen: every scorable candidate on n prompts of its target set + n harmless prompts, many per forward.
     for key, group in groups.items():
-        target = (val.pseudo_harmful if key[0] == "false" else val.harmful)[:n]
+        target = (val.pseudo_harmful if key[0] == "w'" else val.harmful)[:n]
         per_candidate = target + screen_harmless
         chunk = max(1, (scorer.batch_size * 2) // len(per_candidate))
         for start in tqdm(range(0, len(group), chunk), desc=f"screen {_label(*key)}", unit="batch"):
@@ -251,16 +251,16 @@ def fast_sweep(scorer: CandidateScorer, grids: CandidateGrids, val: ValidationSe
 
 
 def exact_sweep(scorer: CandidateScorer, grids: CandidateGrids, val: ValidationSets, config: "SweepConfig",
-                rule: SelectionRule, include_true: bool = True) -> list[CandidateRow]:
+                rule: SelectionRule, include_r: bool = True) -> list[CandidateRow]:
     """Every candidate of the grid (not pruned, not zero) with every score on the whole validation sets, as the
     reference loop gives, many candidates per forward pass: one ablated direction per group of batch rows over the
     three sets at once, then one added steering vector per group over harmless val."""
-    rows = candidate_rows(grids, config, rule, include_true)
+    rows = candidate_rows(grids, config, rule, include_r)
     prompts = [p for name in VAL_SETS for p in getattr(val, name)]
     base = torch.cat([val.base_logits[name] for name in VAL_SETS])
     ends = [len(val.pseudo_harmful), len(val.pseudo_harmful) + len(val.harmful), len(prompts)]
     for key, group in _by_group([r for r in rows if r.stage == "screened"]).items():
-        lam = None if key[0] == "true" else key[1]
+        lam = None if key[0] == "r" else key[1]
         directions, steering = grids.directions(key[0], lam), grids.steering_vectors(key[0], lam)
         cells = [r.cell(grids) for r in group]
         dirs = torch.stack([directions[cell] for cell in cells])
@@ -271,7 +271,7 @@ def exact_sweep(scorer: CandidateScorer, grids: CandidateGrids, val: ValidationS
                                                         [layer for _, layer in cells], config.steering_coeff,
                                                         f"exact steering {_label(*key)}")
         for i, row in enumerate(group):
-            row.ablation_refusal_score = rs[i, : ends[0]].mean().item()
+            row.ablation_refusal_score_pseudo_harmful = rs[i, : ends[0]].mean().item()
             row.ablation_refusal_score_harmful = rs[i, ends[0] : ends[1]].mean().item()
             row.ablation_kl = kl[i, ends[1] :].mean().item()
             row.steering_refusal_score, row.steering_kl = steer_rs[i].mean().item(), steer_kl[i].mean().item()
@@ -281,7 +281,7 @@ def exact_sweep(scorer: CandidateScorer, grids: CandidateGrids, val: ValidationS
 
 def reference_sweep(scorer: CandidateScorer, grids: CandidateGrids, val: ValidationSets, config: "SweepConfig",
                     rule: SelectionRule, cells: list[tuple[int, int]] | None = None,
-                    include_true: bool = True) -> list[CandidateRow]:
+                    include_r: bool = True) -> list[CandidateRow]:
     """The paper-style loop: every candidate, one at a time, every score on the full validation sets (run it with
     a scorer that neither shares the prefix nor unembeds only the last position to time it as the paper's code).
 
@@ -289,7 +289,7 @@ def reference_sweep(scorer: CandidateScorer, grids: CandidateGrids, val: Validat
     `cells`: only these (position index, layer)). `rule` only says which layers are pruned (not scored); every other
     candidate gets every score.
     """
-    rows = candidate_rows(grids, config, rule, include_true)
+    rows = candidate_rows(grids, config, rule, include_r)
     for r in rows:
         if r.stage == "screened" and cells is not None and r.cell(grids) not in cells:
             r.stage, r.sweep_note = "skipped", "not in sweep grid"

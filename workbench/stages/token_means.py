@@ -153,5 +153,5 @@ def _run(lm: LoadedModel, run: RunDir, config: "PipelineConfig") -> str:
     return f"harmless token means of {record['n_prompts']} prompts, {means.shape[0]} layers"
 
 
-STAGE = Stage("token_means", inputs=STAGE_INPUTS["token_means"], outputs=stage_outputs("token_means"), run=_run,
+STAGE = Stage("token_means", inputs=STAGE_INPUTS["token_means"], outputs=stage_outputs("token_means"), execute=_run,
               is_done=_is_done, wanted=token_means_wanted)

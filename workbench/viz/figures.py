@@ -27,15 +27,15 @@ from workbench.interventions.catalogue import AFFINE_SUFFIX, GATED_PREFIX, ablat
 from workbench.io import atomic_write
 
 SHORT_LABELS = {
-    "ablation_refusal_score": "refusal score, pseudo-harmful val",
+    "ablation_refusal_score_pseudo_harmful": "refusal score, pseudo-harmful val",
     "ablation_refusal_score_harmful": "refusal score, harmful val",
     "ablation_kl": "KL, harmless val",
 }
 
 
-SCREENED_AS = {("false", "ablation_refusal_score"): "screen_refusal_score",
-               ("true", "ablation_refusal_score_harmful"): "screen_refusal_score",
-               ("false", "ablation_kl"): "screen_kl", ("true", "ablation_kl"): "screen_kl"}
+SCREENED_AS = {("w'", "ablation_refusal_score_pseudo_harmful"): "screen_refusal_score",
+               ("r", "ablation_refusal_score_harmful"): "screen_refusal_score",
+               ("w'", "ablation_kl"): "screen_kl", ("r", "ablation_kl"): "screen_kl"}
 """The screen's estimate of a score (the fast sweep screens w′ on pseudo-harmful val, r on harmful val)."""
 
 
@@ -63,7 +63,8 @@ def _scoring_note(sweep: pd.DataFrame, mode: str | None, n_screen: int | None) -
 
 
 def sweep_heatmaps(sweep: pd.DataFrame, selection: dict | None = None, lams: list[float] | None = None,
-                   metrics: tuple[str, ...] = ("ablation_refusal_score", "ablation_kl"), mode: str | None = None,
+                   metrics: tuple[str, ...] = ("ablation_refusal_score_pseudo_harmful", "ablation_kl"),
+                   mode: str | None = None,
                    n_screen: int | None = None) -> go.Figure:
     """Fig. 4: one heatmap per (metric, vector/λ); x = layer, y = EOI position; the selection marked with ×.
 
@@ -72,19 +73,20 @@ def sweep_heatmaps(sweep: pd.DataFrame, selection: dict | None = None, lams: lis
     (`n_screen` prompts), marked ○ and named so on hover; fully scored cells say "full score". The subtitle says
     which (`mode`: the sweep's mode, from sweep.json). Skipped cells (pruned layers, zero vectors) are blank.
     """
-    false_lams = sorted({float(x) for x in sweep.loc[sweep.vector == "false", "lam"]}, reverse=True)
-    lams = false_lams if lams is None else [float(x) for x in lams]
-    panels = [("true", None)] + [("false", lam) for lam in lams]
+    w_lams = sorted({float(x) for x in sweep.loc[sweep.vector == "w'", "lam"]}, reverse=True)
+    lams = w_lams if lams is None else [float(x) for x in lams]
+    panels = [("r", None)] + [("w'", lam) for lam in lams]
 
     def panel_metric(metric: str, vector: str) -> str:
-        return "ablation_refusal_score_harmful" if vector == "true" and metric == "ablation_refusal_score" else metric
+        return "ablation_refusal_score_harmful" if vector == "r" and metric == "ablation_refusal_score_pseudo_harmful" \
+            else metric
 
-    titles = [f"{'r' if v == 'true' else f'w′ λ={lam}'} · {SHORT_LABELS.get(panel_metric(m, v), m)}"
+    titles = [f"{'r' if v == 'r' else f'w′ λ={lam}'} · {SHORT_LABELS.get(panel_metric(m, v), m)}"
               for m in metrics for v, lam in panels]
     fig = make_subplots(rows=len(metrics), cols=len(panels), subplot_titles=titles, shared_yaxes=True,
                         horizontal_spacing=0.02, vertical_spacing=0.12)
     chosen = {float(s["lam"]): (int(s["pos"]), int(s["layer"])) for s in (selection or {}).get("selections", [])}
-    true_choice = (selection or {}).get("true_refusal")
+    r_choice = (selection or {}).get("r")
     estimate_text = f"screen estimate ({n_screen} prompts)" if n_screen else "screen estimate"
     legend_shown = False
     for i, metric in enumerate(metrics, start=1):
@@ -108,15 +110,15 @@ def sweep_heatmaps(sweep: pd.DataFrame, selection: dict | None = None, lams: lis
                                          marker={"symbol": "circle-open", "size": 7, "color": "grey"},
                                          hovertext=estimate_text, hoverinfo="text"), row=i, col=j)
                 legend_shown = True
-            mark = chosen.get(lam) if vector == "false" else (
-                (int(true_choice["pos"]), int(true_choice["layer"])) if true_choice else None)
+            mark = chosen.get(lam) if vector == "w'" else (
+                (int(r_choice["pos"]), int(r_choice["layer"])) if r_choice else None)
             if mark is not None:
                 fig.add_trace(go.Scatter(x=[mark[1]], y=[str(mark[0])], mode="markers", showlegend=False,
                                          marker={"symbol": "x", "size": 12, "color": "black"},
                                          hovertext="selected", name="selected"), row=i, col=j)
             fig.update_xaxes(title_text="layer" if i == len(metrics) else None, row=i, col=j)
         fig.update_yaxes(title_text="EOI position", row=i, col=1)
-    drawn = sweep[(sweep.vector == "true") | ((sweep.vector == "false") & sweep.lam.isin(lams))]
+    drawn = sweep[(sweep.vector == "r") | ((sweep.vector == "w'") & sweep.lam.isin(lams))]
     layout = {"height": 320 * len(metrics), "width": max(700, 330 * len(panels)),
               "title": "Refusal-vector candidates after ablation (Fig. 4): × marks the selection; "
                        f"blank: pruned layers and zero vectors<br><sup>{_scoring_note(drawn, mode, n_screen)}</sup>",
@@ -222,7 +224,7 @@ def training_loss(losses: list[float], title: str = "Training loss") -> go.Figur
 
 
 def _lam_of(name: str) -> float | None:
-    """λ of a pure w′ zero-ablation (`ablate_false_lam<λ>`), else None (affine variants are Table 1 columns)."""
+    """λ of a pure w′ zero-ablation (`ablate_w_lam<λ>`), else None (affine variants are Table 1 columns)."""
     lam, alpha = parse_name(name)
     return lam if alpha is None and ablation_of(name) == "zero" else None
 
@@ -436,7 +438,7 @@ def table1(evaluation: pd.DataFrame, lam: float | None = None, judge: str | None
     `<intervention> [substring]`)."""
     judge = judge or main_judge(evaluation)
     lams = [lam] if lam is not None else sorted(set(_w_prime_rows(evaluation).lam), reverse=True)
-    names = ["baseline", *(lam_name(x) for x in lams), "ablate_false_raw", "ablate_true"]
+    names = ["baseline", *(lam_name(x) for x in lams), "ablate_w_raw", "ablate_r"]
     names += [n + AFFINE_SUFFIX for n in names[1:]] + [GATED_PREFIX + lam_name(x) for x in lams]
     present = [n for n in names if n in set(evaluation.intervention)]
     parts = []

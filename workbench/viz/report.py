@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 import plotly.graph_objects as go
 
-SELECTION_SCORES = ("ablation_refusal_score", "ablation_refusal_score_harmful", "ablation_kl",
+SELECTION_SCORES = ("ablation_refusal_score_pseudo_harmful", "ablation_refusal_score_harmful", "ablation_kl",
                     "steering_refusal_score", "steering_kl", "stage")
 """The per-cell scores of `selection.json` the selection table shows (beside λ, position and layer)."""
 
@@ -106,7 +106,7 @@ def selection_frame(selection: dict) -> pd.DataFrame:
     """`selection.json` as a table: one row per λ (its cell and scores), then r (the true-refusal selection)."""
     rows = [{"vector": "w′", "lam": s.get("lam"), "pos": s.get("pos"), "layer": s.get("layer"),
              **{k: s.get(k) for k in SELECTION_SCORES}} for s in selection.get("selections", [])]
-    true = selection.get("true_refusal")
+    true = selection.get("r")
     if isinstance(true, dict):
         rows.append({"vector": "r", "lam": None, "pos": true.get("pos"), "layer": true.get("layer"),
                      **{k: true.get(k) for k in SELECTION_SCORES}})
