@@ -150,6 +150,17 @@ def non_number(column: str):
     return damage
 
 
+def relabel(column: str, value: str):
+    """Row 1's `column` set to `value` (a label of another vocabulary)."""
+    def damage(path: Path) -> None:
+        frame = pd.read_csv(path, keep_default_na=False)
+        frame.loc[1, column] = value
+        frame.to_csv(path, index=False)
+
+    damage.__name__ = f"relabel_{column}"
+    return damage
+
+
 def interventions(run: RunDir):
     """The run's named interventions, read as `workbench evaluate` and `workbench capability` read them."""
     selection = run.read_json("selection.json", keys=("selections", "r"))
@@ -163,7 +174,7 @@ ARTIFACT_CASES = [
     *[("candidates.json", d, load_candidates, "workbench extract --model M --run")
       for d in (halve, garbage, drop("positions"))],
     *[("sweep.csv", d, select, "workbench sweep --run")
-      for d in (halve, garbage, drop("ablation_kl"), non_number("layer"))],
+      for d in (halve, garbage, drop("ablation_kl"), non_number("layer"), relabel("vector", "true"))],
     *[("sweep.json", d, select, "workbench sweep --run") for d in (halve, garbage, drop("config"))],
     *[("selection.csv", d, read_selection, "workbench select --run")
       for d in (halve, garbage, drop("kept"), non_number("ablation_kl"))],
@@ -175,7 +186,7 @@ ARTIFACT_CASES = [
     *[("directions/r.safetensors", d, interventions, "workbench select --run")
       for d in (halve, garbage, drop("raw_r"))],
     *[("evaluation.csv", d, run_figures, "workbench evaluate --run")
-      for d in (halve, garbage, drop("rate"), non_number("ci_low"))],
+      for d in (halve, garbage, drop("rate"), non_number("ci_low"), relabel("vector", "w′"))],
     *[("capability.csv", d, run_figures, "workbench capability --run")
       for d in (halve, garbage, drop("value"), non_number("value"))],
     *[("completions/xstest_safe/baseline.jsonl", d, read_completions, "workbench evaluate --run")
@@ -221,7 +232,7 @@ def test_the_undamaged_results_read_back(template):
     assert set(evaluation.judge) == {"substring"}  # the only judge these completions carry
     assert evaluation.loc["baseline", "rate"] == pytest.approx(1 / 3)
     assert evaluation.loc["ablate_w_lam1.0", "rate"] == pytest.approx(2 / 3)
-    assert evaluation.loc["ablate_w_lam1.0", "k"] == 2 and evaluation.loc["ablate_w_lam1.0", "vector"] == "w′"
+    assert evaluation.loc["ablate_w_lam1.0", "k"] == 2 and evaluation.loc["ablate_w_lam1.0", "vector"] == "w'"
     assert selected_direction_file(template, 1.0) == template.file("directions/lam_1.0.safetensors")
     names = [i.name for i in interventions(template)]
     assert names == ["baseline", "ablate_w_lam1.0", "ablate_w_raw", "ablate_r", "actadd_r_a1.0",

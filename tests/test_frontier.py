@@ -20,9 +20,9 @@ def test_r_curve_margin_interpolates_between_baseline_and_the_beta_points():
         {"family": "baseline", "harmful": 0.1, "over_refusal": 0.2},
         {"family": "r (partial)", "harmful": 0.5, "over_refusal": 0.6},
         {"family": "r (partial)", "harmful": 0.9, "over_refusal": 0.7},
-        {"family": "w′", "harmful": 0.3, "over_refusal": 0.9},   # curve at 0.3: 0.4 -> +0.5
-        {"family": "w′", "harmful": 0.7, "over_refusal": 0.6},   # curve at 0.7: 0.65 -> -0.05
-        {"family": "w′", "harmful": 0.95, "over_refusal": 0.9},  # outside the curve: NaN
+        {"family": "w'", "harmful": 0.3, "over_refusal": 0.9},   # curve at 0.3: 0.4 -> +0.5
+        {"family": "w'", "harmful": 0.7, "over_refusal": 0.6},   # curve at 0.7: 0.65 -> -0.05
+        {"family": "w'", "harmful": 0.95, "over_refusal": 0.9},  # outside the curve: NaN
         {"family": "random", "harmful": 0.3, "over_refusal": 0.9},
     ])
     margin = r_curve_margin(points)
@@ -64,6 +64,14 @@ def test_frontier_on_the_tiny_run(tiny, tiny_run, tmp_path, monkeypatch):
     # Resumable: a second call generates nothing (every pair is done) and gives the same table.
     again = measure_frontier(tiny, tiny_run, config, progress=False)
     pd.testing.assert_frame_equal(again.reset_index(drop=True), table.reset_index(drop=True))
+    # Families in the files' spelling (w' in ASCII); a table with another spelling is refused, naming the file.
+    assert list(dict.fromkeys(table.family)) == ["baseline", "w'", "r (partial)", "random", "gated w'"]
+    written = pd.read_csv(tiny_run.file("frontier.csv"), keep_default_na=False)
+    written.loc[written.family == "w'", "family"] = "w′"
+    written.to_csv(tiny_run.file("frontier.csv"), index=False)
+    message = r"frontier.csv is corrupted or truncated \(family 'w′' is none of baseline, w'"
+    with pytest.raises(WorkbenchError, match=message):
+        read_frontier(tiny_run)
 
 
 def test_frontier_w_prime_at_the_selected_lambda_is_the_selected_direction(tiny, tiny_run):

@@ -288,7 +288,7 @@ def test_catalogue_gated_entry_is_routed_from_finished_pairs(tiny, tiny_run, tmp
                         alphas=(), limit=6, max_new_tokens=8, batch_size=6, judge="keywords")
     frame = evaluate(tiny, tiny_run, config, progress=False)
     assert set(frame.intervention) == {"baseline", "ablate_w_lam1.0", name}
-    assert set(frame[frame.intervention == name].vector) == {"gated w′"}
+    assert set(frame[frame.intervention == name].vector) == {"gated w'"}
     rows = {n: read_completion_rows(tiny_run, f"completions/bundled_pseudo_harmful_test/{n}.jsonl")
             for n in ("baseline", "ablate_w_lam1.0", name)}
     meta = json.loads(tiny_run.file(f"completions/bundled_pseudo_harmful_test/{name}.meta.json").read_text())

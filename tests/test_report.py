@@ -171,7 +171,7 @@ def test_compare_a_run_with_itself(finished_run, tmp_path):
     comparison = compare_runs(finished_run, finished_run)
     assert comparison.same_model and model_note(comparison, finished_run, finished_run) is None
     selections = comparison.selections
-    assert list(selections.selection) == ["w′ λ=1.0", "w′ λ=0.0", "r"] and selections.same_cell.all()
+    assert list(selections.selection) == ["w' λ=1.0", "w' λ=0.0", "r"] and selections.same_cell.all()
     chosen = {s["lam"]: s for s in finished_run.read_json("selection.json")["selections"]}
     assert (selections.pos_a[0], selections.layer_a[0]) == (chosen[1.0]["pos"], chosen[1.0]["layer"])
     rates = comparison.rates

@@ -433,11 +433,9 @@ def read_evaluation(run: str | Path | RunDir) -> pd.DataFrame:
 
         evaluation = wb.read_evaluation(run) if run.file("evaluation.csv").exists() else None
     """
-    from workbench.stages.evaluate import EVALUATION_COLUMNS
-    from workbench.stages.figures import NUMERIC_EVALUATION_COLUMNS
+    from workbench.stages.evaluate import read_evaluation as read
 
-    return _as_run(run).read_csv("evaluation.csv", columns=EVALUATION_COLUMNS,
-                                 numeric_columns=NUMERIC_EVALUATION_COLUMNS)
+    return read(_as_run(run))
 
 
 def read_capability(run: str | Path | RunDir) -> pd.DataFrame:

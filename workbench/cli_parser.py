@@ -6,7 +6,9 @@ The options of the stage commands are generated from their config dataclasses (`
 """
 
 import argparse
+import importlib
 import textwrap
+from collections.abc import Callable
 
 from workbench import __version__
 from workbench.cli_options import (
@@ -150,7 +152,8 @@ def _chat_parser(p) -> None:
                    "or r̂ with --vector r (default: none)")
     p.add_argument("--lam", type=LAMBDA, default=None, help="with --cell: λ of w′ (in [0, 1]; default 1)")
     p.add_argument("--vector", choices=("w'", "r"), default=None,
-                   help="with --cell: false (w′) or true (r̂, Arditi's direction) (default: false)")
+                   help="with --cell: w' (the false-refusal vector w′ at --lam) or r (r̂, Arditi's direction) "
+                   "(default: w')")
     p.add_argument("--ablate", default=None, metavar="FILE", help="ablate this direction file's unit direction at "
                    "every layer and position (RUN/directions/lam_<λ>.safetensors or r.safetensors, from select; "
                    "default: none)")
@@ -219,31 +222,19 @@ def _evaluate_parser(p) -> None:
     p.set_defaults(func="cmd_evaluate", model=None)
 
 
-def _capability_parser(p) -> None:
-    from workbench.eval.capability import CapabilityConfig
+def _stage_on_run(command: str, config: str, what: str, run_help: str = "run directory") -> Callable:
+    """The parser builder of a subcommand that runs one stage on an existing run: the model options (default: the
+    run's model), `--run`, the options of the stage's `config` ("module.Class", imported only when the subcommand is
+    built, so that `--help` and `status` import no torch) and `cmd_<command>`."""
+    module, _, name = config.rpartition(".")
 
-    _add_model_args(p, default="")
-    _add_run_arg(p)
-    _stage_options(p, "capability (CapabilityConfig)", CapabilityConfig())
-    p.set_defaults(func="cmd_capability", model=None)
+    def build(p) -> None:
+        _add_model_args(p, default="")
+        _add_run_arg(p, run_help)
+        _stage_options(p, f"{what} ({name})", getattr(importlib.import_module(module), name)())
+        p.set_defaults(func=f"cmd_{command}", model=None)
 
-
-def _gate_parser(p) -> None:
-    from workbench.stages.gate import GateConfig
-
-    _add_model_args(p, default="")
-    _add_run_arg(p, "run directory with a selection")
-    _stage_options(p, "gate (GateConfig)", GateConfig())
-    p.set_defaults(func="cmd_gate", model=None)
-
-
-def _frontier_parser(p) -> None:
-    from workbench.stages.frontier import FrontierConfig
-
-    _add_model_args(p, default="")
-    _add_run_arg(p, "run directory with a selection")
-    _stage_options(p, "frontier (FrontierConfig)", FrontierConfig())
-    p.set_defaults(func="cmd_frontier", model=None)
+    return build
 
 
 def _extract_parser(p) -> None:
@@ -277,15 +268,6 @@ def _select_parser(p) -> None:
     p.add_argument("--gate", action="store_true", help="also fit the harmfulness gate of the largest λ's w′ with "
                    "`workbench gate`'s defaults (directions/gate.safetensors)")
     p.set_defaults(func="cmd_select", model=None)
-
-
-def _diagnose_parser(p) -> None:
-    from workbench.stages.diagnose import DiagnoseConfig
-
-    _add_model_args(p, default="")
-    _add_run_arg(p, "run directory with candidates")
-    _stage_options(p, "diagnostics (DiagnoseConfig)", DiagnoseConfig())
-    p.set_defaults(func="cmd_diagnose", model=None)
 
 
 def _run_parser(p) -> None:
@@ -387,16 +369,20 @@ COMMANDS = {
         "extract": ("mean activations and the true/false refusal candidate grids", _extract_parser),
         "sweep": ("score every candidate (vector, λ, position, layer) for a selection rule", _sweep_parser),
         "select": ("pick the surgical direction per λ", _select_parser),
-        "diagnose": ("why w′ is (not) surgical: cos(r, w), class projections and AUROC per cell", _diagnose_parser),
+        "diagnose": ("why w′ is (not) surgical: cos(r, w), class projections and AUROC per cell", _stage_on_run(
+            "diagnose", "workbench.stages.diagnose.DiagnoseConfig", "diagnostics", "run directory with candidates")),
     },
     "measure": {
         "evaluate": ("completions under each intervention on the benchmarks, judged", _evaluate_parser),
         "capability": ("WikiText-2 perplexity, MMLU 5-shot, ARC-Challenge, TruthfulQA under interventions",
-                       _capability_parser),
+                       _stage_on_run("capability", "workbench.eval.capability.CapabilityConfig", "capability")),
         "gate": ("fit the harmfulness gate of the selected w′: probes per (position, layer) on the fit sets, the cell "
-                 "and threshold chosen on contrast sets of another source", _gate_parser),
+                 "and threshold chosen on contrast sets of another source",
+                 _stage_on_run("gate", "workbench.stages.gate.GateConfig", "gate", "run directory with a selection")),
         "frontier": ("over-refusal vs harmful compliance for w′ at each λ, r partially ablated, random directions and "
-                     "the gated w′, with TruthfulQA", _frontier_parser),
+                     "the gated w′, with TruthfulQA",
+                     _stage_on_run("frontier", "workbench.stages.frontier.FrontierConfig", "frontier",
+                                   "run directory with a selection")),
         "compare": ("two runs side by side: selections, compliance rates (B − A) and paired differences with Newcombe "
                     "intervals; loads no model", _compare_parser),
     },

@@ -28,6 +28,7 @@ from workbench.interventions.directions import OFFSETS_KEY, load_direction, read
 from workbench.interventions.gate import GATE_FILE, Gated, load_gate
 from workbench.interventions.hooks import ABLATION_TARGETS, BASELINE, Ablation, Addition, Combined, Intervention
 from workbench.method.refusal_math import affine_offsets
+from workbench.method.vectors import GATED_W_PRIME, W_PRIME, R, W, combined
 
 GATED_PREFIX = "gated_"
 """Name prefix of a gated intervention in the catalogue (`gated_ablate_w_lam1.0`)."""
@@ -70,22 +71,23 @@ def parse_name(name: str) -> tuple[float | None, float | None]:
 
 
 def describe_name(name: str) -> dict:
-    """The explicit columns of a named intervention: `vector` (none, w′, w, r, w′+r, gated w′), `lam`, `alpha` (None
-    where absent) and `ablation` (zero, harmless_mean, or None when nothing is ablated)."""
+    """The explicit columns of a named intervention: `vector` (a label of `workbench.method.vectors`: none, w', w, r,
+    w'+r, gated w'), `lam`, `alpha` (None where absent) and `ablation` (zero, harmless_mean, or None when nothing is
+    ablated)."""
     if name.startswith(GATED_PREFIX):
-        return {**describe_name(name.removeprefix(GATED_PREFIX)), "vector": "gated w′"}
+        return {**describe_name(name.removeprefix(GATED_PREFIX)), "vector": GATED_W_PRIME}
     parts = [p.removesuffix(AFFINE_SUFFIX) for p in name.split("+")]
     vectors = []
     for part in parts:
         if part.startswith("ablate_w_lam"):
-            vectors.append("w′")
+            vectors.append(W_PRIME)
         elif part == "ablate_w_raw":
-            vectors.append("w")
+            vectors.append(W)
         elif part == "ablate_r" or part.startswith("actadd_r_a"):
-            vectors.append("r")
+            vectors.append(R)
     lam, alpha = parse_name(name)
     ablates = any(p.startswith("ablate_") for p in parts)
-    return {"vector": "+".join(vectors) or "none", "lam": lam, "alpha": alpha,
+    return {"vector": combined(vectors), "lam": lam, "alpha": alpha,
             "ablation": ablation_of(name) if ablates else None}
 
 

@@ -29,7 +29,7 @@ SELECTION_COMPARED = ("ablation_refusal_score_pseudo_harmful", "ablation_refusal
 @dataclass(frozen=True)
 class RunComparison:
     selections: pd.DataFrame | None
-    """Per selection (`w′ λ=<λ>`, `r`): each run's cell and scores (`_a`, `_b`), and whether the cells agree."""
+    """Per selection (`w' λ=<λ>`, `r`): each run's cell and scores (`_a`, `_b`), and whether the cells agree."""
     rates: pd.DataFrame | None
     """Per dataset × intervention × judge: `n_a`, `rate_a`, `n_b`, `rate_b`, `diff` (B − A, compliance), and where
     completions pair up `matched`, `a_only` / `b_only` (prompts only A / only B complied on), `paired_diff`,
@@ -49,7 +49,7 @@ def selection_side_by_side(a: dict, b: dict) -> pd.DataFrame:
 
     def keyed(selection: dict) -> pd.DataFrame:
         frame = selection_frame(selection).reindex(columns=["vector", "lam", "pos", "layer", *SELECTION_COMPARED])
-        frame.insert(0, "selection", [f"w′ λ={lam}" if vector == "w′" else "r"
+        frame.insert(0, "selection", [f"w' λ={lam}" if vector == "w'" else "r"
                                       for vector, lam in zip(frame.vector, frame.lam, strict=True)])
         return frame.drop(columns=["vector"])
 
@@ -140,8 +140,7 @@ def _check_comparable(a: RunDir, b: RunDir) -> tuple[bool, bool]:
 
 def compare_runs(a: RunDir, b: RunDir, level: float = 0.95) -> RunComparison:
     """Read and compare two run directories (see the module docstring)."""
-    from workbench.stages.evaluate import read_completions
-    from workbench.stages.figures import read_evaluation
+    from workbench.stages.evaluate import read_completions, read_evaluation
 
     for run in (a, b):
         if not run.path.is_dir():

@@ -43,6 +43,7 @@ from workbench.interventions.catalogue import (
 from workbench.interventions.gate import Gated, decide
 from workbench.interventions.hooks import ABLATION_TARGETS
 from workbench.io import atomic_write, write_json, write_jsonl
+from workbench.method.vectors import is_label
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage, never_done
 from workbench.stages.run_dir import STAGE_INPUTS, RunDir, stage_outputs
@@ -409,10 +410,22 @@ def read_completions(run: RunDir, folder: str = COMPLETIONS) -> pd.DataFrame:
 
 EVALUATION_COLUMNS: tuple[str, ...] = ("dataset", "group", "intervention", "vector", "lam", "alpha", "ablation",
                                        "judge", "n", "k", "rate", "ci_low", "ci_high")
-"""`evaluation.csv`: one row per dataset × intervention × judge. `vector` is what the intervention changes (none, w′,
-w, r, w′+r), `lam`/`alpha` its λ and α (empty where none), `ablation` zero or harmless_mean (empty for no ablation);
-`k` of `n` completions complied (the judge found no full or partial refusal), `rate` = k/n, and the Wilson interval
-of `rate`."""
+"""`evaluation.csv`: one row per dataset × intervention × judge. `vector` is what the intervention changes (none, w',
+w, r, w'+r, gated w': `workbench.method.vectors`), `lam`/`alpha` its λ and α (empty where none), `ablation` zero or
+harmless_mean (empty for no ablation); `k` of `n` completions complied (the judge found no full or partial refusal),
+`rate` = k/n, and the Wilson interval of `rate`."""
+NUMERIC_EVALUATION_COLUMNS = ("lam", "alpha", "n", "k", "rate", "ci_low", "ci_high")
+
+
+def read_evaluation(run: RunDir) -> pd.DataFrame:
+    """`evaluation.csv`, checked: its columns, numbers where numbers belong, and vector labels of
+    `workbench.method.vectors`."""
+    frame = run.read_csv("evaluation.csv", columns=EVALUATION_COLUMNS, numeric_columns=NUMERIC_EVALUATION_COLUMNS)
+    unknown = sorted({v for v in frame.vector if not is_label(v)}, key=str)
+    if unknown:
+        raise run.corrupted("evaluation.csv", f"vector {unknown[0]!r} is not a vector label (none, r, w, w', w'+r, "
+                            "gated w')")
+    return frame
 
 
 def judge_columns(frame: pd.DataFrame) -> dict[str, str]:

@@ -12,7 +12,7 @@ from workbench.errors import WorkbenchError
 from workbench.io import atomic_write
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage, never_done
-from workbench.stages.evaluate import EVALUATION_COLUMNS
+from workbench.stages.evaluate import read_evaluation
 from workbench.stages.run_dir import STAGE_INPUTS, RunDir, stage_outputs
 from workbench.stages.sweep import recorded_sweep
 from workbench.viz.figures import (
@@ -31,7 +31,6 @@ from workbench.viz.figures import (
 if TYPE_CHECKING:
     from workbench.stages.pipeline import PipelineConfig
 
-NUMERIC_EVALUATION_COLUMNS = ("lam", "alpha", "n", "k", "rate", "ci_low", "ci_high")
 
 
 def sweep_frame(run: RunDir) -> pd.DataFrame:
@@ -53,11 +52,6 @@ class NamedFigure:
     """The file stem it is written under (`fig4_sweep`, ...)."""
     title: str
     figure: go.Figure
-
-
-def read_evaluation(run: RunDir) -> pd.DataFrame:
-    """`evaluation.csv`, checked (columns, numbers)."""
-    return run.read_csv("evaluation.csv", columns=EVALUATION_COLUMNS, numeric_columns=NUMERIC_EVALUATION_COLUMNS)
 
 
 def read_capability(run: RunDir) -> pd.DataFrame | None:

@@ -2,12 +2,12 @@
 direction at the run's selected cell.
 
 At the reference selection's cell (the largest λ), on validation prompts (greedy generations, the calibrated judge
-beside the paper's substring judge, Wilson intervals), for:
-- `w′` at each λ of `lams` (w′ = w − λ·proj_r(w); λ = 0 is raw w);
+beside the paper's substring judge, Wilson intervals), for these families (`frontier.csv`'s `family`):
+- `w'` at each λ of `lams` (w′ = w − λ·proj_r(w); λ = 0 is raw w);
 - `r (partial)`: r ablated with strength β (x − β(x·r̂)r̂ on every residual write; β = 1 is r's ablation), each β of
   `betas`: the "weaker r" curve;
 - `random`: a random unit direction (seeded, isotropic) ablated in full, per seed of `seeds`: what any ablation costs;
-- `gated w′`: the largest λ's w′ gated by the run's gate (`workbench gate`), where the run has one, at each let-through
+- `gated w'`: the largest λ's w′ gated by the run's gate (`workbench gate`), where the run has one, at each let-through
   bound of `gate_bounds` (the gate's probe and cell; the threshold set on its contrast prompts for each bound): the
   gate's dial;
 - `baseline`.
@@ -41,6 +41,7 @@ from workbench.interventions.gate import GATE_FILE, Gated, decide, load_gate
 from workbench.interventions.hooks import BASELINE, Ablation
 from workbench.io import atomic_write, write_json
 from workbench.method.refusal_math import partial_orthogonalize
+from workbench.method.vectors import GATED_W_PRIME, W_PRIME
 from workbench.models.fingerprint import check_made_for
 from workbench.models.loader import LoadedModel
 from workbench.stages.base import Stage, jsonable, never_done
@@ -58,6 +59,8 @@ FRONTIER_COLUMNS = ("family", "intervention", "param", "judge", "n_over_refusal"
 """`frontier.csv`: one row per intervention × judge: compliance rates (k/n) on the over-refusal and harmful validation
 prompts with Wilson intervals, the margin over the r curve (w′ rows), TruthfulQA MC1/MC2, and for gated rows the share
 of each set's prompts the gate opened for."""
+FAMILIES = ("baseline", W_PRIME, "r (partial)", "random", GATED_W_PRIME)
+"""`frontier.csv`'s `family` values (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -120,8 +123,8 @@ class FrontierConfig:
 
 
 def _name(family: str, param: float | int | None) -> str:
-    return {"baseline": "baseline", "w′": f"wprime_lam{param}", "r (partial)": f"r_beta{param}",
-            "random": f"random_seed{param}", "gated w′": f"gated_wprime_bound{param}"}[family]
+    return {"baseline": "baseline", W_PRIME: f"wprime_lam{param}", "r (partial)": f"r_beta{param}",
+            "random": f"random_seed{param}", GATED_W_PRIME: f"gated_wprime_bound{param}"}[family]
 
 
 def frontier_interventions(run: RunDir, lm: LoadedModel, config: FrontierConfig) -> list[tuple[str, float | None,
@@ -140,10 +143,10 @@ def frontier_interventions(run: RunDir, lm: LoadedModel, config: FrontierConfig)
                                                                                                      BASELINE))]
     by_lam = {}
     for lam in config.lams:
-        name = _name("w′", float(lam))
+        name = _name(W_PRIME, float(lam))
         item = NamedIntervention(name, Ablation(partial_orthogonalize(w, r, float(lam)), name))
         by_lam[float(lam)] = item
-        out.append(("w′", float(lam), item))
+        out.append((W_PRIME, float(lam), item))
     for beta in config.betas:
         name = _name("r (partial)", float(beta))
         out.append(("r (partial)", float(beta), NamedIntervention(name, Ablation(r, name, strength=float(beta)))))
@@ -174,8 +177,8 @@ def frontier_interventions(run: RunDir, lm: LoadedModel, config: FrontierConfig)
 
             gates = {float(b): gate_at_bound(run, float(b)) for b in config.gate_bounds} or gates
         for bound, at_bound in sorted(gates.items()):
-            name = _name("gated w′", bound)
-            out.append(("gated w′", bound, NamedIntervention(name, Gated(inner, at_bound, name))))
+            name = _name(GATED_W_PRIME, bound)
+            out.append((GATED_W_PRIME, bound, NamedIntervention(name, Gated(inner, at_bound, name))))
     return out
 
 
@@ -211,7 +214,7 @@ def _truthfulqa(lm: LoadedModel, run: RunDir, points, config: FrontierConfig, pr
     out = {}
     for family, _, item in points:
         key = {"signature": signature(item.intervention), "n": len(questions), "seed": config.seed}
-        if family == "gated w′":
+        if family == GATED_W_PRIME:
             continue
         old = cache.get(item.name)
         if isinstance(old, dict) and {k: old.get(k) for k in key} == key:
@@ -223,7 +226,7 @@ def _truthfulqa(lm: LoadedModel, run: RunDir, points, config: FrontierConfig, pr
         out[item.name] = cache[item.name] = {**key, "scores": [list(s) for s in scores]}
         write_json(run.file(path), cache)
     for family, _, item in points:
-        if family != "gated w′":
+        if family != GATED_W_PRIME:
             continue
         inner = next((i.name for f, _, i in points if i.intervention is item.intervention.inner), None)
         if inner is None or "baseline" not in out:
@@ -243,7 +246,7 @@ def r_curve_margin(points: pd.DataFrame) -> pd.Series:
     xs, ys = curve.harmful.to_numpy(float), curve.over_refusal.to_numpy(float)
     out = []
     for _, row in points.iterrows():
-        if row.family not in ("w′", "gated w′") or len(xs) < 2 or not xs[0] <= row.harmful <= xs[-1]:
+        if row.family not in (W_PRIME, GATED_W_PRIME) or len(xs) < 2 or not xs[0] <= row.harmful <= xs[-1]:
             out.append(float("nan"))
             continue
         out.append(float(row.over_refusal - np.interp(row.harmful, xs, ys)))
@@ -289,7 +292,7 @@ def measure_frontier(lm: LoadedModel, run: RunDir, config: FrontierConfig, progr
                 k, n = int((~part[column].astype(bool)).sum()), len(part)
                 low, high = wilson_interval(k, n, config.ci_level)
                 row.update({f"n_{key}": n, key: k / n, f"{key}_low": low, f"{key}_high": high})
-                if family == "gated w′":
+                if family == GATED_W_PRIME:
                     meta = run.read_json(f"{FOLDER}/{dataset}/{item.name}.meta.json")
                     opened = meta.get("gate_opened")
                     row[f"gate_open_{key}"] = opened / n if isinstance(opened, int) else math.nan
@@ -303,7 +306,7 @@ def measure_frontier(lm: LoadedModel, run: RunDir, config: FrontierConfig, progr
     parts = [g.assign(margin_over_r=r_curve_margin(g)) for _, g in table.groupby("judge", sort=False)]
     table = pd.concat(parts) if parts else table
     atomic_write(run.file("frontier.csv"), lambda tmp: table.to_csv(tmp, index=False))
-    opened = {item.name: tqa[item.name]["opened"] for f, _, item in points if f == "gated w′" and item.name in tqa}
+    opened = {item.name: tqa[item.name]["opened"] for f, _, item in points if f == GATED_W_PRIME and item.name in tqa}
     write_json(run.file("frontier.json"), jsonable({
         "config": asdict(config), "over_refusal": over, "harmful": harmful, "model": lm.info.name,
         "fingerprint": lm.info.fingerprint, "wall_s": round(time.monotonic() - started, 1),
@@ -316,9 +319,13 @@ def read_frontier(run: RunDir) -> pd.DataFrame:
 
         wb.plot.frontier_figure(wb.read_frontier(wb.RunDir("runs/default"))).show()
     """
-    return run.read_csv("frontier.csv", columns=FRONTIER_COLUMNS,
-                        numeric_columns=("over_refusal", "over_refusal_low", "over_refusal_high", "harmful",
-                                         "harmful_low", "harmful_high"))
+    table = run.read_csv("frontier.csv", columns=FRONTIER_COLUMNS,
+                         numeric_columns=("over_refusal", "over_refusal_low", "over_refusal_high", "harmful",
+                                          "harmful_low", "harmful_high"))
+    unknown = sorted(set(table.family) - set(FAMILIES))
+    if unknown:
+        raise run.corrupted("frontier.csv", f"family {unknown[0]!r} is none of {', '.join(FAMILIES)}")
+    return table
 
 
 def main_frontier_judge(table: pd.DataFrame) -> str:

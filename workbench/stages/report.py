@@ -11,11 +11,12 @@ import pandas as pd
 
 from workbench import __version__
 from workbench.io import write_text
+from workbench.method.vectors import printed
+from workbench.stages.evaluate import read_evaluation
 from workbench.stages.figures import (
     NamedFigure,
     drawable_figures,
     read_capability,
-    read_evaluation,
     read_run_completions,
 )
 from workbench.stages.run_dir import RunDir, rewrite_hint
@@ -64,7 +65,8 @@ def _selection_section(run: RunDir) -> Section:
     if not run.file("selection.json").exists():
         return Section("Selection", not_run_yet(rewrite_hint("selection.json", run.path)))
     selection = run.read_json("selection.json", keys=("selections", "r"))
-    parts = [html_table(selection_frame(selection), index=False)]
+    frame = selection_frame(selection)
+    parts = [html_table(frame.assign(vector=frame.vector.map(printed)), index=False)]
     if isinstance(selection.get("baseline"), dict):
         baseline = pd.DataFrame([selection["baseline"]], index=pd.Index(["refusal score"], name="no intervention"))
         parts.append(html_table(baseline))

@@ -32,6 +32,7 @@ from workbench.method.grids import CandidateGrids
 from workbench.method.prompt_filter import keep_for, kept
 from workbench.method.refusal_math import refusal_score
 from workbench.method.rule import SelectionRule
+from workbench.method.vectors import Vector
 from workbench.models.loader import LoadedModel
 from workbench.stages import sweep_algorithms
 from workbench.stages.base import Stage
@@ -43,7 +44,6 @@ from workbench.stages.sweep_algorithms import (
     TEXT_COLUMNS,
     CandidateRow,
     ValidationSets,
-    Vector,
     to_frame,
 )
 

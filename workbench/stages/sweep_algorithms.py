@@ -35,7 +35,7 @@ selection rule, and in their own module so that the stage keeps only its records
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -47,12 +47,11 @@ from workbench.eval.candidate_scorer import CandidateScorer
 from workbench.method.grids import CandidateGrids
 from workbench.method.refusal_math import kl_divergence, refusal_score
 from workbench.method.rule import SelectionRule
+from workbench.method.vectors import Vector, printed
 
 if TYPE_CHECKING:
     from workbench.stages.sweep import SweepConfig
 
-Vector = Literal["r", "w'"]
-"""Which refusal vector a candidate is: r̂ ("r") or w′(λ) ("w'"), as written in `sweep.csv`."""
 VAL_SETS = ("pseudo_harmful", "harmful", "harmless")
 
 
@@ -159,7 +158,7 @@ def _by_group(rows: list[CandidateRow]) -> dict[tuple[str, float], list[Candidat
 
 
 def _label(vector: str, lam: float) -> str:
-    return "r" if vector == "r" else f"w′ λ={lam}"
+    return "r" if vector == "r" else printed(f"w' λ={lam}")
 
 
 # ---- the full scores of one candidate -----------------------------------------------------------------------------

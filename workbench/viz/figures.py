@@ -25,6 +25,7 @@ from workbench.data import DATASET_GROUPS, dataset_group
 from workbench.eval.judge import PAPER_JUDGE
 from workbench.interventions.catalogue import AFFINE_SUFFIX, GATED_PREFIX, ablation_of, lam_name, parse_name
 from workbench.io import atomic_write
+from workbench.method.vectors import printed
 
 SHORT_LABELS = {
     "ablation_refusal_score_pseudo_harmful": "refusal score, pseudo-harmful val",
@@ -81,8 +82,10 @@ def sweep_heatmaps(sweep: pd.DataFrame, selection: dict | None = None, lams: lis
         return "ablation_refusal_score_harmful" if vector == "r" and metric == "ablation_refusal_score_pseudo_harmful" \
             else metric
 
-    titles = [f"{'r' if v == 'r' else f'w′ λ={lam}'} · {SHORT_LABELS.get(panel_metric(m, v), m)}"
-              for m in metrics for v, lam in panels]
+    def panel_name(vector: str, lam: float | None) -> str:
+        return printed("r" if vector == "r" else f"w' λ={lam}")
+
+    titles = [f"{panel_name(v, lam)} · {SHORT_LABELS.get(panel_metric(m, v), m)}" for m in metrics for v, lam in panels]
     fig = make_subplots(rows=len(metrics), cols=len(panels), subplot_titles=titles, shared_yaxes=True,
                         horizontal_spacing=0.02, vertical_spacing=0.12)
     chosen = {float(s["lam"]): (int(s["pos"]), int(s["layer"])) for s in (selection or {}).get("selections", [])}
@@ -238,7 +241,7 @@ def main_judge(evaluation: pd.DataFrame) -> str:
 
 def _w_prime_rows(evaluation: pd.DataFrame) -> pd.DataFrame:
     """Rows of a pure w′ zero-ablation (affine variants and combinations are Table 1 / Fig. 5 columns)."""
-    return evaluation[(evaluation.vector == "w′") & evaluation.alpha.isna() & (evaluation.ablation == "zero")]
+    return evaluation[(evaluation.vector == "w'") & evaluation.alpha.isna() & (evaluation.ablation == "zero")]
 
 
 def lambda_tradeoff(evaluation: pd.DataFrame, capability: pd.DataFrame | None = None,
@@ -323,7 +326,7 @@ def alpha_lambda_grid(evaluation: pd.DataFrame, dataset: str = "harmful_test", j
     rows = evaluation[(evaluation.dataset == dataset) & (evaluation.judge == judge)]
     zero = rows.ablation.isna() | (rows.ablation == "zero")
     cells = [{"lam": "none", "alpha": 0.0, "rate": rate} for rate in rows.loc[rows.vector == "none", "rate"]]
-    for lam, alpha, rate in rows.loc[zero & rows.vector.isin(("w′", "r", "w′+r")) & (rows.lam.notna()
+    for lam, alpha, rate in rows.loc[zero & rows.vector.isin(("w'", "r", "w'+r")) & (rows.lam.notna()
                                                                                        | rows.alpha.notna()),
                                      ["lam", "alpha", "rate"]].itertuples(index=False):
         cells.append({"lam": "none" if pd.isna(lam) else f"{lam:g}", "alpha": 0.0 if pd.isna(alpha) else alpha,
@@ -353,8 +356,8 @@ def alpha_lambda_grid(evaluation: pd.DataFrame, dataset: str = "harmful_test", j
     return fig
 
 
-FRONTIER_COLORS = {"baseline": "black", "w′": "#1f77b4", "r (partial)": "#d62728", "random": "#7f7f7f",
-                   "gated w′": "#2ca02c"}
+FRONTIER_COLORS = {"baseline": "black", "w'": "#1f77b4", "r (partial)": "#d62728", "random": "#7f7f7f",
+                   "gated w'": "#2ca02c"}
 
 
 def frontier_figure(table: pd.DataFrame, judge: str | None = None, title: str = "The trade-off frontier"
@@ -370,11 +373,12 @@ def frontier_figure(table: pd.DataFrame, judge: str | None = None, title: str = 
         part = rows[rows.family == family]
         if part.empty:
             continue
-        part = part.sort_values("param") if family in ("w′", "r (partial)") else part
-        labels = [family if family == "baseline" else f"{family} {_param_label(family, v)}" for v in part.param]
+        part = part.sort_values("param") if family in ("w'", "r (partial)") else part
+        labels = [printed(family if family == "baseline" else f"{family} {_param_label(family, v)}")
+                  for v in part.param]
         fig.add_trace(go.Scatter(
-            x=part.harmful, y=part.over_refusal, name=family, text=labels,
-            mode="markers" if family in ("baseline", "random", "gated w′") else "lines+markers+text",
+            x=part.harmful, y=part.over_refusal, name=printed(family), text=labels,
+            mode="markers" if family in ("baseline", "random", "gated w'") else "lines+markers+text",
             textposition="top center", marker={"color": color, "size": 14 if family == "baseline" else 9,
                                                "symbol": "star" if family == "baseline" else "circle"},
             line={"color": color},
@@ -391,7 +395,7 @@ def frontier_figure(table: pd.DataFrame, judge: str | None = None, title: str = 
 
 
 def _param_label(family: str, value) -> str:
-    if family in ("w′", "gated w′"):
+    if family in ("w'", "gated w'"):
         return f"λ={float(value):g}"
     if family == "r (partial)":
         return f"β={float(value):g}"

@@ -104,7 +104,7 @@ def figure_block(fig: go.Figure, name: str) -> str:
 
 def selection_frame(selection: dict) -> pd.DataFrame:
     """`selection.json` as a table: one row per λ (its cell and scores), then r (the true-refusal selection)."""
-    rows = [{"vector": "w′", "lam": s.get("lam"), "pos": s.get("pos"), "layer": s.get("layer"),
+    rows = [{"vector": "w'", "lam": s.get("lam"), "pos": s.get("pos"), "layer": s.get("layer"),
              **{k: s.get(k) for k in SELECTION_SCORES}} for s in selection.get("selections", [])]
     true = selection.get("r")
     if isinstance(true, dict):
