@@ -78,9 +78,9 @@ def capability_rows(run: Path) -> int | None:
         if task == "wikitext2":
             rows += -(-int(settings["perplexity_tokens"]) // int(settings.get("window", 512)))
         elif task == "arc_challenge":
-            rows += int(settings.get("arc_n") or 0)
+            rows += int(settings.get("n_arc") or 0)
         elif task == "mmlu":
-            rows += int(settings.get("mmlu_n") or 0)
+            rows += int(settings.get("n_mmlu") or 0)
     return rows
 
 

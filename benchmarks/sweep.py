@@ -48,6 +48,41 @@ def max_score_difference(frame, reference) -> float:
     return float((a[SCORES] - b[SCORES]).abs().max().max())
 
 
+def forward_work(scorer, val, layers: list[int], n_layers: int) -> dict[str, float]:
+    """Per candidate, the linear-layer work of the reference loop (paper-style: full prompts in the reference's batches,
+    every position unembedded) and of the exact mode (`CandidateScorer.pieces`, the template prefix once per piece,
+    the last position unembedded), and a floor for any exact scorer: no padding, the prefix once per candidate,
+    steering passes run only from the candidate's layer. In token-passes through the blocks, the unembedding counted
+    as its share of a token's matrix work; attention's own products and element-wise work are left out (on this model
+    most of the time is in the linear layers). The speed-up of an exact scorer is bounded near reference / its work."""
+    lm = scorer.lm
+    blocks = sum(p.numel() for name, p in lm.model.named_parameters() if p.dim() == 2 and ".layers." in name)
+    unembed = lm.info.vocab_size * lm.info.d_model / blocks  # one position's unembedding, in token-passes
+    n_prefix = len(lm.chat.prefix_token_ids)
+    length = {p: len(lm.tokenizer.encode(lm.chat.format(p), add_special_tokens=False))
+              for p in val.pseudo_harmful + val.harmful + val.harmless}
+
+    def batched(prompts: list[str]) -> int:  # full prompts in consecutive batches, each padded to its longest
+        return sum(max(length[p] for p in prompts[i : i + scorer.batch_size]) * len(prompts[i : i + scorer.batch_size])
+                   for i in range(0, len(prompts), scorer.batch_size))
+
+    def pieced(prompts: list[str]) -> int:  # the exact mode's pieces, the prefix once per piece
+        return sum((max(length[prompts[i]] for i in piece) - n_prefix) * len(piece) + n_prefix
+                   for piece in scorer.pieces(prompts))
+
+    everything = val.pseudo_harmful + val.harmful + val.harmless
+    rows = len(everything) + len(val.harmless)
+    reference_tokens = (batched(val.pseudo_harmful + val.harmless) + batched(val.harmful)
+                        + batched(val.harmless))
+    exact_tokens = pieced(everything) + pieced(val.harmless)
+    after_prefix = sum(length[p] - n_prefix for p in everything)
+    steering_share = sum(1 - layer / n_layers for layer in layers) / len(layers)
+    floor_tokens = (after_prefix + n_prefix
+                    + steering_share * (sum(length[p] - n_prefix for p in val.harmless) + n_prefix))
+    return {"reference": reference_tokens * (1 + unembed), "exact": exact_tokens + rows * unembed,
+            "floor": floor_tokens + rows * unembed}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-safety")
@@ -103,6 +138,12 @@ def main() -> None:
     print(f"exact sweep:    {exact_seconds:.1f} s ({int((exact.stage == 'full').sum())} fully scored, "
           f"{reference_seconds / exact_seconds:.1f}x faster than the reference loop; scores "
           f"{'match' if difference <= 1e-4 else 'differ from'} the reference: max abs diff {difference:.1e})")
+    if not (args.reference_share_prefix or args.reference_last_logits):
+        work = forward_work(scorer, val_exact, args.layers, grids.n_layers)
+        print(f"forward work per candidate (token-passes): reference {work['reference']:.0f}, exact "
+              f"{work['exact']:.0f} (bound {work['reference'] / work['exact']:.1f}x); no padding, prefix once, "
+              f"steering from the candidate's layer: {work['floor']:.0f} "
+              f"(bound {work['reference'] / work['floor']:.1f}x)")
     if args.exact_only:
         for name, frame in (("exact", exact), ("reference", reference)):  # kept: the comparison is re-derivable
             frame.to_csv(run.file(f"sweep_{name}.csv"), index=False)

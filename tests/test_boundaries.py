@@ -348,8 +348,8 @@ BAD_OPTIONS = [
     (["evaluate", "--run", "r", "--alphas", "inf"], "--alphas"),
     (["evaluate", "--run", "r", "--alphas", "nan"], "--alphas"),
     (["capability", "--run", "r", "--perplexity-tokens", "0"], "--perplexity-tokens"),
-    (["capability", "--run", "r", "--mmlu-n", "-1"], "--mmlu-n"),
-    (["capability", "--run", "r", "--arc-n", "-5"], "--arc-n"),
+    (["capability", "--run", "r", "--n-mmlu", "-1"], "--n-mmlu"),
+    (["capability", "--run", "r", "--n-arc", "-5"], "--n-arc"),
     (["extract", "--model", "m", "--run", "r", "--n-train", "0"], "--n-train"),
     (["extract", "--model", "m", "--run", "r", "--batch-size", "0"], "--batch-size"),
     (["sweep", "--run", "r", "--lams", "1", "1.5"], "--lams"),
@@ -426,7 +426,7 @@ def test_every_numeric_option_has_a_checked_type():
     ("[evaluate]\ndatasets = [\"mmlu\"]", "dataset 'mmlu' is not a prompt set"),
     ("[evaluate]\nalphas = [inf]", "evaluate alphas must be finite"),
     ("[capability]\nbatch_size = 0", "capability batch_size must be at least 1"),
-    ("[capability]\narc_n = -1", "capability arc_n must be ≥ 0"),
+    ("[capability]\nn_arc = -1", "capability n_arc must be ≥ 0"),
     ("stages = [\"extract\", \"plot\"]", "unknown stage 'plot'"),
 ])
 def test_config_file_out_of_range_is_refused_before_loading(tmp_path, capsys, no_model, table, message):

@@ -164,7 +164,7 @@ def test_capability_on_the_organism(organism, selected_run, data_dir):
     from workbench.stages.capability import CapabilityConfig, measure_capability
 
     config = CapabilityConfig(interventions=("baseline", "ablate_w_lam1.0"), perplexity_tokens=2048,
-                              mmlu_n=8, arc_n=8)
+                              n_mmlu=8, n_arc=8)
     table = measure_capability(organism, selected_run, config, progress=False)
     assert set(table.columns) == {"task", "intervention", "metric", "value", "n"}
     values = table.set_index(["task", "intervention", "metric"]).value

@@ -39,7 +39,7 @@ def test_frontier_on_the_tiny_run(tiny, tiny_run, tmp_path, monkeypatch):
 
     fit_gate(tiny, tiny_run, _gate_config(tmp_path, bound=0.5))
     config = FrontierConfig(n_val=4, lams=(1.0, 0.0), betas=(0.5, 1.0), seeds=(0,), gate_bounds=(0.5, 1.0),
-                            max_new_tokens=6, batch_size=4, truthfulqa_n=0)
+                            max_new_tokens=6, batch_size=4, n_truthfulqa=0)
     table = measure_frontier(tiny, tiny_run, config, progress=False)
     assert list(table.columns) == list(read_frontier(tiny_run).columns)
     names = ["baseline", "wprime_lam1.0", "wprime_lam0.0", "r_beta0.5", "r_beta1.0", "random_seed0",
@@ -109,7 +109,7 @@ def test_the_pipeline_runs_gate_and_frontier_when_the_config_lists_them(tiny, ti
     assert "gate" not in DEFAULT_STAGES and "frontier" not in DEFAULT_STAGES
     config = PipelineConfig(gate=_gate_config(tmp_path, bound=0.5),
                             frontier=FrontierConfig(n_val=2, lams=(1.0,), betas=(1.0,), seeds=(), gate_bounds=(0.5,),
-                                                    max_new_tokens=4, truthfulqa_n=0),
+                                                    max_new_tokens=4, n_truthfulqa=0),
                             stages=("gate", "frontier"))
     run_pipeline(tiny, tiny_run.path, config)
     assert "[gate] running" in capsys.readouterr().out

@@ -21,16 +21,16 @@ def test_truthfulqa_per_point_and_routed_for_the_gated_points(tiny, tiny_run, tm
 
     fit_gate(tiny, tiny_run, _gate_config(tmp_path, bound=0.5))
     config = FrontierConfig(n_val=2, lams=(1.0,), betas=(1.0,), seeds=(), gate_bounds=(0.5, 1.0), max_new_tokens=4,
-                            truthfulqa_n=12, judge="substring")
+                            n_truthfulqa=12, judge="substring")
     table = measure_frontier(tiny, tiny_run, config, progress=False).set_index("intervention")
     # The baseline's MC1/MC2 are the capability task's on the same sample.
     plain = plain_hf_model(tiny)
     rows = {r["metric"]: r["value"] for r in score_task("truthfulqa", plain_forward(plain), tiny.tokenizer,
-                                                         CapabilityConfig(truthfulqa_n=12), progress=False)}
+                                                         CapabilityConfig(n_truthfulqa=12), progress=False)}
     assert BASELINE.parts == ()
     assert table.loc["baseline", "truthfulqa_mc1"] == pytest.approx(rows["mc1"])
     assert table.loc["baseline", "truthfulqa_mc2"] == pytest.approx(rows["mc2"])
-    assert (table.truthfulqa_n == 12).all()
+    assert (table.n_truthfulqa == 12).all()
     # Bound 1: the gate opens for every question, so the gated point is w′.
     assert table.loc["gated_wprime_bound1.0", "truthfulqa_mc2"] == table.loc["wprime_lam1.0", "truthfulqa_mc2"]
     cache = json.loads(tiny_run.file("frontier/truthfulqa.json").read_text())

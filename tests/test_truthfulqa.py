@@ -105,7 +105,7 @@ def test_a_malformed_row_is_refused(tmp_path, monkeypatch, row, problem):
 
 
 def test_capability_writes_truthfulqa_rows(tiny, tiny_checkpoint, tiny_run, forward, tmp_path, monkeypatch):
-    """`workbench capability --tasks truthfulqa --truthfulqa-n none` (all questions): rows as for the other tasks."""
+    """`workbench capability --tasks truthfulqa --n-truthfulqa none` (all questions): rows as for the other tasks."""
     from workbench.cli import main
     from workbench.eval.capability import truthfulqa_scores
 
@@ -114,7 +114,7 @@ def test_capability_writes_truthfulqa_rows(tiny, tiny_checkpoint, tiny_run, forw
     write_csv(tmp_path / "data" / "truthfulqa" / "TruthfulQA.csv", rows)
     monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
     assert main(["capability", "--run", str(tiny_run.path), "--model", str(tiny_checkpoint), "--tasks", "truthfulqa",
-                 "--truthfulqa-n", "none", "--batch-size", "4"]) == 0
+                 "--n-truthfulqa", "none", "--batch-size", "4"]) == 0
     table = pd.read_csv(tiny_run.file("capability.csv"))
     mc1, mc2 = truthfulqa_scores(forward, tiny.tokenizer, QUESTIONS, 4, progress=False)
     assert table.to_dict("records") == [
@@ -122,12 +122,12 @@ def test_capability_writes_truthfulqa_rows(tiny, tiny_checkpoint, tiny_run, forw
         {"task": "truthfulqa", "intervention": "baseline", "metric": "mc2", "value": pytest.approx(mc2), "n": 3}]
     assert table.columns.tolist() == ["task", "intervention", "metric", "value", "n"]
     meta = json.loads(tiny_run.file("capability.meta.json").read_text())["truthfulqa/baseline"]
-    assert {k: meta[k] for k in ("truthfulqa_n", "batch_size", "seed")} == {"truthfulqa_n": None, "batch_size": 4,
+    assert {k: meta[k] for k in ("n_truthfulqa", "batch_size", "seed")} == {"n_truthfulqa": None, "batch_size": 4,
                                                                             "seed": 0}
 
 
 def test_resume_depends_only_on_the_task_settings(tiny, tiny_run, monkeypatch):
-    """A new or changed setting of another task (here `truthfulqa_n`, absent from older metas) scores nothing again."""
+    """A new or changed setting of another task (here `n_truthfulqa`, absent from older metas) scores nothing again."""
     import workbench.stages.capability as capability
 
     calls = []
@@ -141,10 +141,10 @@ def test_resume_depends_only_on_the_task_settings(tiny, tiny_run, monkeypatch):
     capability.measure_capability(tiny, tiny_run, config, progress=False)
     path = tiny_run.file("capability.meta.json")
     meta = json.loads(path.read_text())
-    meta["wikitext2/baseline"].update(mmlu_n=200, mmlu_shots=5, arc_n=200, seed=0)  # as an older meta holds them
+    meta["wikitext2/baseline"].update(n_mmlu=200, mmlu_shots=5, n_arc=200, seed=0)  # as an older meta holds them
     path.write_text(json.dumps(meta))
-    capability.measure_capability(tiny, tiny_run, capability.CapabilityConfig(tasks=("wikitext2",), truthfulqa_n=5,
-                                                                              arc_n=3), progress=False)
+    capability.measure_capability(tiny, tiny_run, capability.CapabilityConfig(tasks=("wikitext2",), n_truthfulqa=5,
+                                                                              n_arc=3), progress=False)
     assert calls == ["wikitext2"]
     capability.measure_capability(tiny, tiny_run, capability.CapabilityConfig(tasks=("wikitext2",), window=256),
                                   progress=False)
@@ -156,13 +156,13 @@ def test_truthfulqa_is_asked_for_by_name_and_validated(tmp_path, capsys):
     from workbench.eval.capability import DEFAULT_TASKS, TASKS, CapabilityConfig
 
     assert "truthfulqa" in TASKS and "truthfulqa" not in DEFAULT_TASKS and CapabilityConfig().tasks == DEFAULT_TASKS
-    assert CapabilityConfig().truthfulqa_n == 200
-    CapabilityConfig(tasks=("truthfulqa",), truthfulqa_n=None).validate()
-    with pytest.raises(WorkbenchError, match="capability truthfulqa_n must be ≥ 0"):
-        CapabilityConfig(truthfulqa_n=-1).validate()
+    assert CapabilityConfig().n_truthfulqa == 200
+    CapabilityConfig(tasks=("truthfulqa",), n_truthfulqa=None).validate()
+    with pytest.raises(WorkbenchError, match="capability n_truthfulqa must be ≥ 0"):
+        CapabilityConfig(n_truthfulqa=-1).validate()
     with pytest.raises(SystemExit) as caught:
-        main(["capability", "--run", str(tmp_path), "--truthfulqa-n", "-1"])
-    assert caught.value.code == 2 and "argument --truthfulqa-n" in capsys.readouterr().err
+        main(["capability", "--run", str(tmp_path), "--n-truthfulqa", "-1"])
+    assert caught.value.code == 2 and "argument --n-truthfulqa" in capsys.readouterr().err
 
 
 @pytest.mark.data

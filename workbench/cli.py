@@ -637,7 +637,7 @@ def cmd_frontier(args) -> None:
     config = config_from_args(args, FrontierConfig())
     config.validate()
     sets = list(validation_sets(RunDir(Path(args.run)).require_dir(), config))
-    sets += list(TASK_DATASETS["truthfulqa"]) if config.truthfulqa_n else []
+    sets += list(TASK_DATASETS["truthfulqa"]) if config.n_truthfulqa else []
     run, lm = _model_for_run(args, needs=("selection.json",), datasets=[n for n in sets if n in REGISTRY])
     with record_stage(run, "frontier"):
         table = measure_frontier(lm, run, config)

@@ -69,7 +69,7 @@ FIELD_TYPES: dict[str, Any] = {
     "n_finalists": POSITIVE_INT, "min_finalists": POSITIVE_INT, "n_fit": POSITIVE_INT, "n_contrast": POSITIVE_INT,
     "limit": POSITIVE_INT, "max_new_tokens": POSITIVE_INT, "rerank_n": POSITIVE_INT,
     "rerank_max_new_tokens": POSITIVE_INT, "perplexity_tokens": POSITIVE_INT, "window": POSITIVE_INT,
-    "mmlu_n": COUNT_OR_ALL, "arc_n": COUNT_OR_ALL, "truthfulqa_n": NON_NEGATIVE_INT, "mmlu_shots": NON_NEGATIVE_INT,
+    "n_mmlu": COUNT_OR_ALL, "n_arc": COUNT_OR_ALL, "n_truthfulqa": NON_NEGATIVE_INT, "mmlu_shots": NON_NEGATIVE_INT,
     "max_completion_tokens": POSITIVE_INT, "rerank_top_k": NON_NEGATIVE_INT, "seed": NON_NEGATIVE_INT,
     "seeds": NON_NEGATIVE_INT,
     # grid coordinates

@@ -35,9 +35,9 @@ DEFAULT_TASKS = ("wikitext2", "mmlu", "arc_challenge")
 LETTERS = ("A", "B", "C", "D", "E")
 TASK_SETTINGS = {
     "wikitext2": ("perplexity_tokens", "window", "batch_size"),
-    "mmlu": ("mmlu_n", "mmlu_shots", "batch_size", "seed"),
-    "arc_challenge": ("arc_n", "seed"),
-    "truthfulqa": ("truthfulqa_n", "batch_size", "seed"),
+    "mmlu": ("n_mmlu", "mmlu_shots", "batch_size", "seed"),
+    "arc_challenge": ("n_arc", "seed"),
+    "truthfulqa": ("n_truthfulqa", "batch_size", "seed"),
 }
 """The `CapabilityConfig` fields each task's scores depend on."""
 TASK_DATASETS: dict[str, tuple[str, ...]] = {
@@ -61,13 +61,13 @@ class CapabilityConfig:
     """WikiText-2 test tokens scored, in non-overlapping windows of `window`."""
     window: int = 512
     """Tokens per perplexity window."""
-    mmlu_n: int | None = 200
+    n_mmlu: int | None = 200
     """MMLU test questions, a seeded sample across subjects (None: all 14,042)."""
     mmlu_shots: int = 5
     """Worked examples before each MMLU question."""
-    arc_n: int | None = 200
+    n_arc: int | None = 200
     """ARC-Challenge test questions, a seeded sample (None: all 1,172)."""
-    truthfulqa_n: int | None = 200
+    n_truthfulqa: int | None = 200
     """TruthfulQA questions (of 817), a seeded sample (None: all)."""
     batch_size: int = 8
     """Prompts per forward pass."""
@@ -87,7 +87,7 @@ class CapabilityConfig:
             if getattr(self, name) < low:
                 raise WorkbenchError(f"capability {name} must be {'≥ 0' if low == 0 else 'at least 1'}, got "
                                      f"{getattr(self, name)}")
-        for name in ("mmlu_n", "arc_n", "truthfulqa_n"):
+        for name in ("n_mmlu", "n_arc", "n_truthfulqa"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise WorkbenchError(f"capability {name} must be ≥ 0 (0 or None: all), got {getattr(self, name)}")
 
@@ -219,19 +219,19 @@ def score_task(task: str, forward: Forward, tokenizer, config: CapabilityConfig,
         return [{"metric": "perplexity", "value": ppl, "n": n}]
     if task == "mmlu":
         last_logits = last_logits or last_logits_from(forward, tokenizer.pad_token_id or 0)
-        questions = _sample(load_dataset(TASK_DATASETS["mmlu"][0]), config.mmlu_n, config.seed)
+        questions = _sample(load_dataset(TASK_DATASETS["mmlu"][0]), config.n_mmlu, config.seed)
         dev: dict[str, list[MultipleChoice]] = {}
         for q in load_dataset(TASK_DATASETS["mmlu"][1]):
             dev.setdefault(q.subject, []).append(q)
         acc = mmlu_accuracy(last_logits, tokenizer, questions, dev, config.mmlu_shots, config.batch_size, progress)
         return [{"metric": "acc", "value": acc, "n": len(questions)}]
     if task == "arc_challenge":
-        questions = _sample(load_dataset(TASK_DATASETS["arc_challenge"][0]), config.arc_n, config.seed)
+        questions = _sample(load_dataset(TASK_DATASETS["arc_challenge"][0]), config.n_arc, config.seed)
         acc, acc_norm = arc_accuracy(forward, tokenizer, questions, progress)
         return [{"metric": "acc", "value": acc, "n": len(questions)},
                 {"metric": "acc_norm", "value": acc_norm, "n": len(questions)}]
     if task == "truthfulqa":
-        questions = _sample(load_dataset(TASK_DATASETS["truthfulqa"][0]), config.truthfulqa_n, config.seed)
+        questions = _sample(load_dataset(TASK_DATASETS["truthfulqa"][0]), config.n_truthfulqa, config.seed)
         mc1, mc2 = truthfulqa_scores(forward, tokenizer, questions, config.batch_size, progress)
         return [{"metric": "mc1", "value": mc1, "n": len(questions)},
                 {"metric": "mc2", "value": mc2, "n": len(questions)}]

@@ -53,7 +53,7 @@ def _frontier(config: PipelineConfig) -> list[str]:
     """The frontier's validation sets (each defaulting to the sweep's) and TruthfulQA where it scores it."""
     f, sweep = config.frontier, config.sweep
     return [f.pseudo_harmful_val or sweep.pseudo_harmful_val, f.harmful_val or sweep.harmful_val,
-            *(TASK_DATASETS["truthfulqa"] if f.truthfulqa_n else [])]
+            *(TASK_DATASETS["truthfulqa"] if f.n_truthfulqa else [])]
 
 
 STAGE_DATASETS: dict[str, Callable[[PipelineConfig], list[str]]] = {

@@ -15,7 +15,7 @@ The paper's claim is that w′ lies *above* the weaker-r curve (more over-refusa
 compliance); "There is more to refusal than a single direction" (arXiv 2602.02132) finds any refusal-related direction
 lies *on* it. `frontier.csv` answers it per w′ point: `margin_over_r` is its over-refusal compliance minus the r curve's
 (piecewise linear through baseline and the β points, by harmful compliance) at its harmful compliance.
-TruthfulQA MC1/MC2 per intervention (`truthfulqa_n` questions, 0 to skip) shows a direction that buys compliance with
+TruthfulQA MC1/MC2 per intervention (`n_truthfulqa` questions, 0 to skip) shows a direction that buys compliance with
 confabulation.
 
 Artifacts: `frontier/completions/<dataset>/<intervention>.jsonl` (resumable per pair, as `evaluate`'s),
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 FOLDER = "frontier/completions"
 FRONTIER_COLUMNS = ("family", "intervention", "param", "judge", "n_over_refusal", "over_refusal", "over_refusal_low",
                     "over_refusal_high", "n_harmful", "harmful", "harmful_low", "harmful_high", "margin_over_r",
-                    "truthfulqa_n", "truthfulqa_mc1", "truthfulqa_mc2", "gate_open_over_refusal", "gate_open_harmful")
+                    "n_truthfulqa", "truthfulqa_mc1", "truthfulqa_mc2", "gate_open_over_refusal", "gate_open_harmful")
 """`frontier.csv`: one row per intervention × judge: compliance rates (k/n) on the over-refusal and harmful validation
 prompts with Wilson intervals, the margin over the r curve (w′ rows), TruthfulQA MC1/MC2, and for gated rows the share
 of each set's prompts the gate opened for."""
@@ -91,7 +91,7 @@ class FrontierConfig:
     """The calibrated judge (beside the paper's substring judge); `frontier.csv` has rows for both."""
     judge_options: JudgeOptions = field(default_factory=JudgeOptions)
     """How to build it (the model judge's model, dtype and read-out)."""
-    truthfulqa_n: int = 100
+    n_truthfulqa: int = 100
     """TruthfulQA questions per intervention (0: skip)."""
     ci_level: float = 0.95
     """Confidence level of the Wilson intervals."""
@@ -110,8 +110,8 @@ class FrontierConfig:
                 raise WorkbenchError(f"frontier gate_bounds must be in [0, 1], got {bound}")
         if self.n_val is not None and self.n_val < 1:
             raise WorkbenchError(f"frontier n_val must be at least 1 (or None for all), got {self.n_val}")
-        if self.truthfulqa_n < 0:
-            raise WorkbenchError(f"frontier truthfulqa_n must be 0 (skip) or more, got {self.truthfulqa_n}")
+        if self.n_truthfulqa < 0:
+            raise WorkbenchError(f"frontier n_truthfulqa must be 0 (skip) or more, got {self.n_truthfulqa}")
         self.eval_config().validate()
 
     def eval_config(self) -> EvalConfig:
@@ -205,9 +205,9 @@ def _truthfulqa(lm: LoadedModel, run: RunDir, points, config: FrontierConfig, pr
     from workbench.interventions.export import plain_hf_model
     from workbench.interventions.weight_edit import edited
 
-    if config.truthfulqa_n == 0:
+    if config.n_truthfulqa == 0:
         return {}
-    questions = _sample(load_dataset(TASK_DATASETS["truthfulqa"][0]), config.truthfulqa_n, config.seed)
+    questions = _sample(load_dataset(TASK_DATASETS["truthfulqa"][0]), config.n_truthfulqa, config.seed)
     path = "frontier/truthfulqa.json"
     cache = run.read_json(path) if run.file(path).exists() else {}
     plain = None
@@ -298,7 +298,7 @@ def measure_frontier(lm: LoadedModel, run: RunDir, config: FrontierConfig, progr
                     row[f"gate_open_{key}"] = opened / n if isinstance(opened, int) else math.nan
             else:
                 scores = tqa.get(item.name, {}).get("scores")
-                row.update({"truthfulqa_n": len(scores) if scores else 0,
+                row.update({"n_truthfulqa": len(scores) if scores else 0,
                             "truthfulqa_mc1": float(np.mean([s[0] for s in scores])) if scores else math.nan,
                             "truthfulqa_mc2": float(np.mean([s[1] for s in scores])) if scores else math.nan})
                 rows.append(row)

@@ -59,7 +59,7 @@ def main_job_capability() -> CapabilityConfig:
     (its 5-shot prompts of about a thousand tokens dominate the cost on a CPU, and a 135M model is at chance on
     it); with `tasks` including "mmlu" it uses 50 questions."""
     return CapabilityConfig(tasks=("wikitext2", "arc_challenge"), interventions=None, perplexity_tokens=4096,
-                            mmlu_n=50, arc_n=50)
+                            n_mmlu=50, n_arc=50)
 
 
 @dataclass(frozen=True)
