@@ -4,7 +4,7 @@ intervention catalogue gives is one a table reader accepts."""
 import pytest
 
 from workbench.interventions.catalogue import GATED_PREFIX, describe_name
-from workbench.method.vectors import combined, is_label, printed
+from workbench.method.vectors import combined, is_label, printed, printed_candidate
 
 pytestmark = pytest.mark.unit
 
@@ -34,3 +34,4 @@ def test_printed_puts_the_prime_on_w_prime_only():
     assert printed("gated w'") == "gated w′" and printed("w'+r") == "w′+r"
     assert printed("w") == "w" and printed("r") == "r" and printed("none") == "none"
     assert combined([]) == "none" and combined(["w'", "r"]) == "w'+r"
+    assert printed_candidate("w'", 0.6) == "w′ λ=0.6" and printed_candidate("r", float("nan")) == "r"

@@ -36,3 +36,8 @@ def is_label(label: object) -> bool:
 def printed(label: str) -> str:
     """A label as figures and pages print it: w' with the prime (w′)."""
     return label.replace(W_PRIME, "w′")
+
+
+def printed_candidate(vector: str, lam: float | None) -> str:
+    """A candidate's vector as figures and progress bars name it: "r", or "w′ λ=<λ>"."""
+    return "r" if vector == R else printed(f"{W_PRIME} λ={lam}")

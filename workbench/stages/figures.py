@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from workbench.stages.pipeline import PipelineConfig
 
 
-
 def sweep_frame(run: RunDir) -> pd.DataFrame:
     """The rows Fig. 4 draws: `selection.csv` (with the rule's verdicts) where select ran, else `sweep.csv`."""
     from workbench.stages.select import read_selection

@@ -47,7 +47,7 @@ from workbench.eval.candidate_scorer import CandidateScorer
 from workbench.method.grids import CandidateGrids
 from workbench.method.refusal_math import kl_divergence, refusal_score
 from workbench.method.rule import SelectionRule
-from workbench.method.vectors import Vector, printed
+from workbench.method.vectors import Vector, printed_candidate
 
 if TYPE_CHECKING:
     from workbench.stages.sweep import SweepConfig
@@ -157,10 +157,6 @@ def _by_group(rows: list[CandidateRow]) -> dict[tuple[str, float], list[Candidat
     return {k: [r for r in rows if r.group == k] for k in sorted({r.group for r in rows}, key=str)}
 
 
-def _label(vector: str, lam: float) -> str:
-    return "r" if vector == "r" else printed(f"w' λ={lam}")
-
-
 # ---- the full scores of one candidate -----------------------------------------------------------------------------
 
 
@@ -214,7 +210,7 @@ def fast_sweep(scorer: CandidateScorer, grids: CandidateGrids, val: ValidationSe
         target = (val.pseudo_harmful if key[0] == "w'" else val.harmful)[:n]
         per_candidate = target + screen_harmless
         chunk = max(1, (scorer.batch_size * 2) // len(per_candidate))
-        for start in tqdm(range(0, len(group), chunk), desc=f"screen {_label(*key)}", unit="batch"):
+        for start in tqdm(range(0, len(group), chunk), desc=f"screen {printed_candidate(*key)}", unit="batch"):
             part = group[start : start + chunk]
             dirs = torch.stack([directions[key][r.cell(grids)] for r in part])
             logits = scorer.ablated_logits(per_candidate * len(part), dirs, len(per_candidate))
@@ -236,7 +232,7 @@ def fast_sweep(scorer: CandidateScorer, grids: CandidateGrids, val: ValidationSe
         objective = rule.objective(key[0])
         best, scored = math.inf, 0
         ordered = sorted(plausible, key=lambda r: r.screen_refusal_score)
-        for row in tqdm(ordered[: config.n_finalists], desc=f"full scores {_label(*key)}", unit="candidate"):
+        for row in tqdm(ordered[: config.n_finalists], desc=f"full scores {printed_candidate(*key)}", unit="candidate"):
             if scored >= config.min_finalists and row.screen_refusal_score > best + config.stop_margin:
                 break
             score_full(scorer, row, directions[key], grids, val, config, rule)
@@ -265,10 +261,10 @@ def exact_sweep(scorer: CandidateScorer, grids: CandidateGrids, val: ValidationS
         dirs = torch.stack([directions[cell] for cell in cells])
         vecs = torch.stack([steering[cell] for cell in cells])
         # KL is computed on every row (cheap next to the forward pass) and read on the harmless ones only.
-        rs, kl = scorer.ablation_per_prompt(prompts, base, dirs, f"exact ablation {_label(*key)}")
+        rs, kl = scorer.ablation_per_prompt(prompts, base, dirs, f"exact ablation {printed_candidate(*key)}")
         steer_rs, steer_kl = scorer.steering_per_prompt(val.harmless, val.base_logits["harmless"], vecs,
                                                         [layer for _, layer in cells], config.steering_coeff,
-                                                        f"exact steering {_label(*key)}")
+                                                        f"exact steering {printed_candidate(*key)}")
         for i, row in enumerate(group):
             row.ablation_refusal_score_pseudo_harmful = rs[i, : ends[0]].mean().item()
             row.ablation_refusal_score_harmful = rs[i, ends[0] : ends[1]].mean().item()

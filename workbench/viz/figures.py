@@ -25,7 +25,7 @@ from workbench.data import DATASET_GROUPS, dataset_group
 from workbench.eval.judge import PAPER_JUDGE
 from workbench.interventions.catalogue import AFFINE_SUFFIX, GATED_PREFIX, ablation_of, lam_name, parse_name
 from workbench.io import atomic_write
-from workbench.method.vectors import printed
+from workbench.method.vectors import printed, printed_candidate
 
 SHORT_LABELS = {
     "ablation_refusal_score_pseudo_harmful": "refusal score, pseudo-harmful val",
@@ -82,10 +82,8 @@ def sweep_heatmaps(sweep: pd.DataFrame, selection: dict | None = None, lams: lis
         return "ablation_refusal_score_harmful" if vector == "r" and metric == "ablation_refusal_score_pseudo_harmful" \
             else metric
 
-    def panel_name(vector: str, lam: float | None) -> str:
-        return printed("r" if vector == "r" else f"w' λ={lam}")
-
-    titles = [f"{panel_name(v, lam)} · {SHORT_LABELS.get(panel_metric(m, v), m)}" for m in metrics for v, lam in panels]
+    titles = [f"{printed_candidate(v, lam)} · {SHORT_LABELS.get(panel_metric(m, v), m)}"
+              for m in metrics for v, lam in panels]
     fig = make_subplots(rows=len(metrics), cols=len(panels), subplot_titles=titles, shared_yaxes=True,
                         horizontal_spacing=0.02, vertical_spacing=0.12)
     chosen = {float(s["lam"]): (int(s["pos"]), int(s["layer"])) for s in (selection or {}).get("selections", [])}
